@@ -1,0 +1,142 @@
+/*
+ * coi-shim.h - the only contract between the C shim (plugin/shim/) and the
+ * Rust side of the coi plugin (plugin/src/). bindgen reads this file and
+ * nothing else: Dovecot's own structs never cross into Rust, because their
+ * layout changes with the Dovecot ABI version and only C compiled against the
+ * target headers may touch them.
+ *
+ * Rules for everything declared here:
+ *  - plain C types only: fixed-width integers, (ptr, len) byte slices,
+ *    integer codes and opaque `void *` handles;
+ *  - all calls happen on the Dovecot process's single ioloop thread;
+ *  - byte slices passed shim -> Rust are borrowed for the duration of one
+ *    call (they live in Dovecot pools or on its data stack); Rust copies what
+ *    it keeps;
+ *  - int32_t returns: 0 = OK, -1 = error (already logged by the callee).
+ */
+#ifndef COI_SHIM_H
+#define COI_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Bumped whenever a struct or function below changes shape. Rust refuses to
+   start the plugin when the shim reports another version. */
+#define COI_SHIM_ABI 1
+
+/* A borrowed byte slice. ptr == NULL means "absent" (a header that is not
+   there, a metadata entry that is NIL), which is different from an empty
+   value (ptr != NULL, len == 0). */
+struct coi_bytes {
+	const uint8_t *ptr;
+	size_t len;
+};
+
+/* Log levels understood by coi_shim_log(). */
+enum coi_log_level {
+	COI_LOG_DEBUG = 0,
+	COI_LOG_INFO = 1,
+	COI_LOG_WARNING = 2,
+	COI_LOG_ERROR = 3,
+};
+
+/* Message kinds, as decided by the classifier (coi-core). */
+enum coi_kind {
+	COI_KIND_NOT_CHAT = 0,
+	COI_KIND_CHAT = 1,
+	COI_KIND_GROUP_CHAT = 2,
+	COI_KIND_READ_RECEIPT = 3,
+};
+
+/* The header fields the classifier looks at, each the first occurrence of
+   that field in the message, as Dovecot returns it from
+   mail_get_first_header(). */
+struct coi_message_headers {
+	struct coi_bytes chat_version;
+	struct coi_bytes message_id;
+	struct coi_bytes references;
+	struct coi_bytes in_reply_to;
+	struct coi_bytes content_type;
+};
+
+/* The plugin settings of one user, raw strings from the `plugin {}` block
+   (absent = not set). Validated by Rust once per user. */
+struct coi_user_settings {
+	struct coi_bytes default_enabled;        /* coi_default_enabled */
+	struct coi_bytes default_message_filter; /* coi_default_message_filter */
+	struct coi_bytes mailbox_root;           /* coi_mailbox_root */
+};
+
+/* The user's COI server METADATA, read by the shim only for chats. */
+struct coi_user_metadata {
+	struct coi_bytes enabled;        /* .../coi/config/enabled */
+	struct coi_bytes message_filter; /* .../coi/config/message-filter */
+};
+
+/* What Rust decided for one delivered message. */
+struct coi_delivery_decision {
+	int32_t kind;            /* enum coi_kind */
+	int32_t add_chat_keyword; /* 1 = every stored copy gets $Chat */
+	int32_t file_into_chats;  /* 1 = make <root>/Chats the default mailbox */
+	/* Name of the chats folder (UTF-8, namespace separator applied).
+	   Owned by the user handle; valid until user_free(). */
+	struct coi_bytes chats_folder;
+};
+
+/*
+ * Callbacks the shim calls into Rust. Rust hands the shim a pointer to a
+ * static table in coi_shim_init(); the table outlives the plugin.
+ * Every function is wrapped by Rust's panic guard: a panic is caught, logged,
+ * poisons the plugin for this process (every later call returns -1 / NULL at
+ * once) and is reported as -1. The shim treats -1 as "leave delivery alone".
+ */
+struct coi_rs_ops {
+	/* Must equal COI_SHIM_ABI. */
+	uint32_t abi;
+
+	/* Called from the mail_user_created hook. `log_event` is the user's
+	   struct event * (used for log lines only, during this call).
+	   Returns an owned handle, or NULL when the settings are invalid (the
+	   reason was logged as an error): the plugin then stays inactive for
+	   this user. */
+	void *(*user_new)(void *log_event,
+			  const struct coi_user_settings *settings);
+	/* Releases a handle from user_new(). NULL is ignored. */
+	void (*user_free)(void *user);
+
+	/* Classifies one message. Returns 0 and sets *kind_r, or -1. */
+	int32_t (*classify)(const struct coi_message_headers *headers,
+			    int32_t *kind_r);
+
+	/* Decides routing for one message of kind `kind` (not NOT_CHAT) for
+	   the user `user`. `metadata` is NULL when the user's METADATA could
+	   not be read at all (then Rust decides to leave the mail alone).
+	   `separator` is the namespace hierarchy separator of the user's
+	   INBOX namespace. `log_event` is the delivery's struct event *, so
+	   debug lines carry the session prefix. Returns 0 and fills
+	   *decision_r, or -1. */
+	int32_t (*decide)(void *user, void *log_event, int32_t kind,
+			  const struct coi_user_metadata *metadata,
+			  uint8_t separator,
+			  struct coi_delivery_decision *decision_r);
+};
+
+/* Rust -> shim. Called from coi_plugin_init(). `module` is Dovecot's struct
+   module * for this plugin. Installs the hooks that exist in this process.
+   Returns 0, or -1 when the ops table is unusable (nothing installed). */
+int32_t coi_shim_init(void *module, const struct coi_rs_ops *ops);
+
+/* Rust -> shim. Called from coi_plugin_deinit(): removes every hook in the
+   reverse order of installation. */
+void coi_shim_deinit(void);
+
+/* Rust -> shim. Logs `msg[0..len]` through Dovecot's logger on `event`
+   (a struct event *, or NULL for the process's default logger). The shim
+   uses a constant "%.*s" format, so the text is never interpreted. */
+void coi_shim_log(void *event, int32_t level, const uint8_t *msg, size_t len);
+
+/* Rust -> shim. 1 when debug logging is on for `event` (mail_debug = yes),
+   so Rust can skip formatting debug lines nobody will see. */
+int32_t coi_shim_debug_enabled(void *event);
+
+#endif

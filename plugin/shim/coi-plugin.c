@@ -1,0 +1,413 @@
+/* coi-plugin.c - the Dovecot side of the coi plugin.
+ *
+ * Owns every contact with Dovecot's structs: hook installation and removal,
+ * the per-user and per-mailbox module contexts, reading the headers and the
+ * user's METADATA at delivery, creating the chats folder, and adding the
+ * $Chat keyword to stored copies. Decisions (what a message is, where it
+ * goes) are made in Rust through the ops table (include/coi-shim.h); this
+ * file only carries them out.
+ *
+ * Failure rule: whatever goes wrong here (a header that cannot be read, a
+ * METADATA error, a folder that cannot be created, a Rust callback that
+ * returned -1), the delivery proceeds exactly as if the plugin were absent,
+ * and the reason is logged on the delivery's event.
+ *
+ * Everything runs on the process's single ioloop thread.
+ */
+#include "lib.h"
+#include "array.h"
+#include "module-context.h"
+#include "mail-user.h"
+#include "mail-namespace.h"
+#include "mail-storage-private.h"
+#include "mail-storage-hooks.h"
+#include "mail-deliver.h"
+#include "imap-metadata.h"
+
+#include "coi-shim.h"
+
+/* mail_deliver_hook_set() lives in libdovecot-lda, which only lmtp and
+   dovecot-lda link. Declared weak, it resolves to NULL in imap, doveadm and
+   the rest, so one .so loads everywhere and installs only what exists. */
+#pragma weak mail_deliver_hook_set
+
+#define COI_KEYWORD_CHAT "$Chat"
+#define COI_METADATA_ENABLED \
+	"/private/vendor/vendor.dovecot/coi/config/enabled"
+#define COI_METADATA_MESSAGE_FILTER \
+	"/private/vendor/vendor.dovecot/coi/config/message-filter"
+
+#define COI_USER_CONTEXT(obj) \
+	MODULE_CONTEXT(obj, coi_user_module)
+#define COI_USER_CONTEXT_REQUIRE(obj) \
+	MODULE_CONTEXT_REQUIRE(obj, coi_user_module)
+#define COI_MAILBOX_CONTEXT_REQUIRE(obj) \
+	MODULE_CONTEXT_REQUIRE(obj, coi_storage_module)
+
+struct coi_user {
+	union mail_user_module_context module_ctx;
+	/* Rust's handle (validated settings); NULL = plugin inactive for
+	   this user, e.g. because its settings are invalid. */
+	void *rs;
+};
+
+struct coi_mailbox {
+	union mailbox_module_context module_ctx;
+};
+
+static MODULE_CONTEXT_DEFINE_INIT(coi_user_module,
+				  &mail_user_module_register);
+static MODULE_CONTEXT_DEFINE_INIT(coi_storage_module,
+				  &mail_storage_module_register);
+
+static struct module *coi_module;
+static const struct coi_rs_ops *coi_ops;
+static deliver_mail_func_t *coi_next_deliver_mail;
+static bool coi_deliver_hook_installed;
+
+/* The delivery in progress. Set when the deliver hook runs and kept until
+   the next one (or until the user is freed), because Dovecot's own default
+   save happens after the hook has returned. Only compared as pointers,
+   never dereferenced. */
+static struct {
+	struct mail_user *user;
+	struct mail *src_mail;
+	bool add_chat_keyword;
+} coi_current;
+
+static struct coi_bytes coi_bytes_from_str(const char *str)
+{
+	struct coi_bytes bytes;
+
+	bytes.ptr = (const uint8_t *)str;
+	bytes.len = str == NULL ? 0 : strlen(str);
+	return bytes;
+}
+
+/* ---- per user ---- */
+
+static void coi_user_deinit(struct mail_user *user)
+{
+	struct coi_user *cuser = COI_USER_CONTEXT_REQUIRE(user);
+
+	if (coi_current.user == user)
+		i_zero(&coi_current);
+	if (cuser->rs != NULL)
+		coi_ops->user_free(cuser->rs);
+	cuser->rs = NULL;
+	cuser->module_ctx.super.deinit(user);
+}
+
+static void coi_mail_user_created(struct mail_user *user)
+{
+	struct mail_user_vfuncs *v = user->vlast;
+	struct coi_user *cuser;
+	struct coi_user_settings set;
+
+	cuser = p_new(user->pool, struct coi_user, 1);
+	cuser->module_ctx.super = *v;
+	user->vlast = &cuser->module_ctx.super;
+	v->deinit = coi_user_deinit;
+	MODULE_CONTEXT_SET(user, coi_user_module, cuser);
+
+	if (user->autocreated) {
+		/* shared-namespace owners and similar: never delivered to */
+		return;
+	}
+	set.default_enabled = coi_bytes_from_str(
+		mail_user_plugin_getenv(user, "coi_default_enabled"));
+	set.default_message_filter = coi_bytes_from_str(
+		mail_user_plugin_getenv(user, "coi_default_message_filter"));
+	set.mailbox_root = coi_bytes_from_str(
+		mail_user_plugin_getenv(user, "coi_mailbox_root"));
+	cuser->rs = coi_ops->user_new(user->event, &set);
+}
+
+/* ---- $Chat on every stored copy ---- */
+
+static void coi_save_add_chat_keyword(struct mail_save_context *ctx)
+{
+	struct mailbox *box = ctx->transaction->box;
+	const char *const chat_names[] = { COI_KEYWORD_CHAT, NULL };
+	struct mail_keywords *chat_kw, *merged;
+
+	chat_kw = mailbox_keywords_create_valid(box, chat_names);
+	if (chat_kw->count == 0) {
+		/* the storage refused the keyword (e.g. keyword limit) */
+		e_warning(box->event, "coi: could not add keyword "
+			  COI_KEYWORD_CHAT " to the saved message");
+		mailbox_keywords_unref(&chat_kw);
+		return;
+	}
+	if (ctx->data.keywords == NULL) {
+		merged = chat_kw;
+		mailbox_keywords_ref(merged);
+	} else {
+		merged = mailbox_keywords_merge(ctx->data.keywords, chat_kw);
+	}
+	/* mailbox_save_set_flags() splits private flags again */
+	mailbox_save_set_flags(ctx, ctx->data.flags | ctx->data.pvt_flags,
+			       merged);
+	mailbox_keywords_unref(&merged);
+	mailbox_keywords_unref(&chat_kw);
+}
+
+static int coi_mailbox_copy(struct mail_save_context *ctx, struct mail *mail)
+{
+	struct mailbox *box = ctx->transaction->box;
+	struct coi_mailbox *cbox = COI_MAILBOX_CONTEXT_REQUIRE(box);
+
+	/* Deliveries (Dovecot's default save and Sieve's fileinto/keep)
+	   store through copy, with the delivered mail as the source. */
+	if (coi_current.add_chat_keyword &&
+	    coi_current.user == box->storage->user &&
+	    (mail == coi_current.src_mail ||
+	     ctx->copy_src_mail == coi_current.src_mail))
+		coi_save_add_chat_keyword(ctx);
+	return cbox->module_ctx.super.copy(ctx, mail);
+}
+
+static void coi_mailbox_allocated(struct mailbox *box)
+{
+	struct mailbox_vfuncs *v = box->vlast;
+	struct coi_user *cuser = COI_USER_CONTEXT(box->storage->user);
+	struct coi_mailbox *cbox;
+
+	/* Only mailboxes opened for delivery can receive a delivered copy;
+	   leave every other mailbox (IMAP sessions, doveadm) untouched. */
+	if ((box->flags & MAILBOX_FLAG_POST_SESSION) == 0 ||
+	    cuser == NULL || cuser->rs == NULL)
+		return;
+
+	cbox = p_new(box->pool, struct coi_mailbox, 1);
+	cbox->module_ctx.super = *v;
+	box->vlast = &cbox->module_ctx.super;
+	v->copy = coi_mailbox_copy;
+	MODULE_CONTEXT_SET(box, coi_storage_module, cbox);
+}
+
+/* ---- delivery ---- */
+
+static int coi_get_header(struct mail *mail, const char *field,
+			  struct coi_bytes *value_r)
+{
+	const char *value;
+	int ret;
+
+	ret = mail_get_first_header(mail, field, &value);
+	if (ret < 0)
+		return -1;
+	*value_r = coi_bytes_from_str(ret > 0 ? value : NULL);
+	return 0;
+}
+
+static int coi_read_headers(struct mail *mail,
+			    struct coi_message_headers *headers_r)
+{
+	i_zero(headers_r);
+	if (coi_get_header(mail, "Chat-Version", &headers_r->chat_version) < 0 ||
+	    coi_get_header(mail, "Message-ID", &headers_r->message_id) < 0 ||
+	    coi_get_header(mail, "References", &headers_r->references) < 0 ||
+	    coi_get_header(mail, "Content-Type", &headers_r->content_type) < 0)
+		return -1;
+	return 0;
+}
+
+/* Reads the user's COI server METADATA. Returns 0 with the values (NULL =
+   NIL; copied to the data stack), or -1 with *error_r set. A user without
+   any attribute storage (mail_attribute_dict unset) simply has no per-user
+   config: that is 0 with both values NIL. */
+static int coi_read_metadata(struct mail_user *user,
+			     struct coi_user_metadata *metadata_r,
+			     const char **error_r)
+{
+	static const char *const entries[] = {
+		COI_METADATA_ENABLED, COI_METADATA_MESSAGE_FILTER
+	};
+	struct coi_bytes *values[] = {
+		&metadata_r->enabled, &metadata_r->message_filter
+	};
+	struct imap_metadata_transaction *imtrans;
+	struct mail_attribute_value value;
+	enum mail_error error;
+	unsigned int i;
+	int ret = 0;
+
+	i_zero(metadata_r);
+	if (mail_namespace_find_inbox(user->namespaces) == NULL) {
+		*error_r = "user has no INBOX namespace";
+		return -1;
+	}
+	imtrans = imap_metadata_transaction_begin_server(user);
+	for (i = 0; i < N_ELEMENTS(entries) && ret == 0; i++) {
+		if (imap_metadata_get(imtrans, entries[i], &value) < 0) {
+			const char *errstr =
+				imap_metadata_transaction_get_last_error(
+					imtrans, &error);
+			if (error != MAIL_ERROR_NOTPOSSIBLE) {
+				*error_r = t_strdup(errstr);
+				ret = -1;
+			}
+			break;
+		}
+		*values[i] = coi_bytes_from_str(t_strdup(value.value));
+	}
+	imap_metadata_transaction_rollback(&imtrans);
+	return ret;
+}
+
+/* Makes sure the chats folder exists (creating and subscribing it if not).
+   Returns 0 if it can be delivered to, -1 (logged) if not. */
+static int coi_ensure_chats_folder(struct mail_deliver_context *ctx,
+				   const char *vname)
+{
+	struct mailbox *box;
+	enum mailbox_existence existence;
+	enum mail_error error;
+	int ret = 0;
+
+	box = mailbox_alloc_for_user(ctx->rcpt_user, vname, 0);
+	if (mailbox_exists(box, FALSE, &existence) < 0) {
+		e_warning(ctx->event, "coi: cannot check chats folder %s: %s"
+			  " - delivering as usual", vname,
+			  mailbox_get_last_internal_error(box, NULL));
+		ret = -1;
+	} else if (existence != MAILBOX_EXISTENCE_SELECT) {
+		if (mailbox_create(box, NULL, FALSE) < 0 &&
+		    (mailbox_get_last_error(box, &error), error) !=
+		    MAIL_ERROR_EXISTS) {
+			e_warning(ctx->event,
+				  "coi: cannot create chats folder %s: %s"
+				  " - delivering as usual", vname,
+				  mailbox_get_last_internal_error(box, NULL));
+			ret = -1;
+		} else {
+			if (mailbox_set_subscribed(box, TRUE) < 0) {
+				e_warning(ctx->event,
+					  "coi: cannot subscribe chats folder %s: %s",
+					  vname, mailbox_get_last_internal_error(box, NULL));
+			}
+			e_debug(ctx->event, "coi: created chats folder %s",
+				vname);
+		}
+	}
+	mailbox_free(&box);
+	return ret;
+}
+
+static char coi_user_separator(struct mail_user *user)
+{
+	struct mail_namespace *ns = mail_namespace_find_inbox(user->namespaces);
+
+	return ns == NULL ? '/' : mail_namespace_get_sep(ns);
+}
+
+static void coi_deliver_prepare(struct mail_deliver_context *ctx)
+{
+	struct mail_user *user = ctx->rcpt_user;
+	struct coi_user *cuser;
+	struct coi_message_headers headers;
+	struct coi_user_metadata metadata, *metadata_p = NULL;
+	struct coi_delivery_decision decision;
+	const char *error, *folder;
+	int32_t kind;
+
+	if (user == NULL || ctx->src_mail == NULL ||
+	    !mail_user_is_plugin_loaded(user, coi_module))
+		return;
+	cuser = COI_USER_CONTEXT(user);
+	if (cuser == NULL || cuser->rs == NULL)
+		return;
+
+	if (coi_read_headers(ctx->src_mail, &headers) < 0) {
+		e_warning(ctx->event, "coi: cannot read headers: %s"
+			  " - delivering as usual",
+			  mailbox_get_last_internal_error(ctx->src_mail->box, NULL));
+		return;
+	}
+	if (coi_ops->classify(&headers, &kind) < 0)
+		return;
+
+	if (kind != COI_KIND_NOT_CHAT) {
+		/* METADATA costs a mailbox open: only chats pay it */
+		if (coi_read_metadata(user, &metadata, &error) < 0) {
+			e_warning(ctx->event, "coi: cannot read COI METADATA: %s"
+				  " - delivering as usual", error);
+		} else {
+			metadata_p = &metadata;
+		}
+	}
+	i_zero(&decision);
+	/* The user's event, not ctx->event: mail_debug = yes turns on debug
+	   logging for the user's events, and in lmtp the delivery event is not
+	   a child of the user's. */
+	if (coi_ops->decide(cuser->rs, user->event, kind, metadata_p,
+			    (uint8_t)coi_user_separator(user), &decision) < 0)
+		return;
+
+	if (decision.file_into_chats != 0 && decision.chats_folder.ptr != NULL) {
+		folder = t_strndup(decision.chats_folder.ptr,
+				   decision.chats_folder.len);
+		if (coi_ensure_chats_folder(ctx, folder) == 0)
+			ctx->rcpt_default_mailbox = p_strdup(ctx->pool, folder);
+	}
+	if (decision.add_chat_keyword != 0) {
+		coi_current.user = user;
+		coi_current.src_mail = ctx->src_mail;
+		coi_current.add_chat_keyword = TRUE;
+	}
+}
+
+static int coi_deliver_mail(struct mail_deliver_context *ctx,
+			    struct mail_storage **storage_r)
+{
+	i_zero(&coi_current);
+	T_BEGIN {
+		coi_deliver_prepare(ctx);
+	} T_END;
+
+	if (coi_next_deliver_mail != NULL)
+		return coi_next_deliver_mail(ctx, storage_r);
+	/* Same as having no hook: Dovecot saves to rcpt_default_mailbox. */
+	return 0;
+}
+
+/* ---- shim API ---- */
+
+static const struct mail_storage_hooks coi_mail_storage_hooks = {
+	.mail_user_created = coi_mail_user_created,
+	.mailbox_allocated = coi_mailbox_allocated,
+};
+
+int32_t coi_shim_init(void *module, const struct coi_rs_ops *ops)
+{
+	if (ops == NULL || ops->abi != COI_SHIM_ABI) {
+		i_error("coi: plugin built inconsistently (shim ABI %u, Rust "
+			"ABI %u); plugin disabled", COI_SHIM_ABI,
+			ops == NULL ? 0 : ops->abi);
+		return -1;
+	}
+	coi_module = module;
+	coi_ops = ops;
+	mail_storage_hooks_add(coi_module, &coi_mail_storage_hooks);
+	if (mail_deliver_hook_set != NULL) {
+		coi_next_deliver_mail = mail_deliver_hook_set(coi_deliver_mail);
+		coi_deliver_hook_installed = TRUE;
+	}
+	return 0;
+}
+
+void coi_shim_deinit(void)
+{
+	if (coi_ops == NULL)
+		return;
+	if (coi_deliver_hook_installed) {
+		(void)mail_deliver_hook_set(coi_next_deliver_mail);
+		coi_deliver_hook_installed = FALSE;
+		coi_next_deliver_mail = NULL;
+	}
+	mail_storage_hooks_remove(&coi_mail_storage_hooks);
+	i_zero(&coi_current);
+	coi_ops = NULL;
+	coi_module = NULL;
+}

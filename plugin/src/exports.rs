@@ -1,0 +1,49 @@
+//! The symbols Dovecot's module loader looks up with `dlsym` in
+//! `lib95_coi_plugin.so` (module name `coi`), and nothing else.
+//!
+//! C code compiled into a cdylib is not exported, so these are defined in
+//! Rust. Dovecot loads modules `RTLD_GLOBAL`: every exported name carries
+//! the `coi_` prefix.
+
+use std::ffi::{c_char, c_void};
+
+use crate::{ffi, guard, log::LogEvent, ops};
+
+/// A `const char *` that may live in a `static`.
+#[repr(transparent)]
+pub struct AbiVersion(*const c_char);
+
+// SAFETY: points to an immutable, 'static, NUL-terminated string.
+unsafe impl Sync for AbiVersion {}
+
+/// `DOVECOT_ABI_VERSION` of the headers this plugin was built against; the
+/// loader refuses the module when it differs from its own.
+#[no_mangle]
+pub static coi_plugin_version: AbiVersion =
+    AbiVersion(concat!(env!("COI_DOVECOT_ABI_VERSION"), "\0").as_ptr().cast());
+
+/// Called by Dovecot once per process after loading the module.
+///
+/// # Safety
+/// `module` is Dovecot's `struct module *` for this plugin, valid until
+/// `coi_plugin_deinit` returns.
+#[no_mangle]
+pub unsafe extern "C" fn coi_plugin_init(module: *mut c_void) {
+    guard::install();
+    // SAFETY: `module` comes straight from Dovecot's loader; the ops table
+    // is a 'static value.
+    let status = unsafe { ffi::coi_shim_init(module, &ops::OPS) };
+    if status != 0 {
+        LogEvent::process().error(format_args!("plugin initialisation failed; mail is delivered as without it"));
+    }
+}
+
+/// Called by Dovecot before unloading the module; undoes everything
+/// `coi_plugin_init` did.
+#[no_mangle]
+pub extern "C" fn coi_plugin_deinit() {
+    // SAFETY: removes the hooks the shim installed in init; safe to call
+    // even when init failed.
+    unsafe { ffi::coi_shim_deinit() };
+    guard::uninstall();
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# scripts/deps.sh - installs what building and testing coi needs on Debian 12,
+# idempotently: nothing is installed when everything is already there.
+# Sourced by scripts/demo and scripts/test; run it alone to prepare a machine.
+set -euo pipefail
+
+COI_DEBIAN_PACKAGES=(
+  dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve dovecot-dev
+  libclang-dev clang gcc libc6-dev pkg-config
+  python3 python3-pytest
+)
+
+coi_missing_packages() {
+  local pkg
+  for pkg in "${COI_DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}\n' "$pkg" 2>/dev/null | grep -q '^install ok installed$' || echo "$pkg"
+  done
+}
+
+coi_install_deps() {
+  local missing
+  missing=$(coi_missing_packages | tr '\n' ' ')
+  if [ -n "${missing// /}" ]; then
+    echo "coi: installing Debian packages: $missing" >&2
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    # Installing dovecot-core may try to start the system Dovecot; our tests
+    # run their own throwaway instances and never need it.
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    # shellcheck disable=SC2086
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "coi: no Rust toolchain (cargo) found; install one with rustup (Rust >= 1.80) and re-run" >&2
+    return 1
+  fi
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  coi_install_deps
+fi
