@@ -55,7 +55,6 @@ struct coi_message_headers {
 	struct coi_bytes chat_version;
 	struct coi_bytes message_id;
 	struct coi_bytes references;
-	struct coi_bytes in_reply_to;
 	struct coi_bytes content_type;
 };
 

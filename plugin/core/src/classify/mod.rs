@@ -1,0 +1,41 @@
+//! Message classification: is this delivery a chat, and of which kind?
+//!
+//! Rules (DESIGN §3, COI server spec), applied to the first occurrence of each
+//! header field:
+//! - a message is a chat if ANY of: a `Chat-Version` field is present (its
+//!   value is never looked at, even empty or RFC 2047-encoded counts); the first
+//!   msg-id of `Message-ID` has a local part starting with `chat$`; the FIRST
+//!   msg-id of `References` does. `chat$` is compared ASCII case-insensitively.
+//!   Delta Chat's random `UUID@localhost` ids and its old `Gr.`/`Mr.` prefixes
+//!   are deliberately not chat markers on their own.
+//! - a chat is a group chat when a chat id reads `chat$group.<gid>.<unique>@…`
+//!   with `<gid>` made of `[0-9A-Za-z_-]`, 12 to 64 of them (anything else
+//!   leaves it a plain chat; `group.` compares case-insensitively like
+//!   `chat$`, the id keeps its case). The group id comes from `Message-ID`,
+//!   else from the first `References` id.
+//! - a chat whose `Content-Type` is `multipart/report` with
+//!   `report-type=disposition-notification` (RFC 8098 MDN) is a read receipt;
+//!   that wins over group/plain chat. An MDN that is not a chat stays
+//!   [`Kind::NotChat`].
+//!
+//! Invariants: nothing here panics on any input, and no header value is
+//! scanned beyond [`VALUE_SCAN_LIMIT`] bytes, so a 1 MiB `References` costs the
+//! same as a 16 KiB one. Only a group chat allocates (its id). Splitting a raw
+//! header block ([`extract_headers`]) is one linear pass over the block, which
+//! is the caller's to bound (Dovecot's own header parsing bounds it in
+//! production, where that function is not used).
+//!
+//! Callers: the plugin's `classify` op with values from Dovecot's
+//! `mail_get_first_header()` ([`classify()`]); tests, the fuzzer and the
+//! benchmark with raw header blocks ([`classify_header_block`]).
+
+mod content_type;
+mod headers;
+mod kind;
+mod lex;
+mod msgid;
+mod rules;
+
+pub use headers::{extract_headers, ChatHeaders};
+pub use kind::{Kind, KindCode};
+pub use rules::{classify, classify_header_block, VALUE_SCAN_LIMIT};

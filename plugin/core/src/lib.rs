@@ -1,0 +1,33 @@
+//! `coi-core`: the Dovecot-free heart of the Chat over IMAP plugin.
+//!
+//! What this crate owns:
+//! - [`mod@classify`]: deciding from a handful of header values whether a delivered
+//!   message is ordinary mail, a chat, a group chat or a chat read receipt
+//!   (DESIGN §3).
+//! - [`settings`]: validating the plugin's `coi_*` settings once per user.
+//! - [`route`]: combining those settings with the user's COI METADATA into a
+//!   per-message routing decision (`$Chat` keyword, filing into `<root>/Chats`).
+//!
+//! Invariants that hold for every public function:
+//! - pure Rust, no `unsafe`, no FFI, no threads, no I/O;
+//! - never panics, whatever bytes come in (inputs are attacker-controlled mail
+//!   headers; the property tests and the fuzzer hold us to this);
+//! - bounded work per message: header values are looked at through a fixed
+//!   window ([`classify::VALUE_SCAN_LIMIT`]), and nothing allocates on the hot
+//!   path except the group id of a group chat.
+//!
+//! Callers: the plugin's FFI layer (`plugin/src/ops.rs`) on Dovecot's delivery
+//! path, plus this crate's tests, benchmarks and the fuzz targets.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod classify;
+pub mod route;
+pub mod settings;
+
+pub use classify::{
+    classify, classify_header_block, extract_headers, ChatHeaders, Kind, KindCode, VALUE_SCAN_LIMIT,
+};
+pub use route::{chats_folder, decide, resolve_policy, Decision, Policy, Source, UserMetadata};
+pub use settings::{MessageFilter, PluginSettings, SettingsError};
