@@ -22,7 +22,7 @@
 
 /* Bumped whenever a struct or function below changes shape. Rust refuses to
    start the plugin when the shim reports another version. */
-#define COI_SHIM_ABI 1
+#define COI_SHIM_ABI 2
 
 /* A borrowed byte slice. ptr == NULL means "absent" (a header that is not
    there, a metadata entry that is NIL), which is different from an empty
@@ -58,12 +58,38 @@ struct coi_message_headers {
 	struct coi_bytes content_type;
 };
 
+/* Why the plugin fell back to ordinary delivery (counted via the sidecar). */
+enum coi_fallback_reason {
+	COI_FALLBACK_HEADERS_UNREADABLE = 1,
+	COI_FALLBACK_METADATA_UNREADABLE = 2,
+	COI_FALLBACK_FOLDER_UNAVAILABLE = 3,
+};
+
 /* The plugin settings of one user, raw strings from the `plugin {}` block
-   (absent = not set). Validated by Rust once per user. */
+   (absent = not set), plus the username. Validated by Rust once per user. */
 struct coi_user_settings {
+	struct coi_bytes username;
 	struct coi_bytes default_enabled;        /* coi_default_enabled */
 	struct coi_bytes default_message_filter; /* coi_default_message_filter */
 	struct coi_bytes mailbox_root;           /* coi_mailbox_root */
+	struct coi_bytes spool_path;             /* coi_spool_path */
+	struct coi_bytes spool_max_size;         /* coi_spool_max_size */
+	struct coi_bytes sidecar_socket;         /* coi_sidecar_socket */
+};
+
+/* What Dovecot already knows about the message being delivered, for the
+   event (mail_deliver_context's fields; absent when unknown). */
+struct coi_delivery_facts {
+	struct coi_bytes message_id;
+	struct coi_bytes subject;  /* decoded to UTF-8 */
+	struct coi_bytes from;     /* sender address */
+};
+
+/* One message stored by a delivery transaction, after its commit. */
+struct coi_stored_message {
+	struct coi_bytes folder;   /* UTF-8 mailbox name */
+	uint32_t uid;
+	uint32_t uid_validity;
 };
 
 /* The user's COI server METADATA, read by the shim only for chats. */
@@ -103,21 +129,37 @@ struct coi_rs_ops {
 	/* Releases a handle from user_new(). NULL is ignored. */
 	void (*user_free)(void *user);
 
-	/* Classifies one message. Returns 0 and sets *kind_r, or -1. */
-	int32_t (*classify)(const struct coi_message_headers *headers,
+	/* Starts a delivery to `user`: classifies the message and remembers
+	   the kind and `facts` in the handle for decide() and
+	   message_stored(). Returns 0 and sets *kind_r, or -1. */
+	int32_t (*classify)(void *user,
+			    const struct coi_message_headers *headers,
+			    const struct coi_delivery_facts *facts,
 			    int32_t *kind_r);
 
-	/* Decides routing for one message of kind `kind` (not NOT_CHAT) for
-	   the user `user`. `metadata` is NULL when the user's METADATA could
-	   not be read at all (then Rust decides to leave the mail alone).
-	   `separator` is the namespace hierarchy separator of the user's
-	   INBOX namespace. `log_event` is the delivery's struct event *, so
-	   debug lines carry the session prefix. Returns 0 and fills
-	   *decision_r, or -1. */
-	int32_t (*decide)(void *user, void *log_event, int32_t kind,
+	/* Decides routing for the message classify() just saw. `metadata` is
+	   NULL when the message is not a chat (not read) or when the user's
+	   METADATA could not be read (then Rust leaves a chat alone).
+	   `separator` is the hierarchy separator of the user's INBOX
+	   namespace. `log_event` is the user's struct event *, so debug lines
+	   carry the session prefix. Returns 0 and fills *decision_r, or -1. */
+	int32_t (*decide)(void *user, void *log_event,
 			  const struct coi_user_metadata *metadata,
 			  uint8_t separator,
 			  struct coi_delivery_decision *decision_r);
+
+	/* The shim could not carry out the decision, or could not even
+	   classify: records a fallback (enum coi_fallback_reason) for the
+	   plugin's counters. The delivery proceeds as without the plugin. */
+	void (*fallback)(void *user, int32_t reason);
+
+	/* A delivery transaction of this user committed `message` (called
+	   once per stored message, after the commit, so UIDs are final).
+	   Rust appends the event to the spool and rings the sidecar; it never
+	   blocks on the sidecar. Returns 0, or -1 if the event was dropped
+	   (counted and logged by Rust). */
+	int32_t (*message_stored)(void *user, void *log_event,
+				  const struct coi_stored_message *message);
 };
 
 /* Rust -> shim. Called from coi_plugin_init(). `module` is Dovecot's struct

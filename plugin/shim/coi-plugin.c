@@ -22,6 +22,7 @@
 #include "mail-storage-private.h"
 #include "mail-storage-hooks.h"
 #include "mail-deliver.h"
+#include "smtp-address.h"
 #include "imap-metadata.h"
 
 #include "coi-shim.h"
@@ -73,6 +74,8 @@ static struct {
 	struct mail_user *user;
 	struct mail *src_mail;
 	bool add_chat_keyword;
+	/* report each stored copy to Rust (events) */
+	bool report_stored;
 } coi_current;
 
 static struct coi_bytes coi_bytes_from_str(const char *str)
@@ -114,6 +117,13 @@ static void coi_mail_user_created(struct mail_user *user)
 		/* shared-namespace owners and similar: never delivered to */
 		return;
 	}
+	set.username = coi_bytes_from_str(user->username);
+	set.spool_path = coi_bytes_from_str(
+		mail_user_plugin_getenv(user, "coi_spool_path"));
+	set.spool_max_size = coi_bytes_from_str(
+		mail_user_plugin_getenv(user, "coi_spool_max_size"));
+	set.sidecar_socket = coi_bytes_from_str(
+		mail_user_plugin_getenv(user, "coi_sidecar_socket"));
 	set.default_enabled = coi_bytes_from_str(
 		mail_user_plugin_getenv(user, "coi_default_enabled"));
 	set.default_message_filter = coi_bytes_from_str(
@@ -167,6 +177,71 @@ static int coi_mailbox_copy(struct mail_save_context *ctx, struct mail *mail)
 	return cbox->module_ctx.super.copy(ctx, mail);
 }
 
+/* ---- events: one per stored message, after the commit ---- */
+
+static bool coi_reports_stored(struct mailbox *box)
+{
+	return coi_current.report_stored &&
+		coi_current.user == box->storage->user;
+}
+
+static struct mailbox_transaction_context *
+coi_transaction_begin(struct mailbox *box,
+		      enum mailbox_transaction_flags flags,
+		      const char *reason)
+{
+	struct coi_mailbox *cbox = COI_MAILBOX_CONTEXT_REQUIRE(box);
+
+	/* Without this flag a delivery's commit may not know the UIDs it
+	   assigned, and an event without a UID is useless to its consumer. */
+	if (coi_reports_stored(box))
+		flags |= MAILBOX_TRANSACTION_FLAG_ASSIGN_UIDS;
+	return cbox->module_ctx.super.transaction_begin(box, flags, reason);
+}
+
+static void
+coi_report_stored(struct mailbox *box,
+		  const struct mail_transaction_commit_changes *changes)
+{
+	struct coi_user *cuser = COI_USER_CONTEXT(box->storage->user);
+	struct coi_stored_message message;
+	const struct seq_range *range;
+	uint32_t uid;
+
+	if (cuser == NULL || cuser->rs == NULL)
+		return;
+	i_zero(&message);
+	message.folder = coi_bytes_from_str(mailbox_get_vname(box));
+	message.uid_validity = changes->uid_validity;
+	array_foreach(&changes->saved_uids, range) {
+		for (uid = range->seq1; uid <= range->seq2 && uid != 0; uid++) {
+			message.uid = uid;
+			(void)coi_ops->message_stored(cuser->rs,
+						      box->storage->user->event,
+						      &message);
+			if (uid == range->seq2)
+				break;
+		}
+	}
+}
+
+static int
+coi_transaction_commit(struct mailbox_transaction_context *t,
+		       struct mail_transaction_commit_changes *changes_r)
+{
+	struct mailbox *box = t->box;
+	struct coi_mailbox *cbox = COI_MAILBOX_CONTEXT_REQUIRE(box);
+	bool report = coi_reports_stored(box) && t->save_count > 0;
+
+	if (cbox->module_ctx.super.transaction_commit(t, changes_r) < 0)
+		return -1;
+	/* t is freed now; box and changes_r stay valid */
+	if (report && array_is_created(&changes_r->saved_uids)) T_BEGIN {
+		coi_report_stored(box, changes_r);
+	} T_END;
+	return 0;
+}
+
 static void coi_mailbox_allocated(struct mailbox *box)
 {
 	struct mailbox_vfuncs *v = box->vlast;
@@ -183,6 +258,8 @@ static void coi_mailbox_allocated(struct mailbox *box)
 	cbox->module_ctx.super = *v;
 	box->vlast = &cbox->module_ctx.super;
 	v->copy = coi_mailbox_copy;
+	v->transaction_begin = coi_transaction_begin;
+	v->transaction_commit = coi_transaction_commit;
 	MODULE_CONTEXT_SET(box, coi_storage_module, cbox);
 }
 
@@ -307,6 +384,7 @@ static void coi_deliver_prepare(struct mail_deliver_context *ctx)
 	struct mail_user *user = ctx->rcpt_user;
 	struct coi_user *cuser;
 	struct coi_message_headers headers;
+	struct coi_delivery_facts facts;
 	struct coi_user_metadata metadata, *metadata_p = NULL;
 	struct coi_delivery_decision decision;
 	const char *error, *folder;
@@ -319,13 +397,29 @@ static void coi_deliver_prepare(struct mail_deliver_context *ctx)
 	if (cuser == NULL || cuser->rs == NULL)
 		return;
 
+	/* From here on every stored copy of this delivery is reported, chat
+	   or not, even if classification fails below. */
+	coi_current.user = user;
+	coi_current.src_mail = ctx->src_mail;
+	coi_current.report_stored = TRUE;
+
+	facts.message_id = coi_bytes_from_str(ctx->fields.message_id);
+	facts.subject = coi_bytes_from_str(ctx->fields.subject);
+	/* The From header names the chat's author; the envelope only when
+	   there is none (bounces, odd senders). */
+	facts.from = coi_bytes_from_str(ctx->fields.from != NULL ||
+		ctx->mail_from == NULL ? ctx->fields.from :
+		smtp_address_encode(ctx->mail_from));
 	if (coi_read_headers(ctx->src_mail, &headers) < 0) {
 		e_warning(ctx->event, "coi: cannot read headers: %s"
 			  " - delivering as usual",
 			  mailbox_get_last_internal_error(ctx->src_mail->box, NULL));
+		i_zero(&headers);
+		(void)coi_ops->classify(cuser->rs, &headers, &facts, &kind);
+		coi_ops->fallback(cuser->rs, COI_FALLBACK_HEADERS_UNREADABLE);
 		return;
 	}
-	if (coi_ops->classify(&headers, &kind) < 0)
+	if (coi_ops->classify(cuser->rs, &headers, &facts, &kind) < 0)
 		return;
 
 	if (kind != COI_KIND_NOT_CHAT) {
@@ -333,6 +427,8 @@ static void coi_deliver_prepare(struct mail_deliver_context *ctx)
 		if (coi_read_metadata(user, &metadata, &error) < 0) {
 			e_warning(ctx->event, "coi: cannot read COI METADATA: %s"
 				  " - delivering as usual", error);
+			coi_ops->fallback(cuser->rs,
+					  COI_FALLBACK_METADATA_UNREADABLE);
 		} else {
 			metadata_p = &metadata;
 		}
@@ -341,21 +437,21 @@ static void coi_deliver_prepare(struct mail_deliver_context *ctx)
 	/* The user's event, not ctx->event: mail_debug = yes turns on debug
 	   logging for the user's events, and in lmtp the delivery event is not
 	   a child of the user's. */
-	if (coi_ops->decide(cuser->rs, user->event, kind, metadata_p,
+	if (coi_ops->decide(cuser->rs, user->event, metadata_p,
 			    (uint8_t)coi_user_separator(user), &decision) < 0)
 		return;
 
 	if (decision.file_into_chats != 0 && decision.chats_folder.ptr != NULL) {
 		folder = t_strndup(decision.chats_folder.ptr,
 				   decision.chats_folder.len);
-		if (coi_ensure_chats_folder(ctx, folder) == 0)
+		if (coi_ensure_chats_folder(ctx, folder) == 0) {
 			ctx->rcpt_default_mailbox = p_strdup(ctx->pool, folder);
+		} else {
+			coi_ops->fallback(cuser->rs,
+					  COI_FALLBACK_FOLDER_UNAVAILABLE);
+		}
 	}
-	if (decision.add_chat_keyword != 0) {
-		coi_current.user = user;
-		coi_current.src_mail = ctx->src_mail;
-		coi_current.add_chat_keyword = TRUE;
-	}
+	coi_current.add_chat_keyword = decision.add_chat_keyword != 0;
 }
 
 static int coi_deliver_mail(struct mail_deliver_context *ctx,

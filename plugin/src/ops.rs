@@ -3,9 +3,12 @@
 //!
 //! - `user_new` / `user_free`: validate a user's plugin settings once and
 //!   keep them in an owned handle;
-//! - `classify`: header fields in, message kind out;
-//! - `decide`: kind + the user's METADATA in, what to do with the message
-//!   out, logged at debug level (`mail_debug = yes`) with the reason.
+//! - `classify`: header fields in, message kind out; starts the handle's
+//!   record of the delivery in progress;
+//! - `decide`: the user's METADATA in, what to do with the message out,
+//!   logged at debug level (`mail_debug = yes`) with the reason;
+//! - `fallback`: the shim could not carry a decision out (counted);
+//! - `message_stored`: a delivered copy was committed: emit its event.
 //!
 //! All run on Dovecot's ioloop thread inside [`guard::call`]; pointers are
 //! borrowed for one call, and Rust copies what it keeps.
@@ -13,9 +16,12 @@
 use std::ffi::c_void;
 
 use coi_core::classify::{classify as classify_headers, ChatHeaders, Kind, KindCode};
+use coi_core::event_settings::EventSettings;
 use coi_core::route::{chats_folder, decide as decide_route, resolve_policy, Source, UserMetadata};
 use coi_core::settings::PluginSettings;
+use coi_core::wire::{FallbackEventV1, FallbackReason, MessageEventV1, Record};
 
+use crate::events::{event_id, now_ms, EventSink};
 use crate::ffi;
 use crate::guard;
 use crate::log::LogEvent;
@@ -27,13 +33,29 @@ pub(crate) static OPS: ffi::coi_rs_ops = ffi::coi_rs_ops {
     user_free: Some(user_free),
     classify: Some(classify),
     decide: Some(decide),
+    fallback: Some(fallback),
+    message_stored: Some(message_stored),
 };
 
-/// What the plugin keeps per mail user: validated settings and the chats
-/// folder name for the user's namespace separator.
+/// What the plugin keeps per mail user.
 struct UserHandle {
+    username: String,
     settings: PluginSettings,
+    events: Option<EventSink>,
     chats_folder: Option<(u8, String)>,
+    delivery: Delivery,
+}
+
+/// The delivery in progress for this user (lmtp and lda deliver one
+/// message to one user at a time).
+#[derive(Default)]
+struct Delivery {
+    kind: Option<Kind>,
+    message_id: Option<String>,
+    subject: Option<String>,
+    from: Option<String>,
+    add_chat_keyword: bool,
+    routed_to: Option<String>,
 }
 
 impl UserHandle {
@@ -45,31 +67,65 @@ impl UserHandle {
         }
         self.chats_folder.as_ref().map(|(_, name)| name.as_str()).unwrap_or_default()
     }
+
+    fn emit_fallback(&self, log: LogEvent, reason: FallbackReason) {
+        if let Some(sink) = &self.events {
+            let record = Record::Fallback(FallbackEventV1 {
+                id: event_id(),
+                ts_ms: now_ms(),
+                reason,
+                pid: std::process::id(),
+                dropped_before: 0,
+            });
+            sink.emit(log, record);
+        }
+    }
+}
+
+fn lossy(bytes: Option<&[u8]>) -> Option<String> {
+    bytes.map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
 unsafe extern "C" fn user_new(log_event: *mut c_void, settings: *const ffi::coi_user_settings) -> *mut c_void {
     let event = LogEvent::from_raw(log_event);
     guard::call("user_new", std::ptr::null_mut(), || {
         // SAFETY: the shim passes a valid settings struct for this call.
-        let Some(settings) = (unsafe { settings.as_ref() }) else {
+        let Some(raw) = (unsafe { settings.as_ref() }) else {
             return std::ptr::null_mut();
         };
-        // SAFETY: each field is NULL or a NUL-free string from
-        // mail_user_plugin_getenv(), alive during this call.
-        let parsed = unsafe {
-            PluginSettings::from_raw(
-                settings.default_enabled.as_option(),
-                settings.default_message_filter.as_option(),
-                settings.mailbox_root.as_option(),
+        // SAFETY: each field is NULL or a string from Dovecot, alive during
+        // this call.
+        let (username, routing, events) = unsafe {
+            (
+                lossy(raw.username.as_option()).unwrap_or_default(),
+                PluginSettings::from_raw(
+                    raw.default_enabled.as_option(),
+                    raw.default_message_filter.as_option(),
+                    raw.mailbox_root.as_option(),
+                ),
+                EventSettings::from_raw(
+                    raw.spool_path.as_option(),
+                    raw.spool_max_size.as_option(),
+                    raw.sidecar_socket.as_option(),
+                ),
             )
         };
-        match parsed {
-            Ok(settings) => Box::into_raw(Box::new(UserHandle { settings, chats_folder: None })).cast(),
+        let settings = match routing {
+            Ok(settings) => settings,
             Err(err) => {
                 event.error(format_args!("invalid plugin settings: {err}; COI is inactive for this user"));
-                std::ptr::null_mut()
+                return std::ptr::null_mut();
             }
-        }
+        };
+        let events = match events {
+            Ok(events) => EventSink::open(&events),
+            Err(err) => {
+                event.error(format_args!("invalid plugin settings: {err}; no events for this user"));
+                None
+            }
+        };
+        let handle = UserHandle { username, settings, events, chats_folder: None, delivery: Delivery::default() };
+        Box::into_raw(Box::new(handle)).cast()
     })
 }
 
@@ -83,22 +139,45 @@ unsafe extern "C" fn user_free(user: *mut c_void) {
     })
 }
 
-unsafe extern "C" fn classify(headers: *const ffi::coi_message_headers, kind_r: *mut i32) -> i32 {
+/// # Safety
+/// `user` must be NULL or a live handle from `user_new` that nothing else
+/// borrows during the callback.
+unsafe fn handle<'a>(user: *mut c_void) -> Option<&'a mut UserHandle> {
+    // SAFETY: guaranteed by the caller.
+    unsafe { user.cast::<UserHandle>().as_mut() }
+}
+
+unsafe extern "C" fn classify(
+    user: *mut c_void,
+    headers: *const ffi::coi_message_headers,
+    facts: *const ffi::coi_delivery_facts,
+    kind_r: *mut i32,
+) -> i32 {
     guard::call("classify", -1, || {
-        // SAFETY: the shim passes valid pointers for this call.
-        let (Some(headers), Some(kind_r)) = (unsafe { headers.as_ref() }, unsafe { kind_r.as_mut() }) else {
+        // SAFETY: the shim passes a live handle and valid pointers for
+        // this call.
+        let (Some(handle), Some(headers), Some(facts), Some(kind_r)) =
+            (unsafe { (handle(user), headers.as_ref(), facts.as_ref(), kind_r.as_mut()) })
+        else {
             return -1;
         };
-        // SAFETY: every field is NULL or header bytes alive during the call.
-        let view = unsafe {
-            ChatHeaders {
-                chat_version: headers.chat_version.as_option(),
-                message_id: headers.message_id.as_option(),
-                references: headers.references.as_option(),
-                content_type: headers.content_type.as_option(),
-            }
+        // SAFETY: every field is NULL or bytes alive during the call.
+        let (view, message_id, subject, from) = unsafe {
+            (
+                ChatHeaders {
+                    chat_version: headers.chat_version.as_option(),
+                    message_id: headers.message_id.as_option(),
+                    references: headers.references.as_option(),
+                    content_type: headers.content_type.as_option(),
+                },
+                lossy(facts.message_id.as_option()),
+                lossy(facts.subject.as_option()),
+                lossy(facts.from.as_option()),
+            )
         };
-        *kind_r = classify_headers(&view).code();
+        let kind = classify_headers(&view);
+        *kind_r = kind.code();
+        handle.delivery = Delivery { kind: Some(kind), message_id, subject, from, ..Delivery::default() };
         0
     })
 }
@@ -106,26 +185,19 @@ unsafe extern "C" fn classify(headers: *const ffi::coi_message_headers, kind_r: 
 unsafe extern "C" fn decide(
     user: *mut c_void,
     log_event: *mut c_void,
-    kind: i32,
     metadata: *const ffi::coi_user_metadata,
     separator: u8,
     decision_r: *mut ffi::coi_delivery_decision,
 ) -> i32 {
     let event = LogEvent::from_raw(log_event);
     guard::call("decide", -1, || {
-        // SAFETY: `user` is a live handle from user_new (the shim checks
-        // for NULL); nothing else aliases it during this call.
-        let (Some(handle), Some(decision_r)) =
-            (unsafe { user.cast::<UserHandle>().as_mut() }, unsafe { decision_r.as_mut() })
-        else {
+        // SAFETY: the shim passes a live handle and a valid out-pointer.
+        let (Some(handle), Some(decision_r)) = (unsafe { (handle(user), decision_r.as_mut()) }) else {
             return -1;
         };
-        let Some(kind) = Kind::from_code(kind) else {
-            event.error(format_args!("shim passed unknown message kind {kind}"));
-            return -1;
-        };
+        let kind = handle.delivery.kind.as_ref().map(KindCode::from).unwrap_or(KindCode::NotChat);
         *decision_r = ffi::coi_delivery_decision {
-            kind: kind_code(kind),
+            kind: kind.code(),
             add_chat_keyword: 0,
             file_into_chats: 0,
             chats_folder: ffi::coi_bytes::absent(),
@@ -134,7 +206,7 @@ unsafe extern "C" fn decide(
             event.debug(format_args!("kind={}: delivering as usual", kind.name()));
             return 0;
         }
-        // SAFETY: NULL (metadata unreadable) or a struct whose fields are
+        // SAFETY: NULL (METADATA unreadable) or a struct whose fields are
         // NULL or bytes alive during this call.
         let Some(metadata) = (unsafe { metadata.as_ref() }) else {
             event.debug(format_args!("kind={}: METADATA unreadable, delivering as usual", kind.name()));
@@ -147,13 +219,16 @@ unsafe extern "C" fn decide(
         let policy = resolve_policy(&handle.settings, &metadata);
         let decision = decide_route(kind, &policy);
         decision_r.add_chat_keyword = i32::from(decision.add_chat_keyword);
-        let folder = if decision.file_into_chats {
-            let folder = handle.chats_folder(separator);
+        handle.delivery.add_chat_keyword = decision.add_chat_keyword;
+        let target = if decision.file_into_chats {
+            let folder = handle.chats_folder(separator).to_string();
+            handle.delivery.routed_to = Some(folder.clone());
+            let folder_ref = handle.chats_folder(separator);
             decision_r.file_into_chats = 1;
-            decision_r.chats_folder = ffi::coi_bytes::borrowed(folder.as_bytes());
+            decision_r.chats_folder = ffi::coi_bytes::borrowed(folder_ref.as_bytes());
             folder
         } else {
-            "default mailbox"
+            "default mailbox".to_string()
         };
         event.debug(format_args!(
             "kind={} enabled={} ({}) message-filter={} ({}): target={} keyword={}: {}",
@@ -162,7 +237,7 @@ unsafe extern "C" fn decide(
             source_name(policy.enabled_source),
             policy.filter.name(),
             source_name(policy.filter_source),
-            folder,
+            target,
             if decision.add_chat_keyword { "$Chat" } else { "none" },
             decision.reason,
         ));
@@ -170,13 +245,66 @@ unsafe extern "C" fn decide(
     })
 }
 
-fn kind_code(kind: KindCode) -> i32 {
-    match kind {
-        KindCode::NotChat => ffi::COI_KIND_NOT_CHAT as i32,
-        KindCode::Chat => ffi::COI_KIND_CHAT as i32,
-        KindCode::GroupChat => ffi::COI_KIND_GROUP_CHAT as i32,
-        KindCode::ReadReceipt => ffi::COI_KIND_READ_RECEIPT as i32,
-    }
+unsafe extern "C" fn fallback(user: *mut c_void, reason: i32) {
+    guard::call("fallback", (), || {
+        // SAFETY: the shim passes a live handle.
+        let Some(handle) = (unsafe { handle(user) }) else {
+            return;
+        };
+        let reason = match reason as u32 {
+            ffi::COI_FALLBACK_HEADERS_UNREADABLE => FallbackReason::HeadersUnreadable,
+            ffi::COI_FALLBACK_METADATA_UNREADABLE => FallbackReason::MetadataUnreadable,
+            ffi::COI_FALLBACK_FOLDER_UNAVAILABLE => {
+                handle.delivery.routed_to = None;
+                FallbackReason::FolderUnavailable
+            }
+            _ => FallbackReason::InternalError,
+        };
+        handle.emit_fallback(LogEvent::process(), reason);
+    })
+}
+
+unsafe extern "C" fn message_stored(
+    user: *mut c_void,
+    log_event: *mut c_void,
+    message: *const ffi::coi_stored_message,
+) -> i32 {
+    let event = LogEvent::from_raw(log_event);
+    guard::call("message_stored", -1, || {
+        // SAFETY: the shim passes a live handle and a valid message.
+        let (Some(handle), Some(message)) = (unsafe { (handle(user), message.as_ref()) }) else {
+            return -1;
+        };
+        let Some(sink) = &handle.events else {
+            return 0;
+        };
+        // SAFETY: the folder name is alive during this call.
+        let folder = unsafe { lossy(message.folder.as_option()) }.unwrap_or_default();
+        let delivery = &handle.delivery;
+        let kind = delivery.kind.clone().unwrap_or(Kind::NotChat);
+        let record = Record::Message(MessageEventV1 {
+            id: event_id(),
+            ts_ms: now_ms(),
+            user: handle.username.clone(),
+            routed: delivery.routed_to.as_deref() == Some(folder.as_str()),
+            folder,
+            uid: message.uid,
+            uidvalidity: message.uid_validity,
+            kind: kind.name().to_string(),
+            group_id: kind.group_id().map(str::to_string),
+            chat_keyword: delivery.add_chat_keyword,
+            from: delivery.from.clone(),
+            message_id: delivery.message_id.clone(),
+            subject: delivery.subject.clone(),
+            pid: std::process::id(),
+            dropped_before: 0,
+        });
+        if sink.emit(event, record) {
+            0
+        } else {
+            -1
+        }
+    })
 }
 
 fn source_name(source: Source) -> &'static str {

@@ -7,6 +7,10 @@
 //! - [`settings`]: validating the plugin's `coi_*` settings once per user.
 //! - [`route`]: combining those settings with the user's COI METADATA into a
 //!   per-message routing decision (`$Chat` keyword, filing into `<root>/Chats`).
+//! - [`wire`]: the event records and doorbell datagrams shared with
+//!   `coi-sidecar` (docs/events.md), and [`spool`]: the plugin's append to
+//!   the event spool. These two do file I/O; the invariants below about I/O
+//!   hold for the other modules.
 //!
 //! Invariants that hold for every public function:
 //! - pure Rust, no `unsafe`, no FFI, no threads, no I/O;
@@ -23,8 +27,11 @@
 #![warn(missing_docs)]
 
 pub mod classify;
+pub mod event_settings;
 pub mod route;
 pub mod settings;
+pub mod spool;
+pub mod wire;
 
 pub use classify::{
     classify, classify_header_block, extract_headers, ChatHeaders, Kind, KindCode, VALUE_SCAN_LIMIT,

@@ -1,0 +1,344 @@
+//! The writer side of the event spool (docs/events.md, "Spool directory").
+//!
+//! What this module owns: appending one encoded record to `<dir>/events.log`
+//! so that it is never interleaved with another writer's record and never
+//! lands in a file the sidecar has already drained.
+//!
+//! Protocol, per append (the sidecar's rotator is the other half):
+//! 1. `open(events.log, O_WRONLY|O_APPEND|O_CREAT|O_CLOEXEC, 0660)`;
+//! 2. a **shared** `flock`: many writers append at once, while the rotator's
+//!    exclusive lock waits for every writer that locked before it;
+//! 3. the inode of the fd must still be the inode at the path; otherwise the
+//!    file was rotated between open and lock, so start again (at most
+//!    [`MAX_ATTEMPTS`] times, then [`SpoolError::RotationRace`]);
+//! 4. if size + record would exceed `max_bytes`: [`SpoolError::Full`];
+//! 5. exactly one `write(2)` of the whole record (`O_APPEND` makes the
+//!    offset+write atomic between writers); a short write is an error, never
+//!    completed by a second write, because a second write could land after
+//!    another writer's record. The reader then sees a torn record and
+//!    resynchronises at the next RS.
+//! 6. close, which releases the lock.
+//!
+//! Invariants: no fsync (the page cache survives a process crash; the
+//! delivery path must not wait on the disk), no retries of a failed write, no
+//! blocking apart from the shared lock, which only waits while the sidecar
+//! holds its exclusive lock for the instant between a rename and its release.
+//!
+//! Callers: the plugin's `message_stored` op, once per stored message, and
+//! tests/benchmarks that play the plugin.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::PathBuf;
+
+/// Name of the active spool file inside the spool directory.
+pub const ACTIVE_FILE: &str = "events.log";
+/// How often [`SpoolWriter::append`] reopens after losing a rotation race.
+pub const MAX_ATTEMPTS: usize = 3;
+/// Permissions of a newly created spool file (before the umask): the sidecar
+/// reads it through its group.
+pub const FILE_MODE: u32 = 0o660;
+
+/// Why a record was not appended. Every variant means the event was dropped
+/// (the caller counts it in the next record's `dropped_before`).
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// The active file would exceed its configured maximum size.
+    #[error("spool file full")]
+    Full,
+    /// Opening, locking, inspecting or writing failed (a short write too).
+    #[error("spool I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The file was rotated under us on every attempt.
+    #[error("spool file rotated {MAX_ATTEMPTS} times during one append")]
+    RotationRace,
+}
+
+impl SpoolError {
+    /// Bounded label for logs and counters.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            SpoolError::Full => "full",
+            SpoolError::Io(_) => "io",
+            SpoolError::RotationRace => "rotation_race",
+        }
+    }
+
+    /// Whether the same append could succeed later. The plugin never retries
+    /// on the delivery path; this tells the log line which kind it was.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            SpoolError::Full | SpoolError::RotationRace => true,
+            SpoolError::Io(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound
+            ),
+        }
+    }
+}
+
+/// Appends records to `<dir>/events.log`. Holds no file open between calls,
+/// so it is cheap to keep for a process's lifetime and never pins a rotated
+/// file.
+#[derive(Debug, Clone)]
+pub struct SpoolWriter {
+    path: PathBuf,
+    max_bytes: u64,
+}
+
+impl SpoolWriter {
+    /// A writer for `<dir>/events.log` that refuses to grow it beyond
+    /// `max_bytes`.
+    pub fn new(dir: impl Into<PathBuf>, max_bytes: u64) -> SpoolWriter {
+        SpoolWriter {
+            path: dir.into().join(ACTIVE_FILE),
+            max_bytes,
+        }
+    }
+
+    /// The active file's path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Appends one encoded record (from [`crate::wire::encode_record`]) with
+    /// a single write, following the module's protocol.
+    pub fn append(&self, record: &[u8]) -> Result<(), SpoolError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let file = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(FILE_MODE)
+                .open(&self.path)?;
+            file.lock_shared()?;
+            if !self.still_current(&file)? {
+                // Rotated between our open and our lock: this file is being
+                // (or has been) drained; appending to it could lose the record.
+                continue;
+            }
+            let size = file.metadata()?.len();
+            if size.saturating_add(record.len() as u64) > self.max_bytes {
+                return Err(SpoolError::Full);
+            }
+            return write_once(file, record);
+        }
+        Err(SpoolError::RotationRace)
+    }
+
+    fn still_current(&self, file: &File) -> Result<bool, SpoolError> {
+        let ours = file.metadata()?;
+        match std::fs::metadata(&self.path) {
+            Ok(now) => Ok(now.dev() == ours.dev() && now.ino() == ours.ino()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(SpoolError::Io(e)),
+        }
+    }
+}
+
+fn write_once(mut file: File, record: &[u8]) -> Result<(), SpoolError> {
+    loop {
+        match file.write(record) {
+            Ok(n) if n == record.len() => return Ok(()),
+            Ok(n) => {
+                return Err(SpoolError::Io(std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    format!("short write: {n} of {} bytes", record.len()),
+                )))
+            }
+            // EINTR before any byte was written: nothing reached the file, so
+            // trying again still makes exactly one record.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(SpoolError::Io(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{encode_record, scan, MessageEventV1, Record, ScanItem};
+    use std::collections::HashMap;
+    use std::fs;
+    use std::io::Read;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    fn record(writer: &str, seq: u64, pad: usize) -> Vec<u8> {
+        encode_record(&Record::Message(MessageEventV1 {
+            id: format!("{writer}:{seq}"),
+            ts_ms: seq,
+            user: "u".repeat(pad),
+            folder: "INBOX".into(),
+            uid: seq as u32,
+            uidvalidity: 1,
+            kind: "chat".into(),
+            group_id: None,
+            chat_keyword: true,
+            routed: false,
+            from: None,
+            message_id: None,
+            subject: Some("x".repeat(pad % 200)),
+            pid: std::process::id(),
+            dropped_before: 0,
+        }))
+    }
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "coi-spool-{tag}-{}-{}",
+            std::process::id(),
+            crate::wire::new_event_id()
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// The sidecar's rotation, as docs/events.md prescribes it.
+    fn rotate(dir: &Path, n: u32) -> Vec<u8> {
+        let active = dir.join(ACTIVE_FILE);
+        let rotated = dir.join(format!("{ACTIVE_FILE}.{n}"));
+        if fs::rename(&active, &rotated).is_err() {
+            return Vec::new();
+        }
+        let mut f = File::open(&rotated).unwrap();
+        f.lock().unwrap();
+        f.unlock().unwrap();
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).unwrap();
+        fs::remove_file(&rotated).unwrap();
+        buf
+    }
+
+    fn collect(buf: &[u8], seen: &mut HashMap<String, u32>) {
+        let (items, used) = scan(buf);
+        assert_eq!(used, buf.len(), "a drained file ends on a record boundary");
+        for item in items {
+            match item {
+                ScanItem::Record(r) => *seen.entry(r.id().to_string()).or_default() += 1,
+                ScanItem::Rejected(e) => panic!("interleaved or torn record: {e}"),
+            }
+        }
+    }
+
+    const CHILD_ENV: &str = "COI_SPOOL_TEST_CHILD_DIR";
+    const PER_WRITER: u64 = 2000;
+
+    /// Child-process half of `concurrent_appends_survive_rotation`: runs only
+    /// when re-executed with [`CHILD_ENV`] set.
+    #[test]
+    fn spool_child_writer() {
+        let Ok(dir) = std::env::var(CHILD_ENV) else {
+            return;
+        };
+        let w = SpoolWriter::new(dir, u64::MAX);
+        let me = format!("p{}", std::process::id());
+        for seq in 0..PER_WRITER {
+            w.append(&record(&me, seq, (seq as usize * 37) % 3000)).unwrap();
+        }
+    }
+
+    #[test]
+    fn concurrent_appends_survive_rotation() {
+        let dir = tempdir("race");
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for t in 0..4 {
+            let dir = dir.clone();
+            threads.push(std::thread::spawn(move || {
+                let w = SpoolWriter::new(dir, u64::MAX);
+                for seq in 0..PER_WRITER {
+                    w.append(&record(&format!("t{t}"), seq, (seq as usize * 53) % 5000))
+                        .unwrap();
+                }
+            }));
+        }
+        let exe = std::env::current_exe().unwrap();
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                std::process::Command::new(&exe)
+                    .args(["--exact", "spool::tests::spool_child_writer", "--test-threads=1"])
+                    .env(CHILD_ENV, &dir)
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let rotator = {
+            let dir = dir.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut seen = HashMap::new();
+                let (mut n, mut nonempty) = (0, 0);
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let drained = rotate(&dir, n);
+                    nonempty += usize::from(!drained.is_empty());
+                    collect(&drained, &mut seen);
+                    std::thread::yield_now();
+                }
+                n += 1;
+                collect(&rotate(&dir, n), &mut seen);
+                (seen, nonempty)
+            })
+        };
+        for t in threads {
+            t.join().unwrap();
+        }
+        let pids: Vec<u32> = children
+            .into_iter()
+            .map(|mut c| {
+                let pid = c.id();
+                assert!(c.wait().unwrap().success());
+                pid
+            })
+            .collect();
+        stop.store(true, Ordering::Relaxed);
+        let (seen, rotations) = rotator.join().unwrap();
+        assert!(rotations >= 3, "the rotator ran during the writes: {rotations}");
+        let mut expected: Vec<String> = (0..4).map(|t| format!("t{t}")).collect();
+        expected.extend(pids.iter().map(|p| format!("p{p}")));
+        for w in &expected {
+            for seq in 0..PER_WRITER {
+                let id = format!("{w}:{seq}");
+                assert_eq!(seen.get(&id), Some(&1), "record {id} lost or duplicated");
+            }
+        }
+        assert_eq!(seen.len(), expected.len() * PER_WRITER as usize);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn full_spool_refuses_and_keeps_file_intact() {
+        let dir = tempdir("full");
+        let rec = record("w", 1, 10);
+        let w = SpoolWriter::new(&dir, rec.len() as u64 * 2);
+        w.append(&rec).unwrap();
+        w.append(&rec).unwrap();
+        let err = w.append(&rec).unwrap_err();
+        assert_eq!(err.error_type(), "full");
+        assert!(err.is_retriable());
+        assert_eq!(fs::metadata(w.path()).unwrap().len(), rec.len() as u64 * 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_directory_is_an_io_error() {
+        let w = SpoolWriter::new("/nonexistent/coi/spool", 1024);
+        let err = w.append(b"\x1e{}\n").unwrap_err();
+        assert_eq!(err.error_type(), "io");
+        assert!(!err.is_retriable());
+    }
+
+    #[test]
+    fn new_file_mode_is_0660_before_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempdir("mode");
+        let w = SpoolWriter::new(&dir, 1 << 20);
+        w.append(&record("w", 1, 1)).unwrap();
+        let mode = fs::metadata(w.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & !0o660, 0, "mode {mode:o} grants more than 0660");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
