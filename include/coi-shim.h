@@ -153,6 +153,11 @@ struct coi_rs_ops {
 	   plugin's counters. The delivery proceeds as without the plugin. */
 	void (*fallback)(void *user, int32_t reason);
 
+	/* 1 when this user's stored messages should be reported through
+	   message_stored() (an event spool is configured and present), 0 if
+	   not; the shim then skips the per-commit work entirely. */
+	int32_t (*wants_events)(void *user);
+
 	/* A delivery transaction of this user committed `message` (called
 	   once per stored message, after the commit, so UIDs are final).
 	   Rust appends the event to the spool and rings the sidecar; it never

@@ -401,7 +401,7 @@ static void coi_deliver_prepare(struct mail_deliver_context *ctx)
 	   or not, even if classification fails below. */
 	coi_current.user = user;
 	coi_current.src_mail = ctx->src_mail;
-	coi_current.report_stored = TRUE;
+	coi_current.report_stored = coi_ops->wants_events(cuser->rs) == 1;
 
 	facts.message_id = coi_bytes_from_str(ctx->fields.message_id);
 	facts.subject = coi_bytes_from_str(ctx->fields.subject);

@@ -34,6 +34,7 @@ pub(crate) static OPS: ffi::coi_rs_ops = ffi::coi_rs_ops {
     classify: Some(classify),
     decide: Some(decide),
     fallback: Some(fallback),
+    wants_events: Some(wants_events),
     message_stored: Some(message_stored),
 };
 
@@ -261,6 +262,14 @@ unsafe extern "C" fn fallback(user: *mut c_void, reason: i32) {
             _ => FallbackReason::InternalError,
         };
         handle.emit_fallback(LogEvent::process(), reason);
+    })
+}
+
+unsafe extern "C" fn wants_events(user: *mut c_void) -> i32 {
+    guard::call("wants_events", 0, || {
+        // SAFETY: the shim passes a live handle.
+        let wants = unsafe { handle(user) }.is_some_and(|handle| handle.events.is_some());
+        i32::from(wants)
     })
 }
 
