@@ -333,43 +333,75 @@ static int coi_read_metadata(struct mail_user *user,
 	return ret;
 }
 
+/* Checks whether `vname` exists as a selectable mailbox. Returns 1 yes,
+   0 no, -1 error (with *error_r). */
+static int coi_chats_folder_exists(struct mail_user *user, const char *vname,
+				   const char **error_r)
+{
+	struct mailbox *box = mailbox_alloc_for_user(user, vname, 0);
+	enum mailbox_existence existence;
+	int ret;
+
+	if (mailbox_exists(box, FALSE, &existence) < 0) {
+		*error_r = t_strdup(mailbox_get_last_internal_error(box, NULL));
+		ret = -1;
+	} else {
+		ret = existence == MAILBOX_EXISTENCE_SELECT ? 1 : 0;
+	}
+	mailbox_free(&box);
+	return ret;
+}
+
+/* Creates and subscribes `vname`. Returns 0 on success or when another
+   process created it meanwhile, -1 (with *error_r) otherwise. */
+static int coi_create_chats_folder(struct mail_user *user, const char *vname,
+				   const char **error_r)
+{
+	struct mailbox *box = mailbox_alloc_for_user(user, vname, 0);
+	enum mail_error error;
+	int ret = 0;
+
+	if (mailbox_create(box, NULL, FALSE) < 0) {
+		*error_r = t_strdup(mailbox_get_last_internal_error(box, &error));
+		if (error != MAIL_ERROR_EXISTS)
+			ret = -1;
+	}
+	if (ret == 0 && mailbox_set_subscribed(box, TRUE) < 0) {
+		e_warning(user->event, "coi: cannot subscribe chats folder %s: %s",
+			  vname, mailbox_get_last_internal_error(box, NULL));
+	}
+	mailbox_free(&box);
+	return ret;
+}
+
 /* Makes sure the chats folder exists (creating and subscribing it if not).
    Returns 0 if it can be delivered to, -1 (logged) if not. */
 static int coi_ensure_chats_folder(struct mail_deliver_context *ctx,
 				   const char *vname)
 {
-	struct mailbox *box;
-	enum mailbox_existence existence;
-	enum mail_error error;
-	int ret = 0;
+	struct mail_user *user = ctx->rcpt_user;
+	const char *error = NULL;
+	unsigned int attempt;
+	int ret;
 
-	box = mailbox_alloc_for_user(ctx->rcpt_user, vname, 0);
-	if (mailbox_exists(box, FALSE, &existence) < 0) {
-		e_warning(ctx->event, "coi: cannot check chats folder %s: %s"
-			  " - delivering as usual", vname,
-			  mailbox_get_last_internal_error(box, NULL));
-		ret = -1;
-	} else if (existence != MAILBOX_EXISTENCE_SELECT) {
-		if (mailbox_create(box, NULL, FALSE) < 0 &&
-		    (mailbox_get_last_error(box, &error), error) !=
-		    MAIL_ERROR_EXISTS) {
-			e_warning(ctx->event,
-				  "coi: cannot create chats folder %s: %s"
-				  " - delivering as usual", vname,
-				  mailbox_get_last_internal_error(box, NULL));
-			ret = -1;
-		} else {
-			if (mailbox_set_subscribed(box, TRUE) < 0) {
-				e_warning(ctx->event,
-					  "coi: cannot subscribe chats folder %s: %s",
-					  vname, mailbox_get_last_internal_error(box, NULL));
-			}
-			e_debug(ctx->event, "coi: created chats folder %s",
-				vname);
+	if ((ret = coi_chats_folder_exists(user, vname, &error)) > 0)
+		return 0;
+	/* Concurrent first deliveries race to create the folder (and, in
+	   some layouts, its parent); the loser may see "not found" rather
+	   than "exists". One more look after a failed create settles it. */
+	for (attempt = 0; ret == 0 && attempt < 2; attempt++) {
+		if (coi_create_chats_folder(user, vname, &error) == 0) {
+			e_debug(user->event, "coi: created chats folder %s", vname);
+			return 0;
 		}
+		ret = coi_chats_folder_exists(user, vname, &error);
+		if (ret > 0)
+			return 0;
 	}
-	mailbox_free(&box);
-	return ret;
+	e_warning(ctx->event, "coi: cannot %s chats folder %s: %s"
+		  " - delivering as usual", ret < 0 ? "check" : "create",
+		  vname, error == NULL ? "unknown error" : error);
+	return -1;
 }
 
 static char coi_user_separator(struct mail_user *user)

@@ -1,0 +1,270 @@
+#!/usr/bin/python3
+"""LMTP delivery throughput of the coi plugin against stock alternatives (one command).
+
+Owns the delivery benchmark. One throwaway Dovecot (tests/harness) is
+reconfigured between variants by rewriting its config and ``doveadm reload``:
+
+  (a) no plugin: everything to INBOX (the floor for any routing);
+  (f) no plugin, ``lmtp_save_to_detail_mailbox = yes``; chats are sent to
+      ``user+COI/Chats`` so Dovecot files them without classifying anything;
+  (b) the coi plugin: users enabled with message-filter=active, chats routed
+      to COI/Chats with $Chat;
+  (c) no coi plugin; Sieve loaded in lmtp with a global ``sieve_before`` script
+      that tags and files messages carrying Chat-Version.
+
+  (k) optional probe, ``--variants afbck``: (c) without ``addflag``, which shows
+      what storing the ``$Chat`` keyword alone costs.
+
+The stream is a third plain mail, a third COI chats, a third Delta Chat
+messages; N concurrent LMTP connections each send M messages, one RCPT per
+message. Rounds are interleaved (a f b c a f b c ...); every round of every
+variant delivers to fresh users, so mailbox sizes are identical across
+variants. After each round the folder counts (and $Chat flags) are checked, so
+a broken variant cannot look fast. Prints the median msgs/s per variant and
+the ratios b/f, b/c, f/a against the targets b >= 0.95 f and b >= 1.2 c.
+
+Usage: /usr/bin/python3 bench/lmtp_throughput.py [--rounds 5] [--messages 250]
+       [--connections 4] [--users 1]
+Exit status: 0 ok, 1 a variant stored the wrong thing, 2 setup failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.harness import DovecotInstance  # noqa: E402
+from tests.harness import messages as M  # noqa: E402
+
+CHATS = "COI/Chats"
+SIEVE_BEFORE = """require ["imap4flags","fileinto","mailbox"];
+if exists "Chat-Version" { addflag "$Chat"; fileinto :create "COI/Chats"; }
+"""
+
+SIEVE_FILEINTO_ONLY = """require ["fileinto","mailbox"];
+if exists "Chat-Version" { fileinto :create "COI/Chats"; }
+"""
+
+VARIANTS = {
+    "a": ("no plugin, all to INBOX",
+          dict(plugin=False, lmtp_save_to_detail_mailbox=False, sieve_before=None)),
+    "f": ("no plugin, +detail RCPT to COI/Chats",
+          dict(plugin=False, lmtp_save_to_detail_mailbox=True, sieve_before=None)),
+    "b": ("coi plugin, enabled+active",
+          dict(plugin=True, lmtp_save_to_detail_mailbox=False, sieve_before=None)),
+    "c": ("sieve_before script, no coi plugin",
+          dict(plugin=False, lmtp_save_to_detail_mailbox=False, sieve_before=SIEVE_BEFORE)),
+    # Optional probe (not in the default order): (c) without addflag, to
+    # separate the cost of storing the $Chat keyword from the cost of filing.
+    "k": ("sieve_before fileinto only, no $Chat",
+          dict(plugin=False, lmtp_save_to_detail_mailbox=False, sieve_before=SIEVE_FILEINTO_ONLY)),
+}
+ORDER = ["a", "f", "b", "c"]
+
+
+class VerificationError(AssertionError):
+    pass
+
+
+def user_names(variant: str, rnd: int, n: int) -> list[str]:
+    return [f"bench_{variant}_{rnd}_{i}" for i in range(n)]
+
+
+def build_stream(count: int, seed_offset: int) -> list[M.TestMessage]:
+    """count messages: plain, COI chat, Delta Chat, plain, ... (all with fresh ids)."""
+    out = []
+    for i in range(count):
+        k = (i + seed_offset) % 3
+        out.append(M.plain_mail() if k == 0 else M.coi_chat() if k == 1 else M.deltachat_plain())
+    return out
+
+
+def rcpt_for(dc: DovecotInstance, variant: str, user: str, msg: M.TestMessage) -> str:
+    if variant == "f" and msg.is_chat:
+        return dc.rcpt(user, CHATS)
+    return dc.address(user)
+
+
+def run_load(dc: DovecotInstance, variant: str, users: list[str], connections: int,
+             per_conn: int) -> tuple[float, dict[str, dict[str, int]]]:
+    """Deliver connections x per_conn messages concurrently; (seconds, expected counts)."""
+    streams = [build_stream(per_conn, c) for c in range(connections)]
+    expected = {u: {"INBOX": 0, CHATS: 0} for u in users}
+    jobs = []
+    n = 0
+    for c in range(connections):
+        job = []
+        for msg in streams[c]:
+            user = users[n % len(users)]
+            n += 1
+            job.append((msg.raw, rcpt_for(dc, variant, user, msg)))
+            folder = CHATS if (msg.is_chat and variant != "a") else "INBOX"
+            expected[user][folder] += 1
+        jobs.append(job)
+    sessions = [dc.lmtp_session() for _ in range(connections)]
+    errors: list[str] = []
+    barrier = threading.Barrier(connections + 1)
+
+    def worker(session, job):
+        barrier.wait()
+        for raw, rcpt in job:
+            try:
+                res = session.deliver(raw, [rcpt])
+            except Exception as exc:  # noqa: BLE001 - reported after the run
+                errors.append(f"{rcpt}: {exc!r}")
+                return
+            if not res[0].ok:
+                errors.append(f"{rcpt}: {res[0].code} {res[0].message}")
+
+    threads = [threading.Thread(target=worker, args=(s, j)) for s, j in zip(sessions, jobs)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    for s in sessions:
+        s.close()
+    if errors:
+        raise VerificationError(f"variant {variant}: {len(errors)} deliveries failed, e.g. "
+                                f"{errors[:3]}")
+    return elapsed, expected
+
+
+def verify(dc: DovecotInstance, variant: str, expected: dict[str, dict[str, int]]) -> None:
+    for user, want in expected.items():
+        got = dc.doveadm.message_counts(user)
+        got_cmp = {k: got.get(k, 0) for k in want}
+        extra = {k: v for k, v in got.items() if k not in want and v}
+        if got_cmp != want or extra:
+            raise VerificationError(f"variant {variant} user {user}: expected {want}, "
+                                    f"found {got}")
+        if variant in ("b", "c") and want[CHATS]:
+            rows = dc.doveadm.fetch(user, "flags", ["mailbox", CHATS])
+            untagged = [r for r in rows if "$Chat" not in r.get("flags", "").split()]
+            if untagged:
+                raise VerificationError(f"variant {variant} user {user}: {len(untagged)} "
+                                        f"messages in {CHATS} without $Chat")
+        if variant in ("a", "f", "k"):
+            rows = dc.doveadm.fetch(user, "flags", ["ALL"])
+            if any("$Chat" in r.get("flags", "").split() for r in rows):
+                raise VerificationError(f"variant {variant} user {user}: $Chat set without "
+                                        "any classifier loaded (stale config after reload?)")
+
+
+def configure(dc: DovecotInstance, variant: str) -> None:
+    dc.reconfigure(**VARIANTS[variant][1])
+
+
+def warm_up(dc: DovecotInstance, variant: str, connections: int) -> None:
+    """Spawn the lmtp processes of the new config (and compile Sieve) before timing."""
+    user = f"warm_{variant}"
+    msgs = build_stream(connections * 3, 0)
+    sessions = [dc.lmtp_session() for _ in range(connections)]
+    for i, msg in enumerate(msgs):
+        res = sessions[i % connections].deliver(msg.raw, [rcpt_for(dc, variant, user, msg)])
+        if not res[0].ok:
+            raise VerificationError(f"warm-up of {variant} failed: {res[0]}")
+    for s in sessions:
+        s.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--messages", type=int, default=250,
+                    help="messages per connection per round (default 250)")
+    ap.add_argument("--connections", type=int, default=4)
+    ap.add_argument("--users", type=int, default=1, help="recipients per variant and round")
+    ap.add_argument("--variants", default="".join(ORDER),
+                    help="subset/order of variants to run, e.g. 'afc' or 'afbck' "
+                         "(default afbc)")
+    ap.add_argument("--keep", action="store_true", help="keep the Dovecot temp dir")
+    args = ap.parse_args(argv)
+    order = [v for v in args.variants if v in VARIANTS]
+
+    users = {}
+    for v in order:
+        users[f"warm_{v}"] = {}
+        for r in range(args.rounds):
+            for u in user_names(v, r, args.users):
+                users[u] = {}
+    first = order[0]
+    try:
+        dc = DovecotInstance(keep_tmp=args.keep, users=users, **VARIANTS["b" if "b" in order
+                                                                           else first][1])
+        dc.start()
+    except Exception as exc:  # noqa: BLE001
+        print(f"setup failed: {exc}", file=sys.stderr)
+        return 2
+    results: dict[str, list[float]] = {v: [] for v in order}
+    status = 0
+    try:
+        # Create COI/Chats for every user, so no variant pays (or races on)
+        # folder creation in the timed part; enable COI for the (b) users as a
+        # client would (IMAP SETMETADATA).
+        print(f"Dovecot at {dc.tmpdir}; {args.rounds} rounds x {args.connections} connections"
+              f" x {args.messages} messages, order {' '.join(order)}", flush=True)
+        for u in users:
+            dc.doveadm.run("mailbox", "create", "-s", "-u", u, CHATS)
+            if u.startswith(("bench_b_", "warm_b")):
+                dc.enable_coi(u, "active")
+        for r in range(args.rounds):
+            for v in order:
+                configure(dc, v)
+                warm_up(dc, v, args.connections)
+                mark = dc.log.mark()
+                secs, expected = run_load(dc, v, user_names(v, r, args.users),
+                                          args.connections, args.messages)
+                total = args.connections * args.messages
+                rate = total / secs
+                results[v].append(rate)
+                verify(dc, v, expected)
+                dc.assert_no_panic_or_fatal(since=mark)
+                errs = dc.log.grep(": Error: ", since=mark, ignore_case=False)
+                if errs:
+                    raise VerificationError(f"variant {v} logged errors: {errs[:3]}")
+                print(f"  round {r + 1} ({v}): {total} msgs in {secs:.2f}s = {rate:8.1f} msgs/s",
+                      flush=True)
+    except VerificationError as exc:
+        print(f"VERIFICATION FAILED: {exc}", file=sys.stderr)
+        dc.failed = True
+        status = 1
+    finally:
+        dc.stop()
+    report(results)
+    return status
+
+
+def report(results: dict[str, list[float]]) -> None:
+    med = {v: statistics.median(r) for v, r in results.items() if r}
+    print()
+    print(f"{'variant':<44} {'median msgs/s':>14}  rounds")
+    for v, rates in results.items():
+        if not rates:
+            continue
+        label = f"({v}) {VARIANTS[v][0]}"
+        print(f"{label:<44} {med[v]:>14.1f}  " + " ".join(f"{x:.0f}" for x in rates))
+    print()
+
+    def ratio(x, y):
+        return med[x] / med[y] if x in med and y in med and med[y] else None
+
+    for name, target in (("b/f", 0.95), ("b/c", 1.2), ("f/a", None)):
+        q = ratio(name[0], name[2])
+        if q is None:
+            continue
+        verdict = "" if target is None else \
+            f"  (target >= {target:.2f}: {'MET' if q >= target else 'NOT MET'})"
+        print(f"  {name} = {q:.3f}{verdict}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+#!/usr/bin/python3
+"""The README demo: Chat over IMAP on a throwaway Dovecot, end to end, in one command.
+
+Owns the human-facing walkthrough. It starts a private Dovecot on loopback
+with the coi plugin (tests/harness), turns COI on for alice the way a COI
+client does (IMAP SETMETADATA enabled=yes, message-filter=active), delivers a
+plain mail and a COI chat over LMTP and a Delta Chat message through
+dovecot-lda, then shows over IMAP where each message landed (folder, flags,
+Subject) and the plugin's own log lines, and stops Dovecot.
+
+Usage: /usr/bin/python3 scripts/demo.py [--keep]
+Exit status: 0 if the chats landed in COI/Chats with $Chat and the plain mail
+in INBOX without it; 1 otherwise; 2 if Dovecot could not be started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.harness import (COI_ENABLED, COI_MESSAGE_FILTER, DovecotInstance,  # noqa: E402
+                           messages as M)
+from tests.harness.checks import locate  # noqa: E402
+
+CHATS = "COI/Chats"
+
+
+def title(text: str) -> None:
+    print()
+    print(text)
+    print("-" * len(text))
+
+
+def short_log_line(line: str) -> str:
+    """'Nov 23 11:00:00 lmtp(alice@x)<pid><session>: Debug: ... coi: ...' -> compact form."""
+    m = re.match(r"^\w{3} [ \d]\d [\d:]{8} (\w[\w-]*)(?:\(([^)]*)\))?(?:<[^>]*>)*: (\w+): (.*)$",
+                 line)
+    if not m:
+        return line
+    proc, user, level, msg = m.groups()
+    msg = re.sub(r"^lmtp-server: conn [^:]+:\d+ \[\d+\]: rcpt \S+: ", "", msg)
+    who = f"{proc}({user})" if user else proc
+    return f"{who:<26} {level:<7} {msg}"
+
+
+def enable_coi(dc: DovecotInstance, user: str) -> None:
+    title(f"1. {user} turns COI on (IMAP METADATA, as a COI client would)")
+    with dc.imap(user) as c:
+        for key, value in ((COI_ENABLED, "yes"), (COI_MESSAGE_FILTER, "active")):
+            status, text = c.setmetadata(key, value)
+            print(f'   C: SETMETADATA "" ({key} "{value}")')
+            print(f"   S: {status} {text}")
+        print(f"   GETMETADATA enabled -> {c.getmetadata(COI_ENABLED)!r}, "
+              f"message-filter -> {c.getmetadata(COI_MESSAGE_FILTER)!r}")
+
+
+def deliver(dc: DovecotInstance, user: str) -> dict[str, M.TestMessage]:
+    title("2. Mail arrives")
+    to = dc.address(user)
+    sent = {
+        "plain mail (LMTP)": M.plain_mail(subject="Invoice for March", to=to),
+        "COI chat (LMTP)": M.coi_chat(subject="Chat: lunch?", to=to, body="Lunch at noon?"),
+        "Delta Chat message (dovecot-lda)": M.deltachat_plain(to=to),
+    }
+    for label, msg in sent.items():
+        if "lda" in label:
+            res = dc.lda_deliver(user, msg.raw)
+            outcome = "exit 0 (delivered)" if res.ok else f"exit {res.returncode}: {res.stderr}"
+        else:
+            r = dc.lmtp_deliver(msg.raw, [user])[0]
+            outcome = f"{r.code} {r.message}"
+        print(f"   {label:<34} Message-ID <{msg.message_id}>")
+        print(f"   {'':<34} -> {outcome}")
+    return sent
+
+
+def show_mailbox(dc: DovecotInstance, user: str) -> dict:
+    title(f"3. What {user}'s IMAP client sees")
+    with dc.imap(user) as c:
+        entries = c.list_entries()
+        subscribed = set(c.subscribed())
+        folders = c.fetch_all_folders()
+    print("   Folders:")
+    for e in entries:
+        sub = "subscribed" if e.name in subscribed else ""
+        print(f"     {e.name:<14} {' '.join(e.attrs):<32} {sub}")
+    print()
+    print(f"   {'folder':<12} {'uid':>4}  {'flags':<22} subject")
+    for name in sorted(folders):
+        for m in folders[name]:
+            flags = " ".join(f for f in m.flags if f != "\\Recent") or "-"
+            print(f"   {name:<12} {m.uid:>4}  {flags:<22} {m.header('Subject')}")
+    return folders
+
+
+def show_plugin_log(dc: DovecotInstance) -> None:
+    title("4. The coi plugin's log lines (mail_debug = yes)")
+    lines = dc.log.plugin_lines()
+    if not lines:
+        print("   (no lines from the coi plugin)")
+    for line in lines:
+        print("   " + short_log_line(line))
+
+
+def show_sidecar(dc: DovecotInstance) -> None:
+    """Placeholder: events delivered to coi-sidecar, webhooks and /metrics go here."""
+    title("5. Sidecar events and metrics")
+    print("   (coi-sidecar is not part of this demo yet)")
+
+
+def verdict(folders: dict, sent: dict[str, M.TestMessage]) -> bool:
+    title("Result")
+    ok = True
+    for label, msg in sent.items():
+        copies = locate(folders, msg.message_id)
+        want = CHATS if msg.is_chat else "INBOX"
+        good = (len(copies) == 1 and copies[0].folder == want
+                and copies[0].has_chat_keyword == msg.is_chat)
+        where = ", ".join(f"{c.folder} [{' '.join(c.flags)}]" for c in copies) or "not found"
+        expect = f"{want}{' + $Chat' if msg.is_chat else ', no $Chat'}"
+        print(f"   [{'ok' if good else 'FAIL'}] {label:<34} expected {expect:<22} got {where}")
+        ok &= good
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Chat over IMAP demo on a throwaway Dovecot")
+    ap.add_argument("--keep", action="store_true", help="keep Dovecot's temp dir afterwards")
+    args = ap.parse_args(argv)
+    user = "alice"
+    try:
+        dc = DovecotInstance(plugin=True, mail_debug=True, keep_tmp=args.keep)
+        dc.start()
+    except Exception as exc:  # noqa: BLE001 - human-facing script
+        print(f"could not start Dovecot with the coi plugin: {exc}", file=sys.stderr)
+        return 2
+    ok = False
+    try:
+        print(f"Dovecot {dc.tmpdir}: IMAP 127.0.0.1:{dc.imap_port}, "
+              f"LMTP 127.0.0.1:{dc.lmtp_port}, plugin {dc.layout.module_dir}/lib95_coi_plugin.so")
+        enable_coi(dc, user)
+        sent = deliver(dc, user)
+        folders = show_mailbox(dc, user)
+        show_plugin_log(dc)
+        show_sidecar(dc)
+        ok = verdict(folders, sent)
+        bad = dc.log.panics_and_fatals()
+        if bad:
+            print("   Dovecot logged Panic/Fatal:\n   " + "\n   ".join(bad))
+            ok = False
+    finally:
+        dc.failed = not ok
+        dc.stop()
+        print("\nDovecot stopped.")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

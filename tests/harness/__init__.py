@@ -1,0 +1,31 @@
+"""Test harness for running the coi plugin inside a real, throwaway Dovecot.
+
+Modules (one purpose each):
+  paths     repository, plugin build and Dovecot binary lookup
+  sysuser   the unprivileged mail identity (``coitest`` when run as root)
+  config    dovecot.conf / passwd-file rendering
+  instance  DovecotInstance: temp tree, start/stop/reload, delivery entry points
+  lmtp      LMTP client with per-recipient results
+  imap      IMAP client (folders, fetch, METADATA)
+  doveadm   doveadm wrappers
+  logs      Dovecot log reading and Panic/Fatal checks
+  messages  builders for plain mail, COI and Delta Chat messages
+  malformed deterministic generator of malformed messages
+"""
+
+from .config import DEFAULT_USERS, MAIL_DOMAIN, PASSWORD, InstanceConfig
+from .doveadm import Doveadm, DoveadmError
+from .imap import (COI_ENABLED, COI_MAILBOX_ROOT, COI_MESSAGE_FILTER, ImapClient,
+                   ImapCommandFailed, Message)
+from .instance import DovecotInstance, LdaResult, PluginMissing, free_ports
+from .lmtp import LmtpSession, RcptResult, lmtp_deliver
+from .logs import DovecotLog
+from .paths import MissingBinary, find_binary, find_lda, plugin_so
+
+__all__ = [
+    "COI_ENABLED", "COI_MAILBOX_ROOT", "COI_MESSAGE_FILTER", "DEFAULT_USERS", "Doveadm",
+    "DoveadmError", "DovecotInstance", "DovecotLog", "ImapClient", "ImapCommandFailed",
+    "InstanceConfig", "LdaResult", "LmtpSession", "MAIL_DOMAIN", "Message", "MissingBinary",
+    "PASSWORD", "PluginMissing", "RcptResult", "find_binary", "find_lda", "free_ports",
+    "lmtp_deliver", "plugin_so",
+]
