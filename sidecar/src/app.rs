@@ -1,0 +1,276 @@
+//! The daemon: wiring every piece together, the main loop, reload and
+//! shutdown.
+//!
+//! What this module owns, in start order:
+//! 1. directories and the instance lock (`<state_dir>/coi-sidecar.lock`,
+//!    an exclusive flock: two daemons on one queue would double-deliver);
+//! 2. the queue (intake connection + delivery store), metrics, drivers;
+//! 3. the intake thread (which drains what accumulated while we were down
+//!    before the socket even exists), the doorbell socket, the metrics
+//!    server;
+//! 4. `READY=1`, then the watchdog and the signal loop.
+//!
+//! Reload (SIGHUP): the config is read and validated again; if invalid the
+//! old one stays (logged, counted). Webhooks and the log level apply at
+//! once; socket, spool, state and metrics settings need a restart (logged).
+//! Shutdown (SIGTERM/SIGINT): stop the doorbell socket and metrics server,
+//! let the intake finish its cycle, give attempts in flight the grace
+//! period, then exit 0. Anything unfinished is still pending in the queue.
+//! A core task ending on its own is an error: the daemon exits non-zero and
+//! systemd restarts it (panics exit through the panic hook in `main.rs`).
+//!
+//! Callers: `main.rs`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, RwLock};
+use std::time::Duration;
+
+use crate::config::{Config, SharedEndpoints};
+use crate::delivery::supervisor::Supervisor;
+use crate::intake::peer::PeerPolicy;
+use crate::intake::pump::{Pump, Trigger};
+use crate::intake::{listener, reader::IntakeError};
+use crate::logging::LogHandle;
+use crate::metrics::Metrics;
+use crate::queue::schema::{self, Durability};
+use crate::queue::store::DeliveryStore;
+use crate::server::{self, ServerState};
+use crate::shutdown::{Shutdown, SignalRequest, Signals};
+use crate::systemd;
+use crate::time::now_ms;
+
+/// Why the daemon stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Start-up failed.
+    #[error("{0}")]
+    Startup(String),
+    /// A core task ended while the daemon was running.
+    #[error("core task {0} ended unexpectedly")]
+    TaskEnded(&'static str),
+    /// The intake thread failed.
+    #[error("intake: {0}")]
+    Intake(#[from] IntakeError),
+}
+
+impl AppError {
+    /// Bounded label.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            AppError::Startup(_) => "startup",
+            AppError::TaskEnded(_) => "task_ended",
+            AppError::Intake(e) => e.error_type(),
+        }
+    }
+
+    /// A restart (by systemd) may help.
+    pub fn is_retriable(&self) -> bool {
+        !matches!(self, AppError::Startup(_))
+    }
+}
+
+fn startup(what: &str) -> impl Fn(String) -> AppError + '_ {
+    move |e| AppError::Startup(format!("{what}: {e}"))
+}
+
+/// Runs the daemon until a stop signal. `log` changes the level on reload.
+pub async fn run(config: Config, log: Option<LogHandle>) -> Result<(), AppError> {
+    for w in &config.warnings {
+        tracing::warn!(warning = %w, "config");
+    }
+    std::fs::create_dir_all(&config.state_dir)
+        .map_err(|e| startup("creating state_dir")(e.to_string()))?;
+    std::fs::create_dir_all(&config.spool.dir)
+        .map_err(|e| startup("creating spool_dir")(e.to_string()))?;
+    let lock_path = config.state_dir.join("coi-sidecar.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| startup("opening the instance lock")(e.to_string()))?;
+    lock.try_lock().map_err(|e| {
+        startup("instance lock")(format!(
+            "{} is held ({e}): another coi-sidecar uses this state_dir",
+            lock_path.display()
+        ))
+    })?;
+
+    let metrics = Metrics::new().map_err(|e| startup("metrics")(e.to_string()))?;
+    let db = config.queue_db_path();
+    let intake_conn =
+        schema::open(&db, Durability::Full).map_err(|e| startup("queue")(e.to_string()))?;
+    let store = DeliveryStore::open(&db).map_err(|e| startup("queue")(e.to_string()))?;
+
+    let endpoints: SharedEndpoints = Arc::new(RwLock::new(Arc::new(config.webhooks.clone())));
+    let mut supervisor = Supervisor::new(store.clone(), metrics.clone(), config.delivery.shutdown_grace);
+    supervisor.apply(&config.webhooks);
+
+    // Intake thread.
+    let heartbeat = Arc::new(AtomicU64::new(now_ms()));
+    let (ring_tx, ring_rx) = mpsc::sync_channel::<Trigger>(1);
+    let (pump_done_tx, mut pump_done_rx) = tokio::sync::oneshot::channel::<Result<(), IntakeError>>();
+    let pump = Pump {
+        conn: intake_conn,
+        spool: config.spool.clone(),
+        endpoints: endpoints.clone(),
+        metrics: metrics.clone(),
+        wake: supervisor.waker(),
+        heartbeat: heartbeat.clone(),
+    };
+    let pump_thread = std::thread::Builder::new()
+        .name("coi-intake".into())
+        .spawn(move || {
+            let result = pump.run(ring_rx);
+            let _ = pump_done_tx.send(result);
+        })
+        .map_err(|e| startup("intake thread")(e.to_string()))?;
+
+    let (shutdown, shutdown_watch) = Shutdown::new();
+    let sock = listener::bind(&config.socket).map_err(|e| startup("doorbell socket")(e.to_string()))?;
+    let policy = PeerPolicy {
+        uids: config.socket.allowed_uids.clone(),
+        gids: config.socket.allowed_gids.clone(),
+    };
+    let mut listener_task = tokio::spawn(listener::serve(
+        sock,
+        policy,
+        metrics.clone(),
+        ring_tx.clone(),
+        shutdown_watch.clone(),
+    ));
+
+    let bound = server::bind(&config.metrics_listen)
+        .await
+        .map_err(|e| startup("metrics listener")(e.to_string()))?;
+    let drivers_alive = Arc::new(AtomicBool::new(true));
+    let state = Arc::new(ServerState {
+        metrics: metrics.clone(),
+        store: store.clone(),
+        intake_heartbeat: heartbeat.clone(),
+        intake_staleness: (config.spool.scan_interval * 5).max(Duration::from_secs(30)),
+        drivers_alive: drivers_alive.clone(),
+    });
+    tracing::info!(
+        metrics = %bound.describe(),
+        socket = %config.socket.path.display(),
+        spool = %config.spool.dir.display(),
+        endpoints = config.webhooks.len(),
+        version = env!("CARGO_PKG_VERSION"),
+        "coi-sidecar started"
+    );
+    let mut server_task = tokio::spawn(server::serve(bound, state.clone(), shutdown_watch.clone()));
+
+    let mut signals = Signals::install().map_err(|e| startup("signals")(e.to_string()))?;
+    if let Err(e) = systemd::notify("READY=1") {
+        tracing::warn!(error = %e, "sd_notify READY failed");
+    }
+    let watchdog = systemd::watchdog_interval();
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    let mut liveness_tick = tokio::time::interval(Duration::from_secs(5));
+
+    let mut config = config;
+    let outcome: Result<(), AppError> = loop {
+        tokio::select! {
+            req = signals.next() => match req {
+                SignalRequest::Stop => break Ok(()),
+                SignalRequest::Reload => {
+                    let _ = systemd::notify("RELOADING=1");
+                    reload(&mut config, &endpoints, &mut supervisor, log.as_ref(), &metrics);
+                    let _ = systemd::notify("READY=1");
+                }
+            },
+            r = &mut pump_done_rx => break Err(match r {
+                Ok(Err(e)) => AppError::Intake(e),
+                _ => AppError::TaskEnded("intake"),
+            }),
+            _ = &mut listener_task => break Err(AppError::TaskEnded("doorbell listener")),
+            _ = &mut server_task => break Err(AppError::TaskEnded("metrics server")),
+            _ = liveness_tick.tick() => {
+                drivers_alive.store(supervisor.all_alive(), Ordering::Relaxed);
+            }
+            _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                match state.health().await {
+                    Ok(()) => { let _ = systemd::notify("WATCHDOG=1"); }
+                    Err(why) => tracing::warn!(reason = %why, "unhealthy: withholding the watchdog ping"),
+                }
+            }
+        }
+    };
+
+    tracing::info!("shutting down");
+    let _ = systemd::notify("STOPPING=1");
+    shutdown.trigger();
+    let _ = ring_tx.try_send(Trigger::Stop);
+    // The channel may hold a pending ring; Stop must still arrive.
+    let stop_sender = ring_tx.clone();
+    let stopper = tokio::task::spawn_blocking(move || {
+        let _ = stop_sender.send(Trigger::Stop);
+    });
+    supervisor.shutdown().await;
+    let _ = stopper.await;
+    drop(ring_tx);
+    let _ = tokio::task::spawn_blocking(move || pump_thread.join()).await;
+    if let Bound::Unix(path) = bound_path(&config) {
+        let _ = std::fs::remove_file(path);
+    }
+    let _ = std::fs::remove_file(&config.socket.path);
+    drop(lock);
+    if let Err(e) = &outcome {
+        metrics.error("app", e.error_type());
+    }
+    outcome
+}
+
+enum Bound {
+    Unix(std::path::PathBuf),
+    Other,
+}
+
+fn bound_path(config: &Config) -> Bound {
+    match &config.metrics_listen {
+        crate::config::MetricsListen::Unix(p) => Bound::Unix(p.clone()),
+        crate::config::MetricsListen::Tcp(_) => Bound::Other,
+    }
+}
+
+fn reload(
+    current: &mut Config,
+    endpoints: &SharedEndpoints,
+    supervisor: &mut Supervisor,
+    log: Option<&LogHandle>,
+    metrics: &Metrics,
+) {
+    let new = match Config::load(&current.path) {
+        Ok(c) => c,
+        Err(e) => {
+            metrics.error("reload", e.error_type());
+            tracing::error!(error = %e, "reload refused: keeping the running configuration");
+            return;
+        }
+    };
+    for w in &new.warnings {
+        tracing::warn!(warning = %w, "config");
+    }
+    if new.socket != current.socket
+        || new.spool != current.spool
+        || new.state_dir != current.state_dir
+        || new.metrics_listen != current.metrics_listen
+        || new.logging.format != current.logging.format
+    {
+        tracing::warn!("socket, spool, state_dir, metrics or log format changes take effect after a restart");
+    }
+    if let Some(log) = log {
+        log.set_level(new.logging.level);
+    }
+    supervisor.set_grace(new.delivery.shutdown_grace);
+    let failed = supervisor.apply(&new.webhooks);
+    match endpoints.write() {
+        Ok(mut e) => *e = Arc::new(new.webhooks.clone()),
+        Err(p) => *p.into_inner() = Arc::new(new.webhooks.clone()),
+    }
+    tracing::info!(endpoints = new.webhooks.len(), disabled = failed.len(), "configuration reloaded");
+    current.webhooks = new.webhooks;
+    current.logging.level = new.logging.level;
+    current.delivery = new.delivery;
+}

@@ -1,0 +1,292 @@
+//! The per-endpoint delivery loop.
+//!
+//! What this module owns: for one endpoint, repeatedly
+//! 1. take due deliveries from the queue, as many as there are free slots
+//!    (`concurrency` minus attempts in flight);
+//! 2. start one attempt task per delivery (a `JoinSet`; the in-flight set
+//!    is the semaphore);
+//! 3. sleep until the first of: new work (the intake's wake-up), an attempt
+//!    finishing, the next row's due time, or stop. No polling interval.
+//!
+//! An attempt builds the payload, signs it (`webhook-id` = event id,
+//! `webhook-timestamp` = now), sends it, classifies the result and records
+//! it: 2xx -> delete the row (latency observed from the delivery commit);
+//! retriable -> reschedule by the retry schedule, unless the schedule is
+//! used up or the next try would pass the deadline -> dead letter;
+//! permanent -> dead letter. Every attempt is counted by outcome.
+//!
+//! Invariants: in-flight rows are tracked only in memory, so a crash leaves
+//! them pending and they are retried (at-least-once). On stop, attempts in
+//! flight get `grace` to finish; what is still running is aborted and stays
+//! pending. A queue error backs off for [`DB_ERROR_BACKOFF`] (counted and
+//! logged) instead of spinning.
+//!
+//! Callers: `delivery::supervisor`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coi_core::wire::MessageEventV1;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+use super::http::{HttpSender, Response};
+use super::payload;
+use super::retry::{next_delay, RetryLogic, StandardRetryLogic, Verdict};
+use super::signing::signature_header;
+use crate::config::Endpoint;
+use crate::metrics::Metrics;
+use crate::queue::deliveries::DueDelivery;
+use crate::queue::store::DeliveryStore;
+use crate::queue::QueueError;
+use crate::time::{now_ms, now_secs};
+
+/// Pause after a failed queue operation.
+pub const DB_ERROR_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Everything an attempt needs, shared by the driver's attempts.
+struct AttemptCtx {
+    endpoint: Arc<Endpoint>,
+    store: DeliveryStore,
+    metrics: Metrics,
+    sender: HttpSender,
+}
+
+/// One endpoint's driver.
+pub struct Driver {
+    ctx: Arc<AttemptCtx>,
+    notify: Arc<Notify>,
+    stop: watch::Receiver<bool>,
+    grace: Duration,
+}
+
+impl Driver {
+    /// A driver for `endpoint`; `notify` wakes it, `stop` ends it.
+    pub fn new(
+        endpoint: Arc<Endpoint>,
+        sender: HttpSender,
+        store: DeliveryStore,
+        metrics: Metrics,
+        notify: Arc<Notify>,
+        stop: watch::Receiver<bool>,
+        grace: Duration,
+    ) -> Driver {
+        Driver {
+            ctx: Arc::new(AttemptCtx {
+                endpoint,
+                store,
+                metrics,
+                sender,
+            }),
+            notify,
+            stop,
+            grace,
+        }
+    }
+
+    /// Runs until stopped.
+    pub async fn run(mut self) {
+        let name = self.ctx.endpoint.name.clone();
+        let limit = self.ctx.endpoint.concurrency;
+        let mut inflight: HashSet<i64> = HashSet::new();
+        let mut tasks: JoinSet<i64> = JoinSet::new();
+        tracing::info!(endpoint = %name, "delivery driver started");
+        loop {
+            if *self.stop.borrow() {
+                break;
+            }
+            while let Some(done) = tasks.try_join_next() {
+                finished(&mut inflight, done);
+            }
+            let next_due = match self.fill(&mut inflight, &mut tasks, limit).await {
+                Ok(next) => next,
+                Err(e) => {
+                    self.ctx.metrics.error("delivery_queue", e.error_type());
+                    tracing::error!(endpoint = %name, error = %e, "queue read failed; backing off");
+                    Some(now_ms() + DB_ERROR_BACKOFF.as_millis() as u64)
+                }
+            };
+            let sleep = next_due.map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
+            tokio::select! {
+                _ = self.notify.notified() => {}
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => finished(&mut inflight, done),
+                _ = tokio::time::sleep(sleep.unwrap_or(Duration::ZERO)), if sleep.is_some() => {}
+                _ = self.stop.changed() => {}
+            }
+        }
+        if !tasks.is_empty() {
+            tracing::info!(endpoint = %name, in_flight = tasks.len(), "waiting for attempts in flight");
+            let drained = tokio::time::timeout(self.grace, async {
+                while tasks.join_next().await.is_some() {}
+            })
+            .await;
+            if drained.is_err() {
+                tracing::warn!(endpoint = %name, abandoned = tasks.len(), "abandoning attempts in flight; they stay pending");
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+            }
+        }
+        tracing::info!(endpoint = %name, "delivery driver stopped");
+    }
+
+    /// Starts attempts for due rows while slots are free; returns when the
+    /// next not-in-flight row is due (`None`: nothing to wait for but a
+    /// wake-up or a finishing attempt).
+    async fn fill(
+        &self,
+        inflight: &mut HashSet<i64>,
+        tasks: &mut JoinSet<i64>,
+        limit: usize,
+    ) -> Result<Option<u64>, QueueError> {
+        let name = &self.ctx.endpoint.name;
+        let free = limit.saturating_sub(inflight.len());
+        if free == 0 {
+            return Ok(None);
+        }
+        let due = self
+            .ctx
+            .store
+            .due(name, now_ms(), free, inflight.clone())
+            .await?;
+        let got = due.len();
+        for d in due {
+            inflight.insert(d.event_seq);
+            let ctx = self.ctx.clone();
+            tasks.spawn(async move {
+                let seq = d.event_seq;
+                attempt(&ctx, d).await;
+                seq
+            });
+        }
+        if got == free {
+            // Possibly more due right now: come back as soon as a slot frees.
+            return Ok(if inflight.len() < limit { Some(now_ms()) } else { None });
+        }
+        self.ctx.store.next_due_ms(name, inflight.clone()).await
+    }
+}
+
+fn finished(inflight: &mut HashSet<i64>, done: Result<i64, tokio::task::JoinError>) {
+    match done {
+        Ok(seq) => {
+            inflight.remove(&seq);
+        }
+        // Aborted tasks only happen at stop; a panic already ended the
+        // process through the panic hook.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => {}
+    }
+}
+
+/// Why an attempt could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    /// The queue update failed; the row stays as it was (retried later).
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+impl AttemptError {
+    /// Bounded label.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            AttemptError::Queue(e) => e.error_type(),
+        }
+    }
+
+    /// The row is still pending, so the attempt will be made again.
+    pub fn is_retriable(&self) -> bool {
+        true
+    }
+}
+
+async fn attempt(ctx: &AttemptCtx, d: DueDelivery) {
+    if let Err(e) = attempt_inner(ctx, &d).await {
+        ctx.metrics.error("delivery_record", e.error_type());
+        tracing::error!(endpoint = %ctx.endpoint.name, seq = d.event_seq, error = %e, "could not record an attempt; it will be repeated");
+    }
+}
+
+async fn bury(ctx: &AttemptCtx, d: &DueDelivery, attempts: u32, why: String) -> Result<(), AttemptError> {
+    let name = &ctx.endpoint.name;
+    if ctx
+        .store
+        .bury(name, d.event_seq, attempts, why.clone(), now_ms())
+        .await?
+        .is_some()
+    {
+        ctx.metrics.dead_letters.with_label_values(&[name]).inc();
+        tracing::warn!(endpoint = %name, seq = d.event_seq, attempts, reason = %why, "delivery moved to dead letters");
+    }
+    Ok(())
+}
+
+async fn attempt_inner(ctx: &AttemptCtx, d: &DueDelivery) -> Result<(), AttemptError> {
+    let ep = &ctx.endpoint;
+    let event: MessageEventV1 = match serde_json::from_str(&d.payload) {
+        Ok(e) => e,
+        Err(e) => return bury(ctx, d, d.attempts, format!("unreadable queued event: {e}")).await,
+    };
+    let deadline_ms = d.enqueued_ms.saturating_add(ep.deadline.as_millis() as u64);
+    if now_ms() >= deadline_ms {
+        return bury(ctx, d, d.attempts, "deadline passed before the next attempt".into()).await;
+    }
+    let payload = match payload::build(ep.format, &event) {
+        Ok(p) => p,
+        Err(e) => return bury(ctx, d, d.attempts, format!("cannot build payload: {e}")).await,
+    };
+    let timestamp = now_secs();
+    let signature = signature_header(&ep.secrets, &event.id, timestamp, &payload.body);
+    let response = ctx
+        .sender
+        .send(ep, &payload, &event.id, timestamp, &signature)
+        .await;
+    let logic = StandardRetryLogic;
+    let (verdict, detail) = match &response {
+        Response::Status { code, retry_after } => {
+            (logic.classify_status(*code, *retry_after), format!("HTTP {code}"))
+        }
+        Response::Failure { failure, detail } => (logic.classify_failure(*failure), detail.clone()),
+    };
+    let attempts = d.attempts.saturating_add(1);
+    let now = now_ms();
+    match verdict {
+        Verdict::Delivered => {
+            ctx.metrics
+                .delivery_attempts
+                .with_label_values(&[&ep.name, "success"])
+                .inc();
+            ctx.metrics
+                .delivery_latency
+                .observe(now.saturating_sub(event.ts_ms) as f64 / 1000.0);
+            ctx.store.complete(&ep.name, d.event_seq).await?;
+            tracing::debug!(endpoint = %ep.name, event_id = %event.id, attempts, "delivered");
+        }
+        Verdict::Retry { outcome, retry_after } => {
+            ctx.metrics
+                .delivery_attempts
+                .with_label_values(&[&ep.name, outcome.label()])
+                .inc();
+            let delay = next_delay(&ep.retry_schedule, attempts, outcome, retry_after, fastrand::f64());
+            match delay.map(|d| now.saturating_add(d.as_millis() as u64)) {
+                Some(at) if at <= deadline_ms => {
+                    tracing::info!(endpoint = %ep.name, event_id = %event.id, attempts, detail = %detail, retry_in_ms = at - now, "attempt failed; will retry");
+                    ctx.store
+                        .reschedule(&ep.name, d.event_seq, attempts, at, detail)
+                        .await?;
+                }
+                Some(_) => bury(ctx, d, attempts, format!("{detail}; next retry would pass the deadline")).await?,
+                None => bury(ctx, d, attempts, format!("{detail}; retries exhausted")).await?,
+            }
+        }
+        Verdict::Permanent { outcome } => {
+            ctx.metrics
+                .delivery_attempts
+                .with_label_values(&[&ep.name, outcome.label()])
+                .inc();
+            bury(ctx, d, attempts, format!("{detail} (permanent)")).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! The intake thread: when to scan the spool, in which order, and rotation.
+//!
+//! What this module owns: one OS thread with its own queue connection
+//! (`synchronous=FULL`). It waits for a [`Trigger`] (a doorbell) or its scan
+//! interval, then runs a cycle:
+//! 1. every rotated file `events.log.<n>`, oldest first: seal (exclusive
+//!    lock), drain to the end, delete, forget its offset;
+//! 2. the active `events.log` up to its last complete record;
+//! 3. if the active file reached `spool_rotate_bytes`: rename it, then
+//!    handle it as in step 1 right away;
+//! 4. if another connection changed the database (a `dead-letters replay`
+//!    from the CLI), wake the delivery drivers.
+//!
+//! Invariants: on start, step 1 runs before anything else (the docs'
+//! "startup drains rotated files first"), and offset rows of files that no
+//! longer exist are pruned. A failed cycle is counted
+//! (`coi_errors_total{stage="intake"}`) and logged, and the next trigger
+//! retries it; the thread ends only on [`Trigger::Stop`] or when every
+//! sender is gone. The heartbeat (unix ms of the last finished cycle) feeds
+//! `/healthz` and the systemd watchdog.
+//!
+//! Callers: `app.rs` starts [`Pump::run`] on a dedicated thread.
+
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+
+use coi_core::spool::ACTIVE_FILE;
+use rusqlite::Connection;
+
+use super::reader::{drain_file, io_at, DrainMode, IntakeError};
+use super::rotate::{rotate_active, rotated_files, seal};
+use crate::config::{SharedEndpoints, SpoolConfig};
+use crate::metrics::Metrics;
+use crate::queue::ingest;
+use crate::time::now_ms;
+
+/// What wakes the intake thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A doorbell: scan now.
+    Ring,
+    /// Finish the current cycle and end the thread.
+    Stop,
+}
+
+/// The intake thread's state.
+pub struct Pump {
+    /// Intake connection (`synchronous=FULL`).
+    pub conn: Connection,
+    /// Spool settings.
+    pub spool: SpoolConfig,
+    /// Current endpoints (replaced on reload).
+    pub endpoints: SharedEndpoints,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Wakes every delivery driver.
+    pub wake: Arc<dyn Fn() + Send + Sync>,
+    /// Unix ms of the last finished cycle.
+    pub heartbeat: Arc<AtomicU64>,
+}
+
+impl Pump {
+    /// Runs until [`Trigger::Stop`]. Returns the first error of the startup
+    /// pass only; later errors are counted and retried.
+    pub fn run(mut self, triggers: Receiver<Trigger>) -> Result<(), IntakeError> {
+        self.prune_offsets()?;
+        let mut data_version = ingest::data_version(&self.conn)?;
+        self.cycle()?;
+        loop {
+            self.heartbeat.store(now_ms(), Ordering::Relaxed);
+            match triggers.recv_timeout(self.spool.scan_interval) {
+                Ok(Trigger::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                Ok(Trigger::Ring) | Err(RecvTimeoutError::Timeout) => {}
+            }
+            if let Err(e) = self.cycle() {
+                self.metrics.error("intake", e.error_type());
+                tracing::error!(error = %e, retriable = e.is_retriable(), "spool scan failed; retrying on the next trigger");
+            }
+            match ingest::data_version(&self.conn) {
+                Ok(v) if v != data_version => {
+                    data_version = v;
+                    (self.wake)();
+                }
+                Ok(_) => {}
+                Err(e) => self.metrics.error("intake", e.error_type()),
+            }
+        }
+    }
+
+    fn endpoints(&self) -> Arc<Vec<Arc<crate::config::Endpoint>>> {
+        match self.endpoints.read() {
+            Ok(g) => g.clone(),
+            // Only a panic poisons it, and panics are fatal; keep going.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn prune_offsets(&mut self) -> Result<(), IntakeError> {
+        let dir = &self.spool.dir;
+        let mut live = Vec::new();
+        let mut paths: Vec<_> = rotated_files(dir)
+            .map_err(io_at(dir))?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        paths.push(dir.join(ACTIVE_FILE));
+        for p in paths {
+            if let Ok(meta) = std::fs::metadata(&p) {
+                live.push((meta.dev(), meta.ino()));
+            }
+        }
+        let pruned = ingest::prune_offsets(&mut self.conn, &live)?;
+        if pruned > 0 {
+            tracing::info!(pruned, "forgot offsets of spool files that no longer exist");
+        }
+        Ok(())
+    }
+
+    /// One scan of the spool directory (see the module docs).
+    pub fn cycle(&mut self) -> Result<(), IntakeError> {
+        let dir = self.spool.dir.clone();
+        for (_, path) in rotated_files(&dir).map_err(io_at(&dir))? {
+            self.finish_rotated(&path)?;
+        }
+        let endpoints = self.endpoints();
+        let wake = self.wake.clone();
+        let active = dir.join(ACTIVE_FILE);
+        let drained = drain_file(
+            &mut self.conn,
+            &active,
+            DrainMode::Active,
+            &endpoints,
+            &self.metrics,
+            &*wake,
+        )?;
+        if drained.is_some_and(|d| d.size >= self.spool.rotate_bytes) {
+            if let Some(rotated) = rotate_active(&dir).map_err(io_at(&dir))? {
+                self.metrics.spool_rotations.inc();
+                tracing::info!(file = %rotated.display(), "rotated the spool file");
+                self.finish_rotated(&rotated)?;
+            }
+        }
+        self.heartbeat.store(now_ms(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Seal, drain to the end, delete, forget.
+    fn finish_rotated(&mut self, path: &std::path::Path) -> Result<(), IntakeError> {
+        seal(path).map_err(io_at(path))?;
+        let endpoints = self.endpoints();
+        let wake = self.wake.clone();
+        let Some(d) = drain_file(
+            &mut self.conn,
+            path,
+            DrainMode::Final,
+            &endpoints,
+            &self.metrics,
+            &*wake,
+        )?
+        else {
+            return Ok(());
+        };
+        std::fs::remove_file(path).map_err(io_at(path))?;
+        ingest::forget_offset(&self.conn, d.dev, d.ino)?;
+        tracing::debug!(file = %path.display(), "drained and deleted a rotated spool file");
+        Ok(())
+    }
+}

@@ -1,0 +1,31 @@
+//! `coi-sidecar`: the daemon beside Dovecot that turns the plugin's events
+//! into signed webhooks, durably, and serves Prometheus metrics.
+//!
+//! Data flow (docs/events.md for the plugin side, docs/sidecar.md for this
+//! side):
+//! ```text
+//! plugin --append--> spool file --(doorbell | timer)--> intake --commit--> queue (SQLite)
+//!                                                                             |
+//!   endpoint <--signed HTTP-- delivery drivers (one per endpoint) <-----------'
+//! ```
+//! Modules: [`config`] (the TOML file), [`intake`] (socket, spool reader,
+//! rotation), [`queue`] (the durable queue), [`delivery`] (drivers, retry,
+//! HTTP, signing, payloads), [`metrics`] and [`server`] (`/metrics`,
+//! `/healthz`), [`shutdown`] and [`systemd`] (lifecycle), [`logging`],
+//! [`admin`] (dead-letter commands), [`app`] (wiring), [`time`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod delivery;
+pub mod intake;
+pub mod logging;
+pub mod metrics;
+pub mod queue;
+pub mod server;
+pub mod shutdown;
+pub mod systemd;
+pub mod time;

@@ -1,0 +1,127 @@
+//! `coi-sidecar` command line: run the daemon, check a config, handle dead
+//! letters. Startup errors are reported with `anyhow` here and nowhere else.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use coi_sidecar::config::{Config, DEFAULT_CONFIG_PATH};
+use coi_sidecar::queue::dead_letters::Selection;
+use coi_sidecar::{admin, app, logging};
+
+/// Chat over IMAP sidecar: durable event queue, signed webhooks, metrics.
+#[derive(Parser)]
+#[command(name = "coi-sidecar", version, about)]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Run,
+    /// Validate the configuration file and exit (0 = valid).
+    CheckConfig,
+    /// Inspect or replay deliveries that were given up.
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterAction {
+    /// List dead letters.
+    List,
+    /// Move dead letters back to pending (works while the daemon runs).
+    Replay {
+        /// Replay every dead letter.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Dead-letter ids or event ids.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("coi-sidecar: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    Config::load(path).with_context(|| "invalid configuration")
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig => {
+            let config = load(&cli.config)?;
+            for w in &config.warnings {
+                println!("warning: {w}");
+            }
+            println!(
+                "{}: ok ({} webhook endpoint(s))",
+                cli.config.display(),
+                config.webhooks.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DeadLetters { action } => {
+            let config = load(&cli.config)?;
+            match action {
+                DeadLetterAction::List => print!("{}", admin::list(&config)?),
+                DeadLetterAction::Replay { all, ids } => {
+                    let which = if all { Selection::All } else { Selection::Ids(ids) };
+                    let n = admin::replay(&config, &which)?;
+                    println!("{n} dead letter(s) moved back to pending");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run => run(&cli.config),
+    }
+}
+
+fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = load(path)?;
+    let log = logging::init(config.logging.format, config.logging.level);
+    // A panic anywhere is fatal (STYLE §4): log it and exit non-zero so
+    // systemd restarts us; the queue preserves the work.
+    // Only stderr here: the panic may have happened inside the logger.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("coi-sidecar: fatal panic: {info}");
+        std::process::exit(70);
+    }));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .enable_all()
+        .thread_name("coi-rt")
+        .build()
+        .context("starting the async runtime")?;
+    match runtime.block_on(app::run(config, log)) {
+        Ok(()) => {
+            tracing::info!("stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, error_type = e.error_type(), "coi-sidecar failed");
+            Err(e.into())
+        }
+    }
+}

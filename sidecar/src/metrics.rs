@@ -1,0 +1,291 @@
+//! Every Prometheus metric of the sidecar, named in one place.
+//!
+//! What this module owns: the [`Name`] enum (every metric name and help
+//! text), the registry, and typed handles the other modules increment.
+//!
+//! Invariants (STYLE §6, DESIGN §5):
+//! - names follow `coi_<subsystem>_<name>_<unit>[_total]`, counters end in
+//!   `_total`, units are base units;
+//! - labels come from closed sets only: outcome/kind/reason/error_type enums
+//!   of this code, plus the endpoint NAME from the config. Never a user,
+//!   address, folder, URL or token. A record's free-text `kind` is mapped to
+//!   the known kinds or `other` before it becomes a label.
+//! - label values of closed sets are pre-registered at 0, so a scrape shows
+//!   every series from the start (rates work, absent != zero).
+//!
+//! Callers: everything that counts; `server.rs` encodes the registry.
+
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+use crate::config::KNOWN_KINDS;
+use crate::delivery::retry::Outcome;
+use coi_core::wire::{FallbackReason, WireError};
+
+/// Every metric name. The string is the exposed name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Name {
+    /// Doorbell datagrams by outcome.
+    IntakeDatagrams,
+    /// Spool records accepted, by kind.
+    IntakeEvents,
+    /// Spool records rejected, by error type.
+    SpoolRecordsRejected,
+    /// Spool files rotated.
+    SpoolRotations,
+    /// Events with a pending delivery.
+    QueueDepth,
+    /// Age of the oldest pending event.
+    QueueOldestAge,
+    /// Webhook attempts by endpoint and outcome.
+    DeliveryAttempts,
+    /// Delivery commit to 2xx.
+    DeliveryLatency,
+    /// Deliveries moved to dead letters, by endpoint.
+    DeadLetters,
+    /// Dead letters waiting.
+    DeadLettersPending,
+    /// Plugin: messages classified, by kind.
+    PluginClassified,
+    /// Plugin: messages routed to the chats folder.
+    PluginRouted,
+    /// Plugin: messages tagged `$Chat`.
+    PluginTagged,
+    /// Plugin: fallbacks to ordinary delivery, by reason.
+    PluginFallbacks,
+    /// Plugin: events it could not append.
+    PluginDropped,
+    /// Internal errors by stage and error type.
+    Errors,
+    /// Build information.
+    BuildInfo,
+}
+
+impl Name {
+    /// The exposed metric name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Name::IntakeDatagrams => "coi_intake_datagrams_total",
+            Name::IntakeEvents => "coi_intake_events_total",
+            Name::SpoolRecordsRejected => "coi_spool_records_rejected_total",
+            Name::SpoolRotations => "coi_spool_rotations_total",
+            Name::QueueDepth => "coi_queue_depth_events",
+            Name::QueueOldestAge => "coi_queue_oldest_age_seconds",
+            Name::DeliveryAttempts => "coi_delivery_attempts_total",
+            Name::DeliveryLatency => "coi_delivery_latency_seconds",
+            Name::DeadLetters => "coi_dead_letters_total",
+            Name::DeadLettersPending => "coi_dead_letters_pending",
+            Name::PluginClassified => "coi_plugin_messages_classified_total",
+            Name::PluginRouted => "coi_plugin_messages_routed_total",
+            Name::PluginTagged => "coi_plugin_messages_tagged_total",
+            Name::PluginFallbacks => "coi_plugin_fallbacks_total",
+            Name::PluginDropped => "coi_plugin_events_dropped_total",
+            Name::Errors => "coi_errors_total",
+            Name::BuildInfo => "coi_build_info",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Name::IntakeDatagrams => "Doorbell datagrams received, by outcome (accepted, peer, oversized, garbage, version).",
+            Name::IntakeEvents => "Spool records accepted into the sidecar, by kind (message kinds, other, fallback).",
+            Name::SpoolRecordsRejected => "Spool bytes that did not form a valid record, by error type.",
+            Name::SpoolRotations => "Spool files rotated by the sidecar.",
+            Name::QueueDepth => "Events with at least one pending webhook delivery.",
+            Name::QueueOldestAge => "Age of the oldest event with a pending delivery, from its delivery commit.",
+            Name::DeliveryAttempts => "Webhook attempts, by endpoint name and outcome.",
+            Name::DeliveryLatency => "Time from the delivery commit to the webhook's 2xx answer.",
+            Name::DeadLetters => "Deliveries moved to the dead letters, by endpoint name.",
+            Name::DeadLettersPending => "Dead letters in the queue database.",
+            Name::PluginClassified => "Messages the plugin classified at delivery, by kind.",
+            Name::PluginRouted => "Messages the plugin filed into the chats folder.",
+            Name::PluginTagged => "Messages the plugin tagged with $Chat.",
+            Name::PluginFallbacks => "Deliveries where the plugin fell back to ordinary delivery, by reason.",
+            Name::PluginDropped => "Events the plugin could not append to the spool (as it reported them).",
+            Name::Errors => "Internal errors of the sidecar, by stage and error type.",
+            Name::BuildInfo => "Build information; the value is always 1.",
+        }
+    }
+
+    fn opts(self) -> Opts {
+        Opts::new(self.as_str(), self.help())
+    }
+}
+
+/// Outcome labels of [`Name::IntakeDatagrams`].
+pub const DATAGRAM_OUTCOMES: [&str; 5] = ["accepted", "peer", "oversized", "garbage", "version"];
+
+/// Maps a record's `kind` to a bounded label.
+pub fn kind_label(kind: &str) -> &'static str {
+    KNOWN_KINDS
+        .iter()
+        .find(|k| **k == kind)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// Typed handles on every metric.
+#[derive(Clone)]
+pub struct Metrics {
+    /// The registry `/metrics` encodes.
+    pub registry: Registry,
+    /// See [`Name::IntakeDatagrams`].
+    pub intake_datagrams: IntCounterVec,
+    /// See [`Name::IntakeEvents`].
+    pub intake_events: IntCounterVec,
+    /// See [`Name::SpoolRecordsRejected`].
+    pub spool_rejected: IntCounterVec,
+    /// See [`Name::SpoolRotations`].
+    pub spool_rotations: IntCounter,
+    /// See [`Name::QueueDepth`].
+    pub queue_depth: IntGauge,
+    /// See [`Name::QueueOldestAge`].
+    pub queue_oldest_age: Gauge,
+    /// See [`Name::DeliveryAttempts`].
+    pub delivery_attempts: IntCounterVec,
+    /// See [`Name::DeliveryLatency`].
+    pub delivery_latency: Histogram,
+    /// See [`Name::DeadLetters`].
+    pub dead_letters: IntCounterVec,
+    /// See [`Name::DeadLettersPending`].
+    pub dead_letters_pending: IntGauge,
+    /// See [`Name::PluginClassified`].
+    pub plugin_classified: IntCounterVec,
+    /// See [`Name::PluginRouted`].
+    pub plugin_routed: IntCounter,
+    /// See [`Name::PluginTagged`].
+    pub plugin_tagged: IntCounter,
+    /// See [`Name::PluginFallbacks`].
+    pub plugin_fallbacks: IntCounterVec,
+    /// See [`Name::PluginDropped`].
+    pub plugin_dropped: IntCounter,
+    /// See [`Name::Errors`].
+    pub errors: IntCounterVec,
+    /// See [`Name::BuildInfo`].
+    pub build_info: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric (plus process metrics).
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let m = Metrics {
+            intake_datagrams: IntCounterVec::new(Name::IntakeDatagrams.opts(), &["outcome"])?,
+            intake_events: IntCounterVec::new(Name::IntakeEvents.opts(), &["kind"])?,
+            spool_rejected: IntCounterVec::new(Name::SpoolRecordsRejected.opts(), &["error_type"])?,
+            spool_rotations: IntCounter::with_opts(Name::SpoolRotations.opts())?,
+            queue_depth: IntGauge::with_opts(Name::QueueDepth.opts())?,
+            queue_oldest_age: Gauge::with_opts(Name::QueueOldestAge.opts())?,
+            delivery_attempts: IntCounterVec::new(
+                Name::DeliveryAttempts.opts(),
+                &["endpoint", "outcome"],
+            )?,
+            delivery_latency: Histogram::with_opts(
+                HistogramOpts::new(Name::DeliveryLatency.as_str(), Name::DeliveryLatency.help())
+                    .buckets(vec![
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                        60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0,
+                    ]),
+            )?,
+            dead_letters: IntCounterVec::new(Name::DeadLetters.opts(), &["endpoint"])?,
+            dead_letters_pending: IntGauge::with_opts(Name::DeadLettersPending.opts())?,
+            plugin_classified: IntCounterVec::new(Name::PluginClassified.opts(), &["kind"])?,
+            plugin_routed: IntCounter::with_opts(Name::PluginRouted.opts())?,
+            plugin_tagged: IntCounter::with_opts(Name::PluginTagged.opts())?,
+            plugin_fallbacks: IntCounterVec::new(Name::PluginFallbacks.opts(), &["reason"])?,
+            plugin_dropped: IntCounter::with_opts(Name::PluginDropped.opts())?,
+            errors: IntCounterVec::new(Name::Errors.opts(), &["stage", "error_type"])?,
+            build_info: IntGaugeVec::new(Name::BuildInfo.opts(), &["version"])?,
+            registry,
+        };
+        let r = &m.registry;
+        r.register(Box::new(m.intake_datagrams.clone()))?;
+        r.register(Box::new(m.intake_events.clone()))?;
+        r.register(Box::new(m.spool_rejected.clone()))?;
+        r.register(Box::new(m.spool_rotations.clone()))?;
+        r.register(Box::new(m.queue_depth.clone()))?;
+        r.register(Box::new(m.queue_oldest_age.clone()))?;
+        r.register(Box::new(m.delivery_attempts.clone()))?;
+        r.register(Box::new(m.delivery_latency.clone()))?;
+        r.register(Box::new(m.dead_letters.clone()))?;
+        r.register(Box::new(m.dead_letters_pending.clone()))?;
+        r.register(Box::new(m.plugin_classified.clone()))?;
+        r.register(Box::new(m.plugin_routed.clone()))?;
+        r.register(Box::new(m.plugin_tagged.clone()))?;
+        r.register(Box::new(m.plugin_fallbacks.clone()))?;
+        r.register(Box::new(m.plugin_dropped.clone()))?;
+        r.register(Box::new(m.errors.clone()))?;
+        r.register(Box::new(m.build_info.clone()))?;
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+
+        for o in DATAGRAM_OUTCOMES {
+            m.intake_datagrams.with_label_values(&[o]);
+        }
+        for k in KNOWN_KINDS.iter().chain(&["other", "fallback"]) {
+            m.intake_events.with_label_values(&[k]);
+        }
+        for k in KNOWN_KINDS.iter().chain(&["other"]) {
+            m.plugin_classified.with_label_values(&[k]);
+        }
+        for e in WireError::ERROR_TYPES {
+            m.spool_rejected.with_label_values(&[e]);
+        }
+        for r in FallbackReason::ALL {
+            m.plugin_fallbacks.with_label_values(&[r.name()]);
+        }
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Ok(m)
+    }
+
+    /// Pre-registers an endpoint's series at 0 (on start and reload).
+    pub fn register_endpoint(&self, endpoint: &str) {
+        for o in Outcome::ALL {
+            self.delivery_attempts.with_label_values(&[endpoint, o.label()]);
+        }
+        self.dead_letters.with_label_values(&[endpoint]);
+    }
+
+    /// Counts an internal error.
+    pub fn error(&self, stage: &'static str, error_type: &'static str) {
+        self.errors.with_label_values(&[stage, error_type]).inc();
+    }
+
+    /// Renders the registry in the Prometheus text format.
+    pub fn encode(&self) -> Result<String, prometheus::Error> {
+        prometheus::TextEncoder::new().encode_to_string(&self.registry.gather())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_is_prefixed_and_suffixed_by_type() {
+        let m = Metrics::new().unwrap();
+        m.register_endpoint("ops");
+        let text = m.encode().unwrap();
+        for fam in m.registry.gather() {
+            let name = fam.name();
+            if name.starts_with("process_") {
+                continue;
+            }
+            assert!(name.starts_with("coi_"), "{name}");
+            if fam.get_field_type() == prometheus::proto::MetricType::COUNTER {
+                assert!(name.ends_with("_total"), "{name}");
+            }
+        }
+        assert!(text.contains("coi_build_info{version=\""));
+        assert!(text.contains("coi_delivery_attempts_total{endpoint=\"ops\",outcome=\"success\"} 0"));
+    }
+
+    #[test]
+    fn free_text_kinds_become_bounded_labels() {
+        assert_eq!(kind_label("chat"), "chat");
+        assert_eq!(kind_label("alice@example.org"), "other");
+    }
+}

@@ -1,0 +1,58 @@
+//! The durable queue: events accepted from the spool, their pending webhook
+//! deliveries, dead letters, and the spool read offsets, in one SQLite
+//! database (`<state_dir>/queue.sqlite3`). docs/sidecar.md says why SQLite
+//! and not redb or a segment log.
+//!
+//! # Schema (`PRAGMA user_version = 1`)
+//! ```text
+//! events        (seq INTEGER PRIMARY KEY, event_id TEXT UNIQUE, ts_ms, payload TEXT)
+//!               one row per accepted message event that some endpoint wants;
+//!               payload = the MessageEventV1 JSON.
+//! deliveries    (endpoint, event_seq, attempts, next_attempt_ms, enqueued_ms,
+//!                last_error) PRIMARY KEY (endpoint, event_seq)
+//!               one row per (event, endpoint) still to be delivered: its
+//!               status is "pending" by being in this table.
+//! dead_letters  (id INTEGER PRIMARY KEY, endpoint, event_seq, attempts,
+//!                last_error, enqueued_ms, died_ms)
+//!               deliveries that failed permanently, ran out of retries or
+//!               passed their deadline; status "dead".
+//! spool_offsets (dev, ino, offset, fingerprint) PRIMARY KEY (dev, ino)
+//!               how far each spool file has been consumed.
+//! ```
+//!
+//! # Acknowledge and delete rules
+//! - **Ack of a spool record** = the transaction that inserts its event and
+//!   deliveries also moves that file's offset past it ([`ingest`]). The
+//!   intake connection runs `synchronous=FULL` in WAL mode, so after COMMIT
+//!   both are on disk; there is no state in which the offset is ahead of
+//!   the events.
+//! - **A delivery row is deleted** only after a 2xx ([`deliveries::complete`]),
+//!   or moved to `dead_letters` in the same transaction that deletes it.
+//! - **An event row is deleted** in the same transaction that removes its
+//!   last delivery or dead letter.
+//! - **A rotated spool file is deleted** only after it was drained to its end
+//!   and that offset committed; its offset row goes afterwards (a crash in
+//!   between leaves a stale row, which the fingerprint check below defuses).
+//!
+//! # Recovery
+//! Nothing is "in flight" on disk: in-flight attempts live only in the
+//! driver's memory, so after a crash every pending row is simply due again
+//! (at-least-once; the webhook-id stays the event id). A crash between
+//! reading the spool and committing re-reads the same bytes. Offsets carry
+//! a fingerprint (the first bytes of the file, which start with a unique
+//! event id): an offset whose file no longer matches (inode reused after a
+//! deletion) is ignored and the file read from the start.
+//!
+//! Callers: `intake::pump` (ingest, offsets), `delivery::driver` (through
+//! [`store::DeliveryStore`]), the metrics scrape (stats), and the
+//! `dead-letters` CLI.
+
+pub mod dead_letters;
+pub mod deliveries;
+pub mod error;
+pub mod ingest;
+pub mod schema;
+pub mod stats;
+pub mod store;
+
+pub use error::QueueError;

@@ -1,0 +1,147 @@
+//! Opening the queue database: pragmas and the schema migration.
+//!
+//! Invariants: every connection is in WAL mode with a busy timeout; the
+//! schema is created (or checked) inside one IMMEDIATE transaction so two
+//! processes opening a fresh database at once (daemon and CLI) cannot race.
+//! A database from a newer version (`user_version` greater than ours) is
+//! refused rather than guessed at.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use super::QueueError;
+
+/// Schema version this code reads and writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How a connection syncs its commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: COMMIT returns after the WAL is fsync'd. Used for
+    /// ingest, where the commit acknowledges spool records.
+    Full,
+    /// `synchronous=NORMAL`: consistent, survives a process crash, may lose
+    /// the last commits on power loss. Used for delivery bookkeeping, where a
+    /// lost update only means an extra (at-least-once) delivery.
+    Normal,
+}
+
+const DDL: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq      INTEGER PRIMARY KEY,
+    event_id TEXT    NOT NULL UNIQUE,
+    ts_ms    INTEGER NOT NULL,
+    payload  TEXT    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    endpoint        TEXT    NOT NULL,
+    event_seq       INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    enqueued_ms     INTEGER NOT NULL,
+    last_error      TEXT,
+    PRIMARY KEY (endpoint, event_seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deliveries_due   ON deliveries (endpoint, next_attempt_ms);
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_seq);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id          INTEGER PRIMARY KEY,
+    endpoint    TEXT    NOT NULL,
+    event_seq   INTEGER NOT NULL,
+    attempts    INTEGER NOT NULL,
+    last_error  TEXT    NOT NULL,
+    enqueued_ms INTEGER NOT NULL,
+    died_ms     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_event ON dead_letters (event_seq);
+CREATE TABLE IF NOT EXISTS spool_offsets (
+    dev         INTEGER NOT NULL,
+    ino         INTEGER NOT NULL,
+    offset      INTEGER NOT NULL,
+    fingerprint BLOB    NOT NULL,
+    PRIMARY KEY (dev, ino)
+);
+";
+
+/// Opens (creating if needed) the queue database at `path`.
+pub fn open(path: &Path, durability: Durability) -> Result<Connection, QueueError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(QueueError::Schema(format!("journal_mode is {mode}, not wal")));
+    }
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), QueueError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    match version {
+        0 => {
+            tx.execute_batch(DDL)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        SCHEMA_VERSION => {}
+        newer => {
+            return Err(QueueError::Schema(format!(
+                "database schema version {newer} is newer than this sidecar's {SCHEMA_VERSION}"
+            )))
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    /// A fresh database in a temp dir (kept alive by the returned guard).
+    pub fn temp_db() -> (tempfile::TempDir, rusqlite::Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::open(&dir.path().join("q.sqlite3"), super::Durability::Full).unwrap();
+        (dir, conn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_is_idempotent_and_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/q.sqlite3");
+        drop(open(&p, Durability::Full).unwrap());
+        let c = open(&p, Durability::Normal).unwrap();
+        let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let sync: i64 = c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        assert_eq!(sync, 1, "NORMAL");
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("q.sqlite3");
+        let c = open(&p, Durability::Full).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        assert!(matches!(open(&p, Durability::Full), Err(QueueError::Schema(_))));
+    }
+}

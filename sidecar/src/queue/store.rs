@@ -1,0 +1,141 @@
+//! [`DeliveryStore`]: the delivery side's handle on the queue database, for
+//! async callers.
+//!
+//! What it owns: one SQLite connection (`synchronous=NORMAL`, see
+//! `schema::Durability`) behind a mutex, used from tokio through
+//! `spawn_blocking` so a slow fsync never stalls the runtime's workers.
+//!
+//! Invariants: every method is one short statement or transaction; the mutex
+//! is never held across an await. SQLite serialises this connection's
+//! writes with the intake connection's (busy timeout 30 s).
+//!
+//! Callers: `delivery::driver` (due work and results), the metrics server
+//! (stats, health).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+
+use super::deliveries::{self, DueDelivery};
+use super::schema::{self, Durability};
+use super::stats::{self, QueueStats};
+use super::QueueError;
+
+/// Shared, cloneable handle.
+#[derive(Clone)]
+pub struct DeliveryStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for DeliveryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeliveryStore")
+    }
+}
+
+impl DeliveryStore {
+    /// Opens the database for delivery bookkeeping.
+    pub fn open(path: &Path) -> Result<DeliveryStore, QueueError> {
+        Ok(DeliveryStore {
+            conn: Arc::new(Mutex::new(schema::open(path, Durability::Normal)?)),
+        })
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T, QueueError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, QueueError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A poisoned lock means a panic, which is fatal for the process
+            // anyway (panic hook); report rather than unwrap.
+            let mut guard = conn
+                .lock()
+                .map_err(|_| QueueError::Task("queue mutex poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| QueueError::Task(e.to_string()))?
+    }
+
+    /// Up to `limit` due deliveries of `endpoint`, skipping those in `skip`.
+    pub async fn due(
+        &self,
+        endpoint: &str,
+        now_ms: u64,
+        limit: usize,
+        skip: HashSet<i64>,
+    ) -> Result<Vec<DueDelivery>, QueueError> {
+        let endpoint = endpoint.to_string();
+        self.run(move |c| {
+            let rows = deliveries::due(c, &endpoint, now_ms, limit + skip.len())?;
+            Ok(rows
+                .into_iter()
+                .filter(|d| !skip.contains(&d.event_seq))
+                .take(limit)
+                .collect())
+        })
+        .await
+    }
+
+    /// Earliest due time of `endpoint` outside `skip`.
+    pub async fn next_due_ms(
+        &self,
+        endpoint: &str,
+        skip: HashSet<i64>,
+    ) -> Result<Option<u64>, QueueError> {
+        let endpoint = endpoint.to_string();
+        self.run(move |c| deliveries::next_due_ms(c, &endpoint, &skip)).await
+    }
+
+    /// See [`deliveries::complete`].
+    pub async fn complete(&self, endpoint: &str, seq: i64) -> Result<(), QueueError> {
+        let endpoint = endpoint.to_string();
+        self.run(move |c| deliveries::complete(c, &endpoint, seq)).await
+    }
+
+    /// See [`deliveries::reschedule`].
+    pub async fn reschedule(
+        &self,
+        endpoint: &str,
+        seq: i64,
+        attempts: u32,
+        next_ms: u64,
+        error: String,
+    ) -> Result<(), QueueError> {
+        let endpoint = endpoint.to_string();
+        self.run(move |c| deliveries::reschedule(c, &endpoint, seq, attempts, next_ms, &error))
+            .await
+    }
+
+    /// See [`deliveries::bury`].
+    pub async fn bury(
+        &self,
+        endpoint: &str,
+        seq: i64,
+        attempts: u32,
+        error: String,
+        now_ms: u64,
+    ) -> Result<Option<i64>, QueueError> {
+        let endpoint = endpoint.to_string();
+        self.run(move |c| deliveries::bury(c, &endpoint, seq, attempts, &error, now_ms))
+            .await
+    }
+
+    /// Current queue figures.
+    pub async fn stats(&self) -> Result<QueueStats, QueueError> {
+        self.run(|c| stats::read(c)).await
+    }
+
+    /// A trivial query: the database answers.
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        self.run(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+}
