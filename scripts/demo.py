@@ -1,16 +1,19 @@
 #!/usr/bin/python3
 """The README demo: Chat over IMAP on a throwaway Dovecot, end to end, in one command.
 
-Owns the human-facing walkthrough. It starts a private Dovecot on loopback
-with the coi plugin (tests/harness), turns COI on for alice the way a COI
-client does (IMAP SETMETADATA enabled=yes, message-filter=active), delivers a
-plain mail and a COI chat over LMTP and a Delta Chat message through
-dovecot-lda, then shows over IMAP where each message landed (folder, flags,
-Subject) and the plugin's own log lines, and stops Dovecot.
+Owns the human-facing walkthrough. It starts a local webhook receiver, the
+real coi-sidecar and a private Dovecot on loopback with the coi plugin
+(tests/harness), turns COI on for alice the way a COI client does (IMAP
+SETMETADATA enabled=yes, message-filter=active), delivers a plain mail and a
+COI chat over LMTP and a Delta Chat message through dovecot-lda, then shows
+over IMAP where each message landed (folder, flags, Subject), the plugin's
+own log lines, the signed webhooks the sidecar pushed, and its metrics; then
+stops everything it started.
 
 Usage: /usr/bin/python3 scripts/demo.py [--keep]
-Exit status: 0 if the chats landed in COI/Chats with $Chat and the plain mail
-in INBOX without it; 1 otherwise; 2 if Dovecot could not be started.
+Exit status: 0 if the chats landed in COI/Chats with $Chat, the plain mail in
+INBOX without it, and a verified webhook arrived for each; 1 otherwise; 2 if
+Dovecot or the sidecar could not be started.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.harness import (COI_ENABLED, COI_MESSAGE_FILTER, DovecotInstance,  # noqa: E402
                            messages as M)
 from tests.harness.checks import locate  # noqa: E402
+from tests.harness.receiver import WebhookReceiver, verify  # noqa: E402
+from tests.harness.sidecar import TEST_SECRET, SidecarProcess, Webhook  # noqa: E402
 
 CHATS = "COI/Chats"
 
@@ -106,10 +111,40 @@ def show_plugin_log(dc: DovecotInstance) -> None:
         print("   " + short_log_line(line))
 
 
-def show_sidecar(dc: DovecotInstance) -> None:
-    """Placeholder: events delivered to coi-sidecar, webhooks and /metrics go here."""
-    title("5. Sidecar events and metrics")
-    print("   (coi-sidecar is not part of this demo yet)")
+SHOWN_METRICS = (
+    "coi_intake_events_total", "coi_plugin_messages_classified_total",
+    "coi_plugin_messages_routed_total", "coi_plugin_messages_tagged_total",
+    "coi_delivery_attempts_total", "coi_queue_depth_events", "coi_dead_letters_pending",
+)
+
+
+def show_sidecar(sidecar: SidecarProcess, receiver: WebhookReceiver, expected: int) -> bool:
+    """The events of step 2, as the operator's systems and Prometheus see them."""
+    title("5. Webhooks pushed by coi-sidecar (Standard Webhooks, signature verified)")
+    try:
+        delivered = receiver.wait_delivered(expected, timeout=30)
+    except AssertionError as exc:
+        print(f"   only {len(receiver.delivered())} of {expected} webhooks arrived: {exc}")
+        delivered = receiver.delivered()
+    ok = len({r.webhook_id for r in delivered}) >= expected
+    for req in delivered:
+        try:
+            verify(TEST_SECRET, req.headers, req.body)
+            signature = "signature ok"
+        except AssertionError as exc:
+            signature = f"BAD SIGNATURE: {exc}"
+            ok = False
+        data = req.json().get("data", {})
+        print(f"   {req.method} {req.path} webhook-id={req.webhook_id} ({signature})")
+        print(f"      user={data.get('user')} folder={data.get('folder')} uid={data.get('uid')} "
+              f"kind={data.get('kind')} $Chat={data.get('chat_keyword')} "
+              f"routed={data.get('routed')} subject={data.get('subject')!r}")
+
+    title("6. coi-sidecar /metrics (excerpt)")
+    for line in sidecar.metrics_text().splitlines():
+        if line.startswith(SHOWN_METRICS) and not line.startswith("#"):
+            print("   " + line)
+    return ok
 
 
 def verdict(folders: dict, sent: dict[str, M.TestMessage]) -> bool:
@@ -129,33 +164,46 @@ def verdict(folders: dict, sent: dict[str, M.TestMessage]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Chat over IMAP demo on a throwaway Dovecot")
-    ap.add_argument("--keep", action="store_true", help="keep Dovecot's temp dir afterwards")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dirs afterwards")
     args = ap.parse_args(argv)
     user = "alice"
-    try:
-        dc = DovecotInstance(plugin=True, mail_debug=True, keep_tmp=args.keep)
-        dc.start()
-    except Exception as exc:  # noqa: BLE001 - human-facing script
-        print(f"could not start Dovecot with the coi plugin: {exc}", file=sys.stderr)
-        return 2
+    receiver = WebhookReceiver()
+    sidecar = dc = None
     ok = False
     try:
+        try:
+            sidecar = SidecarProcess([Webhook("demo", receiver.url("/coi/events"))],
+                                     keep_tmp=args.keep).start()
+            dc = DovecotInstance(plugin=True, mail_debug=True, keep_tmp=args.keep,
+                                 plugin_settings=sidecar.plugin_settings())
+            dc.start()
+        except Exception as exc:  # noqa: BLE001 - human-facing script
+            print(f"could not start Dovecot and coi-sidecar: {exc}", file=sys.stderr)
+            return 2
         print(f"Dovecot {dc.tmpdir}: IMAP 127.0.0.1:{dc.imap_port}, "
               f"LMTP 127.0.0.1:{dc.lmtp_port}, plugin {dc.layout.module_dir}/lib95_coi_plugin.so")
+        print(f"coi-sidecar pid {sidecar.pid}: spool {sidecar.spool_dir}, "
+              f"metrics http://127.0.0.1:{sidecar.metrics_port}/metrics, "
+              f"webhook receiver {receiver.url('/coi/events')}")
         enable_coi(dc, user)
         sent = deliver(dc, user)
         folders = show_mailbox(dc, user)
         show_plugin_log(dc)
-        show_sidecar(dc)
-        ok = verdict(folders, sent)
+        pushed = show_sidecar(sidecar, receiver, expected=len(sent))
+        ok = verdict(folders, sent) and pushed
         bad = dc.log.panics_and_fatals()
         if bad:
             print("   Dovecot logged Panic/Fatal:\n   " + "\n   ".join(bad))
             ok = False
     finally:
-        dc.failed = not ok
-        dc.stop()
-        print("\nDovecot stopped.")
+        if dc is not None:
+            dc.failed = not ok
+            dc.stop()
+        if sidecar is not None:
+            sidecar.failed = not ok
+            sidecar.close()
+        receiver.close()
+        print("\nDovecot and coi-sidecar stopped.")
     return 0 if ok else 1
 
 
