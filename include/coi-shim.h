@@ -22,7 +22,7 @@
 
 /* Bumped whenever a struct or function below changes shape. Rust refuses to
    start the plugin when the shim reports another version. */
-#define COI_SHIM_ABI 2
+#define COI_SHIM_ABI 3
 
 /* A borrowed byte slice. ptr == NULL means "absent" (a header that is not
    there, a metadata entry that is NIL), which is different from an empty
@@ -75,6 +75,7 @@ struct coi_user_settings {
 	struct coi_bytes spool_path;             /* coi_spool_path */
 	struct coi_bytes spool_max_size;         /* coi_spool_max_size */
 	struct coi_bytes sidecar_socket;         /* coi_sidecar_socket */
+	struct coi_bytes fast_notify;            /* coi_fast_notify */
 };
 
 /* What Dovecot already knows about the message being delivered, for the
@@ -152,6 +153,17 @@ struct coi_rs_ops {
 	   classify: records a fallback (enum coi_fallback_reason) for the
 	   plugin's counters. The delivery proceeds as without the plugin. */
 	void (*fallback)(void *user, int32_t reason);
+
+	/* An IMAP client started IDLE/NOTIFY on `folder` (UTF-8 name, in a
+	   namespace with hierarchy separator `separator`). Returns 1 when the
+	   folder gets fast change notifications (coi_fast_notify), 0 when
+	   Dovecot's own delayed watcher is left alone. `metadata` is the
+	   user's COI METADATA for INBOX, NULL for other folders or when it
+	   could not be read. */
+	int32_t (*notify_scope)(void *user, void *log_event,
+				const struct coi_bytes *folder,
+				uint8_t separator,
+				const struct coi_user_metadata *metadata);
 
 	/* 1 when this user's stored messages should be reported through
 	   message_stored() (an event spool is configured and present), 0 if

@@ -21,6 +21,7 @@
 #include "mail-namespace.h"
 #include "mail-storage-private.h"
 #include "mail-storage-hooks.h"
+#include "ioloop.h"
 #include "mail-deliver.h"
 #include "smtp-address.h"
 #include "imap-metadata.h"
@@ -33,6 +34,10 @@
 #pragma weak mail_deliver_hook_set
 
 #define COI_KEYWORD_CHAT "$Chat"
+/* How long a burst of index log writes is coalesced before IDLE clients are
+   told: one delivery writes the log several times within a millisecond or
+   two; Dovecot's own watcher waits 500 ms. */
+#define COI_NOTIFY_COALESCE_MSECS 5
 #define COI_METADATA_ENABLED \
 	"/private/vendor/vendor.dovecot/coi/config/enabled"
 #define COI_METADATA_MESSAGE_FILTER \
@@ -54,6 +59,9 @@ struct coi_user {
 
 struct coi_mailbox {
 	union mailbox_module_context module_ctx;
+	/* fast change notifications (IMAP IDLE/NOTIFY), see coi_notify_* */
+	struct io *notify_io;
+	struct timeout *notify_to;
 };
 
 static MODULE_CONTEXT_DEFINE_INIT(coi_user_module,
@@ -77,6 +85,10 @@ static struct {
 	/* report each stored copy to Rust (events) */
 	bool report_stored;
 } coi_current;
+
+static int coi_read_metadata(struct mail_user *user,
+			     struct coi_user_metadata *metadata_r,
+			     const char **error_r);
 
 static struct coi_bytes coi_bytes_from_str(const char *str)
 {
@@ -124,6 +136,8 @@ static void coi_mail_user_created(struct mail_user *user)
 		mail_user_plugin_getenv(user, "coi_spool_max_size"));
 	set.sidecar_socket = coi_bytes_from_str(
 		mail_user_plugin_getenv(user, "coi_sidecar_socket"));
+	set.fast_notify = coi_bytes_from_str(
+		mail_user_plugin_getenv(user, "coi_fast_notify"));
 	set.default_enabled = coi_bytes_from_str(
 		mail_user_plugin_getenv(user, "coi_default_enabled"));
 	set.default_message_filter = coi_bytes_from_str(
@@ -242,24 +256,117 @@ coi_transaction_commit(struct mailbox_transaction_context *t,
 	return 0;
 }
 
+/* ---- fast change notifications for IDLE/NOTIFY (imap) ----
+
+   Dovecot's watcher (mailbox-watch.c) waits 500 ms after a change before it
+   tells the client. For folders in scope we also watch the mailbox's index
+   log (every storage appends to it when a delivery commits) and call the
+   same notify callback after COI_NOTIFY_COALESCE_MSECS. Dovecot's watcher
+   stays installed as the fallback (files changed by other tools, NFS). One
+   inotify watch per path is shared by all ios on it, and the newest io gets
+   the events: that is why ours is (re)added after Dovecot's. */
+
+static void coi_notify_stop(struct coi_mailbox *cbox)
+{
+	io_remove(&cbox->notify_io);
+	timeout_remove(&cbox->notify_to);
+}
+
+static void coi_notify_fire(struct mailbox *box)
+{
+	struct coi_mailbox *cbox = COI_MAILBOX_CONTEXT_REQUIRE(box);
+
+	timeout_remove(&cbox->notify_to);
+	if (box->notify_callback != NULL)
+		box->notify_callback(box, box->notify_context);
+}
+
+static void coi_notify_changed(struct mailbox *box)
+{
+	struct coi_mailbox *cbox = COI_MAILBOX_CONTEXT_REQUIRE(box);
+
+	if (cbox->notify_to == NULL) {
+		cbox->notify_to = timeout_add_short(COI_NOTIFY_COALESCE_MSECS,
+						    coi_notify_fire, box);
+	}
+}
+
+static bool coi_notify_in_scope(struct mailbox *box)
+{
+	struct mail_user *user = box->storage->user;
+	struct coi_user *cuser = COI_USER_CONTEXT(user);
+	struct coi_user_metadata metadata, *metadata_p = NULL;
+	struct coi_bytes folder;
+	const char *error;
+
+	if (cuser == NULL || cuser->rs == NULL)
+		return FALSE;
+	if (box->inbox_user &&
+	    coi_read_metadata(user, &metadata, &error) == 0)
+		metadata_p = &metadata;
+	folder = coi_bytes_from_str(mailbox_get_vname(box));
+	return coi_ops->notify_scope(cuser->rs, user->event, &folder,
+		(uint8_t)mail_namespace_get_sep(mailbox_get_namespace(box)),
+		metadata_p) == 1;
+}
+
+static void coi_notify_changes(struct mailbox *box)
+{
+	struct coi_mailbox *cbox = COI_MAILBOX_CONTEXT_REQUIRE(box);
+	const char *dir, *path;
+	bool in_scope;
+
+	cbox->module_ctx.super.notify_changes(box);
+	coi_notify_stop(cbox);
+	if (box->notify_callback == NULL)
+		return;
+
+	T_BEGIN {
+		in_scope = coi_notify_in_scope(box);
+	} T_END;
+	if (!in_scope ||
+	    mailbox_get_path_to(box, MAILBOX_LIST_PATH_TYPE_INDEX, &dir) <= 0)
+		return;
+	path = t_strconcat(dir, "/" MAIL_INDEX_PREFIX ".log", NULL);
+	if (io_add_notify(path, coi_notify_changed, box,
+			  &cbox->notify_io) != IO_NOTIFY_ADDED) {
+		/* no inotify or no index log yet: the stock watcher remains */
+		cbox->notify_io = NULL;
+		return;
+	}
+	e_debug(box->event, "coi: fast change notifications from %s", path);
+}
+
+static void coi_notify_close(struct mailbox *box)
+{
+	struct coi_mailbox *cbox = COI_MAILBOX_CONTEXT_REQUIRE(box);
+
+	coi_notify_stop(cbox);
+	cbox->module_ctx.super.close(box);
+}
+
 static void coi_mailbox_allocated(struct mailbox *box)
 {
 	struct mailbox_vfuncs *v = box->vlast;
 	struct coi_user *cuser = COI_USER_CONTEXT(box->storage->user);
 	struct coi_mailbox *cbox;
 
-	/* Only mailboxes opened for delivery can receive a delivered copy;
-	   leave every other mailbox (IMAP sessions, doveadm) untouched. */
-	if ((box->flags & MAILBOX_FLAG_POST_SESSION) == 0 ||
-	    cuser == NULL || cuser->rs == NULL)
+	if (cuser == NULL || cuser->rs == NULL)
 		return;
 
 	cbox = p_new(box->pool, struct coi_mailbox, 1);
 	cbox->module_ctx.super = *v;
 	box->vlast = &cbox->module_ctx.super;
-	v->copy = coi_mailbox_copy;
-	v->transaction_begin = coi_transaction_begin;
-	v->transaction_commit = coi_transaction_commit;
+	if ((box->flags & MAILBOX_FLAG_POST_SESSION) != 0) {
+		/* opened for delivery: tag copies, report commits */
+		v->copy = coi_mailbox_copy;
+		v->transaction_begin = coi_transaction_begin;
+		v->transaction_commit = coi_transaction_commit;
+	} else {
+		/* IMAP sessions: only IDLE/NOTIFY change notifications */
+		v->notify_changes = coi_notify_changes;
+		v->close = coi_notify_close;
+	}
 	MODULE_CONTEXT_SET(box, coi_storage_module, cbox);
 }
 

@@ -17,6 +17,7 @@ use std::ffi::c_void;
 
 use coi_core::classify::{classify as classify_headers, ChatHeaders, Kind, KindCode};
 use coi_core::event_settings::EventSettings;
+use coi_core::fast_notify::FastNotify;
 use coi_core::route::{chats_folder, decide as decide_route, resolve_policy, Source, UserMetadata};
 use coi_core::settings::PluginSettings;
 use coi_core::wire::{FallbackEventV1, FallbackReason, MessageEventV1, Record};
@@ -34,6 +35,7 @@ pub(crate) static OPS: ffi::coi_rs_ops = ffi::coi_rs_ops {
     classify: Some(classify),
     decide: Some(decide),
     fallback: Some(fallback),
+    notify_scope: Some(notify_scope),
     wants_events: Some(wants_events),
     message_stored: Some(message_stored),
 };
@@ -42,6 +44,7 @@ pub(crate) static OPS: ffi::coi_rs_ops = ffi::coi_rs_ops {
 struct UserHandle {
     username: String,
     settings: PluginSettings,
+    fast_notify: FastNotify,
     events: Option<EventSink>,
     chats_folder: Option<(u8, String)>,
     delivery: Delivery,
@@ -96,7 +99,7 @@ unsafe extern "C" fn user_new(log_event: *mut c_void, settings: *const ffi::coi_
         };
         // SAFETY: each field is NULL or a string from Dovecot, alive during
         // this call.
-        let (username, routing, events) = unsafe {
+        let (username, routing, events, fast_notify) = unsafe {
             (
                 lossy(raw.username.as_option()).unwrap_or_default(),
                 PluginSettings::from_raw(
@@ -109,6 +112,7 @@ unsafe extern "C" fn user_new(log_event: *mut c_void, settings: *const ffi::coi_
                     raw.spool_max_size.as_option(),
                     raw.sidecar_socket.as_option(),
                 ),
+                FastNotify::from_raw(raw.fast_notify.as_option()),
             )
         };
         let settings = match routing {
@@ -125,7 +129,12 @@ unsafe extern "C" fn user_new(log_event: *mut c_void, settings: *const ffi::coi_
                 None
             }
         };
-        let handle = UserHandle { username, settings, events, chats_folder: None, delivery: Delivery::default() };
+        let fast_notify = fast_notify.unwrap_or_else(|err| {
+            event.error(format_args!("invalid plugin settings: {err}; using stock change notifications"));
+            FastNotify::No
+        });
+        let handle =
+            UserHandle { username, settings, fast_notify, events, chats_folder: None, delivery: Delivery::default() };
         Box::into_raw(Box::new(handle)).cast()
     })
 }
@@ -262,6 +271,39 @@ unsafe extern "C" fn fallback(user: *mut c_void, reason: i32) {
             _ => FallbackReason::InternalError,
         };
         handle.emit_fallback(LogEvent::process(), reason);
+    })
+}
+
+unsafe extern "C" fn notify_scope(
+    user: *mut c_void,
+    log_event: *mut c_void,
+    folder: *const ffi::coi_bytes,
+    separator: u8,
+    metadata: *const ffi::coi_user_metadata,
+) -> i32 {
+    let event = LogEvent::from_raw(log_event);
+    guard::call("notify_scope", 0, || {
+        // SAFETY: the shim passes a live handle and a valid folder slice.
+        let (Some(handle), Some(folder)) = (unsafe { (handle(user), folder.as_ref()) }) else {
+            return 0;
+        };
+        // SAFETY: the folder bytes and the metadata fields are alive
+        // during this call.
+        let (folder, metadata) = unsafe {
+            (
+                lossy(folder.as_option()).unwrap_or_default(),
+                metadata.as_ref().map(|m| UserMetadata {
+                    enabled: m.enabled.as_option(),
+                    message_filter: m.message_filter.as_option(),
+                }),
+            )
+        };
+        let policy = metadata.map(|m| resolve_policy(&handle.settings, &m));
+        let mode = handle.fast_notify;
+        let chats = handle.chats_folder(separator).to_string();
+        let applies = mode.applies(&folder, &chats, policy.as_ref());
+        event.debug(format_args!("IDLE on {folder}: fast notifications {}", if applies { "on" } else { "off" }));
+        i32::from(applies)
     })
 }
 

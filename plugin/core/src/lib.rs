@@ -28,6 +28,7 @@
 
 pub mod classify;
 pub mod event_settings;
+pub mod fast_notify;
 pub mod route;
 pub mod settings;
 pub mod spool;
