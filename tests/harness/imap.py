@@ -4,12 +4,18 @@ Owns the IMAP side of the harness: login, LIST/LSUB, EXAMINE, fetching whole
 folders as ``Message(uid, flags, raw)``, CAPABILITY, and RFC 5464
 SETMETADATA/GETMETADATA (imaplib has no methods for those, so the two
 commands are registered in imaplib's command table and sent raw).
+``IdleClient`` is a separate raw-socket connection for IDLE (RFC 2177):
+imaplib cannot wait for untagged responses with a timeout.
 """
 
 from __future__ import annotations
 
 import imaplib
 import re
+import select
+import socket
+import time
+from collections import deque
 from dataclasses import dataclass
 
 from .config import PASSWORD
@@ -254,3 +260,219 @@ class ImapClient:
         self.setmetadata_ok(COI_ENABLED, "yes")
         if message_filter is not None:
             self.setmetadata_ok(COI_MESSAGE_FILTER, message_filter)
+
+
+class IdleTimeout(AssertionError):
+    """The server did not send what an ``IdleClient`` waited for in time."""
+
+
+_EXISTS_RE = re.compile(rb"^\* (\d+) EXISTS\b", re.I)
+_LITERAL_RE = re.compile(rb"\{(\d+)\+?\}$")
+
+
+class IdleClient:
+    """One raw-socket IMAP connection that can sit in IDLE and report what arrives.
+
+    Every line read carries ``time.perf_counter()`` taken right after the
+    ``recv`` that completed it, so callers can time notifications. Reads use
+    ``select`` with a deadline; nothing is read in the background, so bytes
+    the server sends while nobody reads wait in the socket (and get the time
+    of the read that picks them up). ``exists`` follows every ``* N EXISTS``
+    seen; ``seen`` keeps every untagged line as ``(time, line)``.
+    """
+
+    def __init__(self, host: str, port: int, user: str | None = None,
+                 password: str = PASSWORD, timeout: float = 30.0):
+        self.timeout = timeout
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._buf = b""
+        self._lines: deque[tuple[float, bytes]] = deque()
+        self._tagno = 0
+        self.idle_tag: str | None = None
+        self.exists: int | None = None
+        self.seen: list[tuple[float, bytes]] = []
+        _, greeting = self.read_line()
+        if not greeting.startswith(b"* OK"):
+            self.close()
+            raise ImapCommandFailed(f"unexpected greeting {greeting!r}")
+        if user is not None:
+            self.login(user, password)
+
+    # -- wire ----------------------------------------------------------------
+    def send(self, line: str | bytes) -> None:
+        data = line.encode() if isinstance(line, str) else line
+        self.sock.sendall(data + b"\r\n")
+
+    def _recv(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise IdleTimeout("timed out waiting for the server")
+        ready, _, _ = select.select([self.sock], [], [], remaining)
+        if not ready:
+            raise IdleTimeout("timed out waiting for the server")
+        chunk = self.sock.recv(65536)
+        now = time.perf_counter()
+        if not chunk:
+            raise ConnectionError("IMAP server closed the connection")
+        self._buf += chunk
+        while True:
+            line = self._take_line()
+            if line is None:
+                return
+            self._lines.append((now, line))
+
+    def _take_line(self) -> bytes | None:
+        """Cut one complete response line (literals inlined) off the buffer, or None."""
+        scan = 0
+        while True:
+            end = self._buf.find(b"\r\n", scan)
+            if end < 0:
+                return None
+            m = _LITERAL_RE.search(self._buf[scan:end])
+            if not m:
+                line, self._buf = self._buf[:end], self._buf[end + 2:]
+                return line
+            scan = end + 2 + int(m[1])  # the literal, then the rest of the response
+            if len(self._buf) < scan:
+                return None
+
+    def read_line(self, timeout: float | None = None) -> tuple[float, bytes]:
+        """The next line (CRLF stripped; literals inlined) with its arrival time."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while not self._lines:
+            self._recv(deadline)
+        t, line = self._lines.popleft()
+        if line.startswith(b"* "):
+            self.seen.append((t, line))
+            m = _EXISTS_RE.match(line)
+            if m:
+                self.exists = int(m[1])
+        return t, line
+
+    def command(self, cmd: str, timeout: float | None = None) -> tuple[str, str, list[bytes]]:
+        """Send a tagged command; returns (status, text, untagged lines)."""
+        self._tagno += 1
+        tag = f"i{self._tagno}"
+        self.send(f"{tag} {cmd}")
+        untagged = []
+        while True:
+            _, line = self.read_line(timeout)
+            if line.startswith(tag.encode() + b" "):
+                status, _, text = line[len(tag) + 1:].decode("utf-8", "replace").partition(" ")
+                return status.upper(), text, untagged
+            untagged.append(line)
+
+    def command_ok(self, cmd: str, timeout: float | None = None) -> list[bytes]:
+        status, text, untagged = self.command(cmd, timeout)
+        if status != "OK":
+            raise ImapCommandFailed(f"{cmd.split()[0]}: {status} {text}")
+        return untagged
+
+    def pipeline(self, cmds: list[str], timeout: float | None = None) -> list[str]:
+        """Send all ``cmds`` at once, then collect their statuses (OK/NO/BAD), in order."""
+        tags = []
+        for cmd in cmds:
+            self._tagno += 1
+            tags.append(f"i{self._tagno}")
+        self.sock.sendall(b"".join(f"{t} {c}\r\n".encode() for t, c in zip(tags, cmds)))
+        status = {}
+        while len(status) < len(tags):
+            _, line = self.read_line(timeout)
+            tag, _, rest = line.partition(b" ")
+            if tag.decode(errors="replace") in tags:
+                status[tag.decode()] = rest.split(b" ", 1)[0].decode().upper()
+        return [status[t] for t in tags]
+
+    # -- session -------------------------------------------------------------
+    def login(self, user: str, password: str = PASSWORD) -> None:
+        self.command_ok(f"LOGIN {quote(user)} {quote(password)}")
+
+    def select(self, folder: str) -> int:
+        """SELECT; returns the message count (EXISTS)."""
+        self.exists = None
+        self.command_ok(f"SELECT {quote(folder)}")
+        if self.exists is None:
+            raise ImapCommandFailed(f"SELECT {folder}: no EXISTS in the answer")
+        return self.exists
+
+    def idle(self, timeout: float | None = None) -> list[bytes]:
+        """Send IDLE and wait for the continuation; returns untagged lines before it."""
+        if self.idle_tag is not None:
+            raise RuntimeError("already idling")
+        self._tagno += 1
+        tag = f"i{self._tagno}"
+        self.send(f"{tag} IDLE")
+        before = []
+        while True:
+            _, line = self.read_line(timeout)
+            if line.startswith(b"+"):
+                self.idle_tag = tag
+                return before
+            if line.startswith(tag.encode() + b" "):
+                raise ImapCommandFailed(f"IDLE: {line!r}")
+            before.append(line)
+
+    def wait_exists(self, at_least: int, timeout: float) -> tuple[float, int]:
+        """Read until ``* N EXISTS`` with N >= ``at_least``; returns (arrival time, N).
+
+        Raises ``IdleTimeout`` (naming the untagged lines seen) if none arrives.
+        """
+        deadline = time.monotonic() + timeout
+        start = len(self.seen)
+        while True:
+            try:
+                t, line = self.read_line(max(0.0, deadline - time.monotonic()))
+            except IdleTimeout:
+                got = [ln for _, ln in self.seen[start:]]
+                raise IdleTimeout(f"no * N EXISTS with N >= {at_least} within {timeout}s; "
+                                  f"untagged lines meanwhile: {got!r}") from None
+            m = _EXISTS_RE.match(line)
+            if m and int(m[1]) >= at_least:
+                return t, int(m[1])
+
+    def wait_untagged(self, pattern: str | bytes, timeout: float) -> tuple[float, bytes]:
+        """Read until an untagged line matches ``pattern`` (regex, case-insensitive)."""
+        rx = re.compile(pattern.encode() if isinstance(pattern, str) else pattern, re.I)
+        deadline = time.monotonic() + timeout
+        start = len(self.seen)
+        while True:
+            try:
+                t, line = self.read_line(max(0.0, deadline - time.monotonic()))
+            except IdleTimeout:
+                got = [ln for _, ln in self.seen[start:]]
+                raise IdleTimeout(f"no untagged line matching {rx.pattern!r} within "
+                                  f"{timeout}s; untagged lines meanwhile: {got!r}") from None
+            if line.startswith(b"* ") and rx.search(line):
+                return t, line
+
+    def done(self, timeout: float | None = None) -> tuple[str, str, list[bytes]]:
+        """End IDLE; returns (status, text, untagged lines that came before the tagged reply)."""
+        if self.idle_tag is None:
+            raise RuntimeError("not idling")
+        tag, self.idle_tag = self.idle_tag, None
+        self.send("DONE")
+        untagged = []
+        while True:
+            _, line = self.read_line(timeout)
+            if line.startswith(tag.encode() + b" "):
+                status, _, text = line[len(tag) + 1:].decode("utf-8", "replace").partition(" ")
+                return status.upper(), text, untagged
+            untagged.append(line)
+
+    def close(self) -> None:
+        """LOGOUT (ending IDLE first) if the connection still works, then close."""
+        try:
+            if self.idle_tag is not None:
+                self.done(timeout=5)
+            self.command("LOGOUT", timeout=5)
+        except (OSError, ConnectionError, IdleTimeout, ImapCommandFailed):
+            pass
+        finally:
+            self.sock.close()
+
+    def __enter__(self) -> "IdleClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import weakref
 from dataclasses import dataclass, replace
@@ -465,6 +466,40 @@ class DovecotInstance:
 
     def lmtp_session(self) -> LmtpSession:
         return LmtpSession(self.host, self.lmtp_port)
+
+    def lmtp_deliver_parallel(self, jobs: list[tuple[bytes, str]], connections: int = 4,
+                              on_result=None) -> list[RcptResult]:
+        """Deliver ``(msg, rcpt)`` jobs over ``connections`` concurrent LMTP sessions.
+
+        One transaction (one RCPT) per job; job ``i`` goes over connection
+        ``i % connections``. Returns the results in job order. ``on_result(i,
+        result)`` is called as each finishes (from the worker threads). A
+        connection that breaks reports its remaining jobs as code 0.
+        """
+        jobs = [(raw, r if "@" in r else self.address(r)) for raw, r in jobs]
+        results: list[RcptResult | None] = [None] * len(jobs)
+
+        def worker(c: int) -> None:
+            mine = range(c, len(jobs), connections)
+            try:
+                with self.lmtp_session() as s:
+                    for i in mine:
+                        raw, rcpt = jobs[i]
+                        results[i] = s.deliver(raw, [rcpt])[0]
+                        if on_result is not None:
+                            on_result(i, results[i])
+            except Exception as exc:  # noqa: BLE001 - reported as failed results
+                for i in mine:
+                    if results[i] is None:
+                        results[i] = RcptResult(jobs[i][1], 0, repr(exc), "CONNECTION")
+
+        threads = [threading.Thread(target=worker, args=(c,), daemon=True)
+                   for c in range(min(connections, len(jobs)))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return [r for r in results if r is not None]
 
     def lda_deliver(self, user: str, msg: bytes, sender: str = DEFAULT_SENDER,
                     extra_args: tuple[str, ...] = (), timeout: float = 60.0) -> LdaResult:
