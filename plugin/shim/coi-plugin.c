@@ -26,6 +26,8 @@
 #include "smtp-address.h"
 #include "imap-metadata.h"
 
+#include <sys/stat.h>
+
 #include "coi-shim.h"
 
 /* mail_deliver_hook_set() lives in libdovecot-lda, which only lmtp and
@@ -60,8 +62,15 @@ struct coi_user {
 struct coi_mailbox {
 	union mailbox_module_context module_ctx;
 	/* fast change notifications (IMAP IDLE/NOTIFY), see coi_notify_* */
-	struct io *notify_io;
+	struct io *notify_io;      /* on the index log file */
+	struct io *notify_dir_io;  /* on its directory: log rotation */
 	struct timeout *notify_to;
+	const char *notify_path;   /* index log path, box->pool */
+	const char *notify_dir;
+	ino_t notify_ino;
+	dev_t notify_dev;
+	/* the notify callback we relay to (see coi_notify_relay) */
+	mailbox_notify_callback_t *notify_callback;
 };
 
 static MODULE_CONTEXT_DEFINE_INIT(coi_user_module,
@@ -269,6 +278,7 @@ coi_transaction_commit(struct mailbox_transaction_context *t,
 static void coi_notify_stop(struct coi_mailbox *cbox)
 {
 	io_remove(&cbox->notify_io);
+	io_remove(&cbox->notify_dir_io);
 	timeout_remove(&cbox->notify_to);
 }
 
@@ -289,6 +299,62 @@ static void coi_notify_changed(struct mailbox *box)
 		cbox->notify_to = timeout_add_short(COI_NOTIFY_COALESCE_MSECS,
 						    coi_notify_fire, box);
 	}
+}
+
+/* Watches the index log file as it is at the path now. */
+static bool coi_notify_watch_log(struct mailbox *box, struct coi_mailbox *cbox)
+{
+	struct stat st;
+
+	if (stat(cbox->notify_path, &st) < 0 ||
+	    io_add_notify(cbox->notify_path, coi_notify_changed, box,
+			  &cbox->notify_io) != IO_NOTIFY_ADDED) {
+		cbox->notify_io = NULL;
+		return FALSE;
+	}
+	cbox->notify_ino = st.st_ino;
+	cbox->notify_dev = st.st_dev;
+	return TRUE;
+}
+
+/* Dovecot rotates the index log by renaming it and starting a new file; an
+   inotify watch follows the old inode. Re-watch when the path now names
+   another file. Returns TRUE if it did. */
+static bool coi_notify_rewatch_if_rotated(struct mailbox *box,
+					  struct coi_mailbox *cbox)
+{
+	struct stat st;
+
+	if (cbox->notify_path == NULL || stat(cbox->notify_path, &st) < 0 ||
+	    (cbox->notify_io != NULL && st.st_ino == cbox->notify_ino &&
+	     st.st_dev == cbox->notify_dev))
+		return FALSE;
+	io_remove(&cbox->notify_io);
+	(void)coi_notify_watch_log(box, cbox);
+	return TRUE;
+}
+
+/* Something in the index directory changed. Only a rotated (or newly
+   created) log matters here: ordinary log writes arrive through the file
+   watch, and reacting to every write in the directory (the imap process's
+   own index updates included) would only cause extra syncs. */
+static void coi_notify_dir_changed(struct mailbox *box)
+{
+	struct coi_mailbox *cbox = COI_MAILBOX_CONTEXT_REQUIRE(box);
+
+	if (coi_notify_rewatch_if_rotated(box, cbox))
+		coi_notify_changed(box);
+}
+
+/* Stands in for the client's notify callback, so notifications that reach
+   the client through Dovecot's own watcher also re-check the log. */
+static void coi_notify_relay(struct mailbox *box, void *context)
+{
+	struct coi_mailbox *cbox = COI_MAILBOX_CONTEXT_REQUIRE(box);
+
+	(void)coi_notify_rewatch_if_rotated(box, cbox);
+	if (cbox->notify_callback != NULL)
+		cbox->notify_callback(box, context);
 }
 
 static bool coi_notify_in_scope(struct mailbox *box)
@@ -313,7 +379,7 @@ static bool coi_notify_in_scope(struct mailbox *box)
 static void coi_notify_changes(struct mailbox *box)
 {
 	struct coi_mailbox *cbox = COI_MAILBOX_CONTEXT_REQUIRE(box);
-	const char *dir, *path;
+	const char *dir;
 	bool in_scope;
 
 	cbox->module_ctx.super.notify_changes(box);
@@ -324,17 +390,30 @@ static void coi_notify_changes(struct mailbox *box)
 	T_BEGIN {
 		in_scope = coi_notify_in_scope(box);
 	} T_END;
-	if (!in_scope ||
-	    mailbox_get_path_to(box, MAILBOX_LIST_PATH_TYPE_INDEX, &dir) <= 0)
+	if (!in_scope)
 		return;
-	path = t_strconcat(dir, "/" MAIL_INDEX_PREFIX ".log", NULL);
-	if (io_add_notify(path, coi_notify_changed, box,
-			  &cbox->notify_io) != IO_NOTIFY_ADDED) {
+	if (cbox->notify_path == NULL) {
+		if (mailbox_get_path_to(box, MAILBOX_LIST_PATH_TYPE_INDEX,
+					&dir) <= 0)
+			return;
+		cbox->notify_dir = p_strdup(box->pool, dir);
+		cbox->notify_path = p_strconcat(box->pool, dir,
+						"/" MAIL_INDEX_PREFIX ".log", NULL);
+	}
+	/* Added after Dovecot's watches: with several ios on one path only
+	   the newest is called (sdbox/mdbox watch the log themselves). */
+	if (!coi_notify_watch_log(box, cbox)) {
 		/* no inotify or no index log yet: the stock watcher remains */
-		cbox->notify_io = NULL;
 		return;
 	}
-	e_debug(box->event, "coi: fast change notifications from %s", path);
+	if (io_add_notify(cbox->notify_dir, coi_notify_dir_changed, box,
+			  &cbox->notify_dir_io) != IO_NOTIFY_ADDED)
+		cbox->notify_dir_io = NULL;
+	if (box->notify_callback != coi_notify_relay)
+		cbox->notify_callback = box->notify_callback;
+	box->notify_callback = coi_notify_relay;
+	e_debug(box->event, "coi: fast change notifications from %s",
+		cbox->notify_path);
 }
 
 static void coi_notify_close(struct mailbox *box)
