@@ -10,13 +10,25 @@
 //!
 //! An attempt builds the payload, signs it (`webhook-id` = event id,
 //! `webhook-timestamp` = now), sends it, classifies the result and records
-//! it: 2xx -> delete the row (latency observed from the delivery commit);
+//! it: 2xx -> delete the row (latency observed from the delivery commit;
+//! the deletion is batched, below);
 //! retriable -> reschedule by the retry schedule, unless the schedule is
 //! used up or the next try would pass the deadline -> dead letter;
 //! permanent -> dead letter. Every attempt is counted by outcome.
 //!
+//! Completions are batched: a delivered row stays in the in-flight set (so
+//! it is not handed out again) until the driver deletes it together with
+//! others in one transaction ([`DeliveryStore::complete_many`]), at the
+//! latest [`COMPLETE_BATCH_WINDOW`] after the first of them, or sooner when
+//! [`COMPLETE_BATCH_MAX`] are waiting or they hold half the slots of a full
+//! driver, and on stop. Due rows are only queried when that can find
+//! something new (start, wake-up, a freed slot, a timer).
+//!
 //! Invariants: in-flight rows are tracked only in memory, so a crash leaves
-//! them pending and they are retried (at-least-once). On stop, attempts in
+//! them pending and they are retried (at-least-once); that includes rows
+//! delivered but not yet deleted (a crash inside the batch window re-sends
+//! them, which at-least-once allows). A failed batch leaves its rows pending:
+//! they are delivered again. On stop, attempts in
 //! flight get `grace` to finish; what is still running is aborted and stays
 //! pending. A queue error backs off for [`DB_ERROR_BACKOFF`] (counted and
 //! logged) instead of spinning.
@@ -30,6 +42,7 @@ use std::time::Duration;
 use coi_core::wire::MessageEventV1;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use super::http::{HttpSender, Response};
 use super::payload;
@@ -45,12 +58,32 @@ use crate::time::{now_ms, now_secs};
 /// Pause after a failed queue operation.
 pub const DB_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Most delivered rows deleted in one transaction.
+pub const COMPLETE_BATCH_MAX: usize = 128;
+
+/// Longest a delivered row waits for its batch to be committed. The webhook
+/// was already sent, so this adds nothing to delivery latency; it only keeps
+/// the row (and its concurrency slot) a little longer.
+pub const COMPLETE_BATCH_WINDOW: Duration = Duration::from_millis(10);
+
 /// Everything an attempt needs, shared by the driver's attempts.
 struct AttemptCtx {
     endpoint: Arc<Endpoint>,
     store: DeliveryStore,
     metrics: Metrics,
     sender: HttpSender,
+}
+
+/// What an attempt task hands back: its row, and whether it was delivered
+/// (2xx; the row is still to be deleted).
+type AttemptDone = (i64, bool);
+
+/// Delivered rows whose deletion is not committed yet.
+#[derive(Default)]
+struct Completions {
+    seqs: Vec<i64>,
+    /// When the oldest of `seqs` must be committed at the latest.
+    flush_at: Option<Instant>,
 }
 
 /// One endpoint's driver.
@@ -89,45 +122,94 @@ impl Driver {
     pub async fn run(mut self) {
         let name = self.ctx.endpoint.name.clone();
         let limit = self.ctx.endpoint.concurrency;
+        // Rows with an attempt running or delivered but not yet deleted:
+        // never handed out again while in here.
         let mut inflight: HashSet<i64> = HashSet::new();
-        let mut tasks: JoinSet<i64> = JoinSet::new();
+        let mut done = Completions::default();
+        let mut tasks: JoinSet<AttemptDone> = JoinSet::new();
+        // A query for due rows is needed (start, wake-up, a slot freed, a
+        // timer expired); otherwise the last answer still holds.
+        let mut want_fill = true;
+        let mut next_due: Option<u64> = None;
         tracing::info!(endpoint = %name, "delivery driver started");
         loop {
             if *self.stop.borrow() {
                 break;
             }
-            while let Some(done) = tasks.try_join_next() {
-                finished(&mut inflight, done);
+            while let Some(joined) = tasks.try_join_next() {
+                want_fill |= finished(&mut inflight, &mut done, joined);
             }
-            let next_due = match self.fill(&mut inflight, &mut tasks, limit).await {
-                Ok(next) => next,
-                Err(e) => {
-                    self.ctx.metrics.error("delivery_queue", e.error_type());
-                    tracing::error!(endpoint = %name, error = %e, "queue read failed; backing off");
-                    Some(now_ms() + DB_ERROR_BACKOFF.as_millis() as u64)
-                }
+            let slots_held = inflight.len() >= limit && done.seqs.len() * 2 >= limit;
+            let window_over = done.flush_at.is_some_and(|t| t <= Instant::now());
+            if !done.seqs.is_empty() && (done.seqs.len() >= COMPLETE_BATCH_MAX || slots_held || window_over) {
+                self.flush(&mut inflight, &mut done).await;
+                want_fill = true;
+            }
+            if want_fill {
+                want_fill = false;
+                next_due = match self.fill(&mut inflight, &mut tasks, limit).await {
+                    Ok(next) => next,
+                    Err(e) => {
+                        self.ctx.metrics.error("delivery_queue", e.error_type());
+                        tracing::error!(endpoint = %name, error = %e, "queue read failed; backing off");
+                        Some(now_ms() + DB_ERROR_BACKOFF.as_millis() as u64)
+                    }
+                };
+            }
+            let due_at = next_due
+                .map(|at| Instant::now() + Duration::from_millis(at.saturating_sub(now_ms())));
+            let wake_at = match (due_at, done.flush_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
-            let sleep = next_due.map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
             tokio::select! {
-                _ = self.notify.notified() => {}
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => finished(&mut inflight, done),
-                _ = tokio::time::sleep(sleep.unwrap_or(Duration::ZERO)), if sleep.is_some() => {}
+                _ = self.notify.notified() => want_fill = true,
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    want_fill |= finished(&mut inflight, &mut done, joined);
+                }
+                _ = tokio::time::sleep_until(wake_at.unwrap_or_else(Instant::now)), if wake_at.is_some() => {
+                    want_fill = true;
+                }
                 _ = self.stop.changed() => {}
             }
         }
         if !tasks.is_empty() {
             tracing::info!(endpoint = %name, in_flight = tasks.len(), "waiting for attempts in flight");
             let drained = tokio::time::timeout(self.grace, async {
-                while tasks.join_next().await.is_some() {}
+                while let Some(joined) = tasks.join_next().await {
+                    finished(&mut inflight, &mut done, joined);
+                }
             })
             .await;
             if drained.is_err() {
                 tracing::warn!(endpoint = %name, abandoned = tasks.len(), "abandoning attempts in flight; they stay pending");
                 tasks.abort_all();
-                while tasks.join_next().await.is_some() {}
+                while let Some(joined) = tasks.join_next().await {
+                    finished(&mut inflight, &mut done, joined);
+                }
             }
         }
+        self.flush(&mut inflight, &mut done).await;
         tracing::info!(endpoint = %name, "delivery driver stopped");
+    }
+
+    /// Deletes the delivered rows in `done` in one transaction and frees
+    /// their slots. On failure the rows stay pending and will be delivered
+    /// again (at-least-once); the error is counted and logged.
+    async fn flush(&self, inflight: &mut HashSet<i64>, done: &mut Completions) {
+        done.flush_at = None;
+        if done.seqs.is_empty() {
+            return;
+        }
+        let seqs = std::mem::take(&mut done.seqs);
+        let name = &self.ctx.endpoint.name;
+        if let Err(e) = self.ctx.store.complete_many(name, seqs.clone()).await {
+            self.ctx.metrics.error("delivery_record", e.error_type());
+            tracing::error!(endpoint = %name, rows = seqs.len(), error = %e, "could not record deliveries; they will be repeated");
+        }
+        for seq in seqs {
+            inflight.remove(&seq);
+        }
     }
 
     /// Starts attempts for due rows while slots are free; returns when the
@@ -136,7 +218,7 @@ impl Driver {
     async fn fill(
         &self,
         inflight: &mut HashSet<i64>,
-        tasks: &mut JoinSet<i64>,
+        tasks: &mut JoinSet<AttemptDone>,
         limit: usize,
     ) -> Result<Option<u64>, QueueError> {
         let name = &self.ctx.endpoint.name;
@@ -144,7 +226,7 @@ impl Driver {
         if free == 0 {
             return Ok(None);
         }
-        let due = self
+        let (due, next) = self
             .ctx
             .store
             .due(name, now_ms(), free, inflight.clone())
@@ -155,27 +237,38 @@ impl Driver {
             let ctx = self.ctx.clone();
             tasks.spawn(async move {
                 let seq = d.event_seq;
-                attempt(&ctx, d).await;
-                seq
+                (seq, attempt(&ctx, d).await)
             });
         }
         if got == free {
             // Possibly more due right now: come back as soon as a slot frees.
             return Ok(if inflight.len() < limit { Some(now_ms()) } else { None });
         }
-        self.ctx.store.next_due_ms(name, inflight.clone()).await
+        Ok(next)
     }
 }
 
-fn finished(inflight: &mut HashSet<i64>, done: Result<i64, tokio::task::JoinError>) {
-    match done {
-        Ok(seq) => {
+/// Books a finished attempt. Returns whether it freed a slot (a delivered
+/// row keeps its slot until its deletion is committed).
+fn finished(
+    inflight: &mut HashSet<i64>,
+    done: &mut Completions,
+    joined: Result<AttemptDone, tokio::task::JoinError>,
+) -> bool {
+    match joined {
+        Ok((seq, true)) => {
+            done.seqs.push(seq);
+            done.flush_at.get_or_insert_with(|| Instant::now() + COMPLETE_BATCH_WINDOW);
+            false
+        }
+        Ok((seq, false)) => {
             inflight.remove(&seq);
+            true
         }
         // Aborted tasks only happen at stop; a panic already ended the
         // process through the panic hook.
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => {}
+        Err(_) => false,
     }
 }
 
@@ -201,10 +294,16 @@ impl AttemptError {
     }
 }
 
-async fn attempt(ctx: &AttemptCtx, d: DueDelivery) {
-    if let Err(e) = attempt_inner(ctx, &d).await {
-        ctx.metrics.error("delivery_record", e.error_type());
-        tracing::error!(endpoint = %ctx.endpoint.name, seq = d.event_seq, error = %e, "could not record an attempt; it will be repeated");
+/// Makes one attempt and records a failure; returns whether it was
+/// delivered (the caller deletes the row, batched).
+async fn attempt(ctx: &AttemptCtx, d: DueDelivery) -> bool {
+    match attempt_inner(ctx, &d).await {
+        Ok(delivered) => delivered,
+        Err(e) => {
+            ctx.metrics.error("delivery_record", e.error_type());
+            tracing::error!(endpoint = %ctx.endpoint.name, seq = d.event_seq, error = %e, "could not record an attempt; it will be repeated");
+            false
+        }
     }
 }
 
@@ -222,19 +321,26 @@ async fn bury(ctx: &AttemptCtx, d: &DueDelivery, attempts: u32, why: String) -> 
     Ok(())
 }
 
-async fn attempt_inner(ctx: &AttemptCtx, d: &DueDelivery) -> Result<(), AttemptError> {
+async fn attempt_inner(ctx: &AttemptCtx, d: &DueDelivery) -> Result<bool, AttemptError> {
     let ep = &ctx.endpoint;
     let event: MessageEventV1 = match serde_json::from_str(&d.payload) {
         Ok(e) => e,
-        Err(e) => return bury(ctx, d, d.attempts, format!("unreadable queued event: {e}")).await,
+        Err(e) => {
+            bury(ctx, d, d.attempts, format!("unreadable queued event: {e}")).await?;
+            return Ok(false);
+        }
     };
     let deadline_ms = d.enqueued_ms.saturating_add(ep.deadline.as_millis() as u64);
     if now_ms() >= deadline_ms {
-        return bury(ctx, d, d.attempts, "deadline passed before the next attempt".into()).await;
+        bury(ctx, d, d.attempts, "deadline passed before the next attempt".into()).await?;
+        return Ok(false);
     }
     let payload = match payload::build(ep.format, &event) {
         Ok(p) => p,
-        Err(e) => return bury(ctx, d, d.attempts, format!("cannot build payload: {e}")).await,
+        Err(e) => {
+            bury(ctx, d, d.attempts, format!("cannot build payload: {e}")).await?;
+            return Ok(false);
+        }
     };
     let timestamp = now_secs();
     let signature = signature_header(&ep.secrets, &event.id, timestamp, &payload.body);
@@ -260,8 +366,8 @@ async fn attempt_inner(ctx: &AttemptCtx, d: &DueDelivery) -> Result<(), AttemptE
             ctx.metrics
                 .delivery_latency
                 .observe(now.saturating_sub(event.ts_ms) as f64 / 1000.0);
-            ctx.store.complete(&ep.name, d.event_seq).await?;
             tracing::debug!(endpoint = %ep.name, event_id = %event.id, attempts, "delivered");
+            return Ok(true);
         }
         Verdict::Retry { outcome, retry_after } => {
             ctx.metrics
@@ -288,5 +394,5 @@ async fn attempt_inner(ctx: &AttemptCtx, d: &DueDelivery) -> Result<(), AttemptE
             bury(ctx, d, attempts, format!("{detail} (permanent)")).await?;
         }
     }
-    Ok(())
+    Ok(false)
 }

@@ -123,7 +123,7 @@ mod tests {
             })
             .collect();
         commit_batch(&mut c, &evs, &FileProgress { dev: 1, ino: 1, offset: 0, fingerprint: vec![] }, 10).unwrap();
-        for d in due(&c, "h", 10, 10).unwrap() {
+        for d in due(&c, "h", 10, 10, &Default::default()).unwrap() {
             bury(&mut c, "h", d.event_seq, 3, "HTTP 404", 20).unwrap();
         }
         let dead = list(&c).unwrap();
@@ -133,7 +133,7 @@ mod tests {
         let n = replay(&mut c, &Selection::Ids(vec![dead[0].id.to_string(), "e3".into(), "nope".into()]), 50).unwrap();
         assert_eq!(n, 2);
         assert_eq!(list(&c).unwrap().len(), 1);
-        let back = due(&c, "h", 50, 10).unwrap();
+        let back = due(&c, "h", 50, 10, &Default::default()).unwrap();
         assert_eq!(back.len(), 2);
         assert!(back.iter().all(|d| d.attempts == 0 && d.enqueued_ms == 50));
         assert_eq!(replay(&mut c, &Selection::All, 60).unwrap(), 1);

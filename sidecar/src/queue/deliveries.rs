@@ -1,11 +1,13 @@
 //! Delivery rows: finding due work and recording each attempt's result.
 //!
-//! Invariants: a delivery row leaves the table only in [`complete`] (after a
-//! 2xx) or [`bury`] (into `dead_letters`, same transaction); the event row
+//! Invariants: a delivery row leaves the table only in [`complete`] /
+//! [`complete_many`] (after a 2xx) or [`bury`] (into `dead_letters`, same transaction); the event row
 //! goes in the same transaction as its last reference. [`due`] is a read: it
 //! claims nothing on disk, so a crash never strands a row "in flight".
 //!
 //! Callers: `queue::store` (from the delivery drivers).
+
+use std::collections::HashSet;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
@@ -24,29 +26,48 @@ pub struct DueDelivery {
     pub payload: String,
 }
 
-/// Up to `limit` deliveries of `endpoint` due at `now_ms`, earliest first.
+/// Up to `limit` deliveries of `endpoint` due at `now_ms` and not in `skip`
+/// (the ones in flight), earliest first.
+///
+/// The statements here have no `LIMIT ?`: SQLite (3.50) lets a bound LIMIT
+/// steer the plan, so such a statement is re-prepared (parsed and planned
+/// again) on every execution despite `prepare_cached`. Both walk the
+/// `deliveries_due` index in order (no sort), so reading rows one at a time
+/// and stopping early costs the same as a LIMIT.
 pub fn due(
     conn: &Connection,
     endpoint: &str,
     now_ms: u64,
     limit: usize,
+    skip: &HashSet<i64>,
 ) -> Result<Vec<DueDelivery>, QueueError> {
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
     let mut stmt = conn.prepare_cached(
         "SELECT d.event_seq, d.attempts, d.enqueued_ms, e.payload
            FROM deliveries d JOIN events e ON e.seq = d.event_seq
           WHERE d.endpoint = ?1 AND d.next_attempt_ms <= ?2
-          ORDER BY d.next_attempt_ms, d.event_seq
-          LIMIT ?3",
+          ORDER BY d.next_attempt_ms, d.event_seq",
     )?;
-    let rows = stmt.query_map(params![endpoint, now_ms as i64, limit as i64], |r| {
-        Ok(DueDelivery {
-            event_seq: r.get(0)?,
+    let mut rows = stmt.query(params![endpoint, now_ms as i64])?;
+    while let Some(r) = rows.next()? {
+        let event_seq: i64 = r.get(0)?;
+        if skip.contains(&event_seq) {
+            continue;
+        }
+        out.push(DueDelivery {
+            event_seq,
             attempts: r.get::<_, i64>(1)?.clamp(0, i64::from(u32::MAX)) as u32,
             enqueued_ms: r.get::<_, i64>(2)?.max(0) as u64,
             payload: r.get(3)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        });
+        if out.len() == limit {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// The earliest `next_attempt_ms` of `endpoint` among rows not in `skip`
@@ -54,13 +75,13 @@ pub fn due(
 pub fn next_due_ms(
     conn: &Connection,
     endpoint: &str,
-    skip: &std::collections::HashSet<i64>,
+    skip: &HashSet<i64>,
 ) -> Result<Option<u64>, QueueError> {
     let mut stmt = conn.prepare_cached(
         "SELECT event_seq, next_attempt_ms FROM deliveries
-          WHERE endpoint = ?1 ORDER BY next_attempt_ms, event_seq LIMIT ?2",
+          WHERE endpoint = ?1 ORDER BY next_attempt_ms, event_seq",
     )?;
-    let mut rows = stmt.query(params![endpoint, (skip.len() + 1) as i64])?;
+    let mut rows = stmt.query(params![endpoint])?;
     while let Some(row) = rows.next()? {
         let seq: i64 = row.get(0)?;
         if !skip.contains(&seq) {
@@ -82,10 +103,25 @@ fn drop_event_if_unreferenced(tx: &rusqlite::Transaction<'_>, seq: i64) -> Resul
 
 /// The endpoint answered 2xx: the delivery is done.
 pub fn complete(conn: &mut Connection, endpoint: &str, seq: i64) -> Result<(), QueueError> {
+    complete_many(conn, endpoint, &[seq])
+}
+
+/// Several deliveries of `endpoint` answered 2xx: all their rows go in one
+/// transaction (the driver batches completions, see `delivery::driver`).
+pub fn complete_many(conn: &mut Connection, endpoint: &str, seqs: &[i64]) -> Result<(), QueueError> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.prepare_cached("DELETE FROM deliveries WHERE endpoint = ?1 AND event_seq = ?2")?
-        .execute(params![endpoint, seq])?;
-    drop_event_if_unreferenced(&tx, seq)?;
+    {
+        let mut delete = tx.prepare_cached("DELETE FROM deliveries WHERE endpoint = ?1 AND event_seq = ?2")?;
+        for &seq in seqs {
+            delete.execute(params![endpoint, seq])?;
+        }
+    }
+    for &seq in seqs {
+        drop_event_if_unreferenced(&tx, seq)?;
+    }
     tx.commit()?;
     Ok(())
 }
@@ -142,7 +178,6 @@ mod tests {
     use super::*;
     use crate::queue::ingest::{commit_batch, FileProgress, NewEvent};
     use crate::queue::schema::testing::temp_db;
-    use std::collections::HashSet;
 
     fn seed(c: &mut Connection, ids: &[&str]) {
         let evs: Vec<NewEvent> = ids
@@ -166,8 +201,9 @@ mod tests {
     fn due_complete_reschedule_bury() {
         let (_d, mut c) = temp_db();
         seed(&mut c, &["a", "b", "c"]);
-        assert!(due(&c, "hook", 999, 10).unwrap().is_empty());
-        let d = due(&c, "hook", 1000, 10).unwrap();
+        let none = HashSet::new();
+        assert!(due(&c, "hook", 999, 10, &none).unwrap().is_empty());
+        let d = due(&c, "hook", 1000, 10, &none).unwrap();
         assert_eq!(d.len(), 3);
         assert_eq!(d[0].payload, "{\"id\":\"a\"}");
         complete(&mut c, "hook", d[0].event_seq).unwrap();
@@ -181,6 +217,57 @@ mod tests {
         assert_eq!(count(&c, "dead_letters"), 1);
         assert_eq!(count(&c, "events"), 2, "a dead letter keeps its event");
         assert_eq!(bury(&mut c, "hook", d[2].event_seq, 1, "404", 2000).unwrap(), None);
-        assert_eq!(due(&c, "hook", 10_000, 10).unwrap().len(), 1);
+        assert_eq!(due(&c, "hook", 10_000, 10, &none).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn due_skips_in_flight_and_honours_limit() {
+        let (_d, mut c) = temp_db();
+        seed(&mut c, &["a", "b", "c", "d"]);
+        let all = due(&c, "hook", 1000, 10, &HashSet::new()).unwrap();
+        let seqs: Vec<i64> = all.iter().map(|d| d.event_seq).collect();
+        let skip: HashSet<i64> = [seqs[0], seqs[2]].into_iter().collect();
+        let got: Vec<i64> = due(&c, "hook", 1000, 10, &skip).unwrap().iter().map(|d| d.event_seq).collect();
+        assert_eq!(got, vec![seqs[1], seqs[3]]);
+        let got: Vec<i64> = due(&c, "hook", 1000, 1, &skip).unwrap().iter().map(|d| d.event_seq).collect();
+        assert_eq!(got, vec![seqs[1]]);
+        assert!(due(&c, "hook", 1000, 0, &skip).unwrap().is_empty());
+    }
+
+    #[test]
+    fn complete_many_removes_rows_and_unreferenced_events() {
+        let (_d, mut c) = temp_db();
+        seed(&mut c, &["a", "b", "c"]);
+        let seqs: Vec<i64> = due(&c, "hook", 1000, 10, &HashSet::new()).unwrap().iter().map(|d| d.event_seq).collect();
+        complete_many(&mut c, "hook", &seqs[..2]).unwrap();
+        assert_eq!(count(&c, "deliveries"), 1);
+        assert_eq!(count(&c, "events"), 1);
+        complete_many(&mut c, "hook", &seqs).unwrap();
+        assert_eq!(count(&c, "deliveries"), 0);
+        assert_eq!(count(&c, "events"), 0);
+    }
+
+    #[test]
+    fn cached_statements_are_not_reprepared() {
+        let (_d, mut c) = temp_db();
+        seed(&mut c, &["a", "b"]);
+        let skip = HashSet::new();
+        for limit in 1..5 {
+            due(&c, "hook", 1000 + limit as u64, limit, &skip).unwrap();
+            next_due_ms(&c, "hook", &skip).unwrap();
+        }
+        for sql in [
+            "SELECT d.event_seq, d.attempts, d.enqueued_ms, e.payload
+           FROM deliveries d JOIN events e ON e.seq = d.event_seq
+          WHERE d.endpoint = ?1 AND d.next_attempt_ms <= ?2
+          ORDER BY d.next_attempt_ms, d.event_seq",
+            "SELECT event_seq, next_attempt_ms FROM deliveries
+          WHERE endpoint = ?1 ORDER BY next_attempt_ms, event_seq",
+        ] {
+            let stmt = c.prepare_cached(sql).unwrap();
+            assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0, "{sql}");
+            assert!(stmt.get_status(rusqlite::StatementStatus::Run) >= 4, "the cached statement was the one used");
+            assert_eq!(stmt.get_status(rusqlite::StatementStatus::Sort), 0, "walks the index, no sort: {sql}");
+        }
     }
 }

@@ -26,8 +26,12 @@
 //!   intake connection runs `synchronous=FULL` in WAL mode, so after COMMIT
 //!   both are on disk; there is no state in which the offset is ahead of
 //!   the events.
-//! - **A delivery row is deleted** only after a 2xx ([`deliveries::complete`]),
-//!   or moved to `dead_letters` in the same transaction that deletes it.
+//! - **A delivery row is deleted** only after a 2xx ([`deliveries::complete`],
+//!   [`deliveries::complete_many`]), or moved to `dead_letters` in the same
+//!   transaction that deletes it. The delivery driver batches deletions of
+//!   delivered rows (a few ms, see `delivery::driver`); a crash before that
+//!   commit (or the connection's `synchronous=NORMAL` losing it on power
+//!   loss) only means the row is delivered again (at-least-once).
 //! - **An event row is deleted** in the same transaction that removes its
 //!   last delivery or dead letter.
 //! - **A rotated spool file is deleted** only after it was drained to its end

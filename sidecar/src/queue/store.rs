@@ -5,7 +5,7 @@
 //! `schema::Durability`) behind a mutex, used from tokio through
 //! `spawn_blocking` so a slow fsync never stalls the runtime's workers.
 //!
-//! Invariants: every method is one short statement or transaction; the mutex
+//! Invariants: every method is one short read or one transaction; the mutex
 //! is never held across an await. SQLite serialises this connection's
 //! writes with the intake connection's (busy timeout 30 s).
 //!
@@ -61,40 +61,41 @@ impl DeliveryStore {
         .map_err(|e| QueueError::Task(e.to_string()))?
     }
 
-    /// Up to `limit` due deliveries of `endpoint`, skipping those in `skip`.
+    /// Up to `limit` due deliveries of `endpoint`, skipping those in `skip`
+    /// (in flight), and, when fewer than `limit` were due, the earliest due
+    /// time of the rest (outside `skip` and the rows returned): one trip to
+    /// the blocking pool for both.
     pub async fn due(
         &self,
         endpoint: &str,
         now_ms: u64,
         limit: usize,
         skip: HashSet<i64>,
-    ) -> Result<Vec<DueDelivery>, QueueError> {
+    ) -> Result<(Vec<DueDelivery>, Option<u64>), QueueError> {
         let endpoint = endpoint.to_string();
         self.run(move |c| {
-            let rows = deliveries::due(c, &endpoint, now_ms, limit + skip.len())?;
-            Ok(rows
-                .into_iter()
-                .filter(|d| !skip.contains(&d.event_seq))
-                .take(limit)
-                .collect())
+            let rows = deliveries::due(c, &endpoint, now_ms, limit, &skip)?;
+            if rows.len() == limit {
+                return Ok((rows, None));
+            }
+            let mut skip = skip;
+            skip.extend(rows.iter().map(|d| d.event_seq));
+            let next = deliveries::next_due_ms(c, &endpoint, &skip)?;
+            Ok((rows, next))
         })
         .await
-    }
-
-    /// Earliest due time of `endpoint` outside `skip`.
-    pub async fn next_due_ms(
-        &self,
-        endpoint: &str,
-        skip: HashSet<i64>,
-    ) -> Result<Option<u64>, QueueError> {
-        let endpoint = endpoint.to_string();
-        self.run(move |c| deliveries::next_due_ms(c, &endpoint, &skip)).await
     }
 
     /// See [`deliveries::complete`].
     pub async fn complete(&self, endpoint: &str, seq: i64) -> Result<(), QueueError> {
         let endpoint = endpoint.to_string();
         self.run(move |c| deliveries::complete(c, &endpoint, seq)).await
+    }
+
+    /// See [`deliveries::complete_many`]: one transaction for all of `seqs`.
+    pub async fn complete_many(&self, endpoint: &str, seqs: Vec<i64>) -> Result<(), QueueError> {
+        let endpoint = endpoint.to_string();
+        self.run(move |c| deliveries::complete_many(c, &endpoint, &seqs)).await
     }
 
     /// See [`deliveries::reschedule`].
