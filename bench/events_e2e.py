@@ -288,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--messages", type=int, default=1500,
                     help="messages per round in (ii), (iv)")
     ap.add_argument("--connections", type=int, default=4, help="LMTP sessions in (ii), (iv)")
-    ap.add_argument("--webhook-concurrency", type=int, default=4,
-                    help="the endpoint's `concurrency` (requests in flight; default 4 as shipped)")
+    ap.add_argument("--webhook-concurrency", type=int, default=32,
+                    help="the endpoint's `concurrency` (requests in flight; default 32 as shipped)")
     ap.add_argument("--dump", metavar="CSV",
                     help="write (i)'s per-event ts_ms, arrival and 2xx times (ms) to CSV")
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs")

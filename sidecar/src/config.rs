@@ -248,8 +248,11 @@ fn default_format() -> String {
 fn default_timeout_secs() -> u64 {
     10
 }
+/// Requests in flight per endpoint. Little's law: with 10 ms per request,
+/// 32 in flight carry about 3,000 events/s; 4 (the first default) capped an
+/// endpoint at a few hundred per second and made latency queue up at 500/s.
 fn default_concurrency() -> usize {
-    4
+    32
 }
 /// About 3 days of retries in all, before the 24 h deadline usually wins.
 fn default_retry_schedule_secs() -> Vec<u64> {
