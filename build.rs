@@ -11,7 +11,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::exit;
 
-const SHIM_SOURCES: &[&str] = &["plugin/shim/coi-plugin.c", "plugin/shim/coi-log.c"];
+const SHIM_SOURCES: &[&str] = &[
+    "plugin/shim/coi-plugin.c",
+    "plugin/shim/coi-deliver.c",
+    "plugin/shim/coi-metadata.c",
+    "plugin/shim/coi-notify.c",
+    "plugin/shim/coi-log.c",
+];
+const SHIM_PRIVATE_HEADER: &str = "plugin/shim/coi-private.h";
 const SHIM_HEADER: &str = "include/coi-shim.h";
 
 fn main() {
@@ -19,6 +26,7 @@ fn main() {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rerun-if-changed={SHIM_HEADER}");
+    println!("cargo:rerun-if-changed={SHIM_PRIVATE_HEADER}");
     for source in SHIM_SOURCES {
         println!("cargo:rerun-if-changed={source}");
     }

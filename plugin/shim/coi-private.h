@@ -1,0 +1,83 @@
+/* coi-private.h - what the shim's files share: the per-user and
+ * per-mailbox module contexts, the ops table, and the entry points each file
+ * offers the others. Not seen by Rust (include/coi-shim.h is the contract).
+ */
+#ifndef COI_PRIVATE_H
+#define COI_PRIVATE_H
+
+#include "lib.h"
+#include "module-context.h"
+#include "mail-user.h"
+#include "mail-storage-private.h"
+
+#include "coi-shim.h"
+
+#define COI_USER_CONTEXT(obj) \
+	MODULE_CONTEXT(obj, coi_user_module)
+#define COI_USER_CONTEXT_REQUIRE(obj) \
+	MODULE_CONTEXT_REQUIRE(obj, coi_user_module)
+#define COI_MAILBOX_CONTEXT_REQUIRE(obj) \
+	MODULE_CONTEXT_REQUIRE(obj, coi_storage_module)
+
+struct coi_user {
+	union mail_user_module_context module_ctx;
+	/* Rust's handle (validated settings); NULL = plugin inactive for
+	   this user, e.g. because its settings are invalid. */
+	void *rs;
+};
+
+struct coi_mailbox {
+	union mailbox_module_context module_ctx;
+	/* fast change notifications (IMAP IDLE/NOTIFY), see coi-notify.c */
+	struct io *notify_io;      /* on the index log file */
+	struct io *notify_dir_io;  /* on its directory: log rotation */
+	struct timeout *notify_to;
+	const char *notify_path;   /* index log path, box->pool */
+	const char *notify_dir;
+	ino_t notify_ino;
+	dev_t notify_dev;
+	/* the notify callback we relay to (see coi_notify_relay) */
+	mailbox_notify_callback_t *notify_callback;
+};
+
+extern MODULE_CONTEXT_DEFINE(coi_user_module, &mail_user_module_register);
+extern MODULE_CONTEXT_DEFINE(coi_storage_module, &mail_storage_module_register);
+
+/* Dovecot's module for this plugin, and Rust's callbacks (coi-plugin.c). */
+extern struct module *coi_module;
+extern const struct coi_rs_ops *coi_ops;
+
+static inline struct coi_bytes coi_bytes_from_str(const char *str)
+{
+	struct coi_bytes bytes;
+
+	bytes.ptr = (const uint8_t *)str;
+	bytes.len = str == NULL ? 0 : strlen(str);
+	return bytes;
+}
+
+/* coi-metadata.c: reads the user's COI server METADATA. Returns 0 with the
+   values (NULL = NIL; copied to the data stack), or -1 with *error_r set. */
+int coi_read_metadata(struct mail_user *user,
+		      struct coi_user_metadata *metadata_r,
+		      const char **error_r);
+
+/* coi-deliver.c: the delivery hook (installed only where the process has
+   one: lmtp, dovecot-lda), and the vfuncs of mailboxes opened for delivery
+   ($Chat on stored copies, one event per committed message). */
+void coi_deliver_hook_install(void);
+void coi_deliver_hook_uninstall(void);
+void coi_deliver_forget_user(struct mail_user *user);
+int coi_mailbox_copy(struct mail_save_context *ctx, struct mail *mail);
+struct mailbox_transaction_context *
+coi_transaction_begin(struct mailbox *box,
+		      enum mailbox_transaction_flags flags,
+		      const char *reason);
+int coi_transaction_commit(struct mailbox_transaction_context *t,
+			   struct mail_transaction_commit_changes *changes_r);
+
+/* coi-notify.c: vfuncs of mailboxes in IMAP sessions (fast IDLE). */
+void coi_notify_changes(struct mailbox *box);
+void coi_notify_close(struct mailbox *box);
+
+#endif
