@@ -34,7 +34,7 @@ coi_install_deps() {
     [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
   fi
   if ! command -v cargo >/dev/null 2>&1; then
-    echo "coi: no Rust toolchain (cargo) found; install one with rustup (Rust >= 1.80) and re-run" >&2
+    echo "coi: no Rust toolchain (cargo) found; install one with rustup (Rust >= 1.89) and re-run" >&2
     return 1
   fi
 }
