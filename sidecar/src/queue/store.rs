@@ -7,7 +7,7 @@
 //!
 //! Invariants: every method is one short read or one transaction; the mutex
 //! is never held across an await. SQLite serialises this connection's
-//! writes with the intake connection's (busy timeout 30 s).
+//! writes with the intake connection's (busy handler retrying every 1 ms, ~30 s; see `schema::busy_wait`).
 //!
 //! Callers: `delivery::driver` (due work and results), the metrics server
 //! (stats, health).
