@@ -49,21 +49,26 @@ static void coi_mail_user_created(struct mail_user *user)
 		/* shared-namespace owners and similar: never delivered to */
 		return;
 	}
+	const struct {
+		const char *name;
+		struct coi_bytes *value;
+	} settings[] = {
+		{ "coi_default_enabled", &set.default_enabled },
+		{ "coi_default_message_filter", &set.default_message_filter },
+		{ "coi_mailbox_root", &set.mailbox_root },
+		{ "coi_spool_path", &set.spool_path },
+		{ "coi_spool_max_size", &set.spool_max_size },
+		{ "coi_sidecar_socket", &set.sidecar_socket },
+		{ "coi_fast_notify", &set.fast_notify },
+	};
+	unsigned int i;
+
+	i_zero(&set);
 	set.username = coi_bytes_from_str(user->username);
-	set.spool_path = coi_bytes_from_str(
-		mail_user_plugin_getenv(user, "coi_spool_path"));
-	set.spool_max_size = coi_bytes_from_str(
-		mail_user_plugin_getenv(user, "coi_spool_max_size"));
-	set.sidecar_socket = coi_bytes_from_str(
-		mail_user_plugin_getenv(user, "coi_sidecar_socket"));
-	set.fast_notify = coi_bytes_from_str(
-		mail_user_plugin_getenv(user, "coi_fast_notify"));
-	set.default_enabled = coi_bytes_from_str(
-		mail_user_plugin_getenv(user, "coi_default_enabled"));
-	set.default_message_filter = coi_bytes_from_str(
-		mail_user_plugin_getenv(user, "coi_default_message_filter"));
-	set.mailbox_root = coi_bytes_from_str(
-		mail_user_plugin_getenv(user, "coi_mailbox_root"));
+	for (i = 0; i < N_ELEMENTS(settings); i++) {
+		*settings[i].value = coi_bytes_from_str(
+			mail_user_plugin_getenv(user, settings[i].name));
+	}
 	cuser->rs = coi_ops->user_new(user->event, &set);
 }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use coi_core::event_settings::EventSettings;
 use coi_core::spool::SpoolWriter;
-use coi_core::wire::{encode_doorbell, encode_record, new_event_id, Doorbell, Record};
+use coi_core::wire::{encode_doorbell, encode_record, Doorbell, Record};
 
 use crate::log::LogEvent;
 
@@ -122,9 +122,4 @@ fn warn_rate_limited(log: LogEvent, args: std::fmt::Arguments<'_>) {
 /// Milliseconds since the epoch, for `ts_ms`.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-/// A fresh event id.
-pub(crate) fn event_id() -> String {
-    new_event_id()
 }

@@ -20,9 +20,9 @@ use coi_core::event_settings::EventSettings;
 use coi_core::fast_notify::FastNotify;
 use coi_core::route::{chats_folder, decide as decide_route, resolve_policy, Source, UserMetadata};
 use coi_core::settings::PluginSettings;
-use coi_core::wire::{FallbackEventV1, FallbackReason, MessageEventV1, Record};
+use coi_core::wire::{new_event_id, FallbackEventV1, FallbackReason, MessageEventV1, Record};
 
-use crate::events::{event_id, now_ms, EventSink};
+use crate::events::{now_ms, EventSink};
 use crate::ffi;
 use crate::guard;
 use crate::log::LogEvent;
@@ -59,7 +59,8 @@ struct Delivery {
     subject: Option<String>,
     from: Option<String>,
     add_chat_keyword: bool,
-    routed_to: Option<String>,
+    /// The shim made the chats folder the default mailbox.
+    routed: bool,
 }
 
 impl UserHandle {
@@ -75,7 +76,7 @@ impl UserHandle {
     fn emit_fallback(&self, log: LogEvent, reason: FallbackReason) {
         if let Some(sink) = &self.events {
             let record = Record::Fallback(FallbackEventV1 {
-                id: event_id(),
+                id: new_event_id(),
                 ts_ms: now_ms(),
                 reason,
                 pid: std::process::id(),
@@ -172,22 +173,27 @@ unsafe extern "C" fn classify(
             return -1;
         };
         // SAFETY: every field is NULL or bytes alive during the call.
-        let (view, message_id, subject, from) = unsafe {
-            (
-                ChatHeaders {
-                    chat_version: headers.chat_version.as_option(),
-                    message_id: headers.message_id.as_option(),
-                    references: headers.references.as_option(),
-                    content_type: headers.content_type.as_option(),
-                },
-                lossy(facts.message_id.as_option()),
-                lossy(facts.subject.as_option()),
-                lossy(facts.from.as_option()),
-            )
+        let view = unsafe {
+            ChatHeaders {
+                chat_version: headers.chat_version.as_option(),
+                message_id: headers.message_id.as_option(),
+                references: headers.references.as_option(),
+                content_type: headers.content_type.as_option(),
+            }
         };
         let kind = classify_headers(&view);
         *kind_r = kind.code();
-        handle.delivery = Delivery { kind: Some(kind), message_id, subject, from, ..Delivery::default() };
+        handle.delivery = Delivery { kind: Some(kind), ..Delivery::default() };
+        // Only an event needs these; without a spool, copying them would be
+        // three allocations per delivery for nothing.
+        if handle.events.is_some() {
+            // SAFETY: as above.
+            unsafe {
+                handle.delivery.message_id = lossy(facts.message_id.as_option());
+                handle.delivery.subject = lossy(facts.subject.as_option());
+                handle.delivery.from = lossy(facts.from.as_option());
+            }
+        }
         0
     })
 }
@@ -230,15 +236,15 @@ unsafe extern "C" fn decide(
         let decision = decide_route(kind, &policy);
         decision_r.add_chat_keyword = i32::from(decision.add_chat_keyword);
         handle.delivery.add_chat_keyword = decision.add_chat_keyword;
+        handle.delivery.routed = decision.file_into_chats;
         let target = if decision.file_into_chats {
-            let folder = handle.chats_folder(separator).to_string();
-            handle.delivery.routed_to = Some(folder.clone());
-            let folder_ref = handle.chats_folder(separator);
+            let folder = handle.chats_folder(separator);
             decision_r.file_into_chats = 1;
-            decision_r.chats_folder = ffi::coi_bytes::borrowed(folder_ref.as_bytes());
+            // The handle owns the name until user_free; the shim copies it.
+            decision_r.chats_folder = ffi::coi_bytes::borrowed(folder.as_bytes());
             folder
         } else {
-            "default mailbox".to_string()
+            "default mailbox"
         };
         event.debug(format_args!(
             "kind={} enabled={} ({}) message-filter={} ({}): target={} keyword={}: {}",
@@ -265,7 +271,7 @@ unsafe extern "C" fn fallback(user: *mut c_void, reason: i32) {
             ffi::COI_FALLBACK_HEADERS_UNREADABLE => FallbackReason::HeadersUnreadable,
             ffi::COI_FALLBACK_METADATA_UNREADABLE => FallbackReason::MetadataUnreadable,
             ffi::COI_FALLBACK_FOLDER_UNAVAILABLE => {
-                handle.delivery.routed_to = None;
+                handle.delivery.routed = false;
                 FallbackReason::FolderUnavailable
             }
             _ => FallbackReason::InternalError,
@@ -300,8 +306,7 @@ unsafe extern "C" fn notify_scope(
         };
         let policy = metadata.map(|m| resolve_policy(&handle.settings, &m));
         let mode = handle.fast_notify;
-        let chats = handle.chats_folder(separator).to_string();
-        let applies = mode.applies(&folder, &chats, policy.as_ref());
+        let applies = mode.applies(&folder, handle.chats_folder(separator), policy.as_ref());
         event.debug(format_args!("IDLE on {folder}: fast notifications {}", if applies { "on" } else { "off" }));
         i32::from(applies)
     })
@@ -334,10 +339,12 @@ unsafe extern "C" fn message_stored(
         let delivery = &handle.delivery;
         let kind = delivery.kind.clone().unwrap_or(Kind::NotChat);
         let record = Record::Message(MessageEventV1 {
-            id: event_id(),
+            id: new_event_id(),
             ts_ms: now_ms(),
             user: handle.username.clone(),
-            routed: delivery.routed_to.as_deref() == Some(folder.as_str()),
+            // routed into the chats folder, not a copy Sieve filed elsewhere
+            routed: delivery.routed
+                && handle.chats_folder.as_ref().is_some_and(|(_, chats)| *chats == folder),
             folder,
             uid: message.uid,
             uidvalidity: message.uid_validity,
