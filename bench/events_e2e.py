@@ -85,35 +85,11 @@ def build_stream(dc: DovecotInstance, user: str, n: int) -> list[M.TestMessage]:
 
 def burst(dc: DovecotInstance, user: str, n: int, connections: int) -> float:
     """Deliver n messages to ``user`` as fast as ``connections`` sessions go; msgs/s."""
-    msgs = build_stream(dc, user, n)
     rcpt = dc.address(user)
-    sessions = [dc.lmtp_session() for _ in range(connections)]
-    errors: list[str] = []
-    barrier = threading.Barrier(connections + 1)
-
-    def worker(c: int) -> None:
-        barrier.wait()
-        s = sessions[c]
-        for i in range(c, n, connections):
-            try:
-                res = s.deliver(msgs[i].raw, [rcpt])[0]
-            except Exception as exc:  # noqa: BLE001 - reported below
-                errors.append(repr(exc))
-                return
-            if not res.ok:
-                errors.append(f"{res.code} {res.message}")
-
-    threads = [threading.Thread(target=worker, args=(c,)) for c in range(connections)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t0
-    for s in sessions:
-        s.close()
-    if errors:
+    jobs = [(m.raw, rcpt) for m in build_stream(dc, user, n)]
+    results, elapsed = dc.lmtp_deliver_timed(jobs, connections)
+    errors = [f"{r.code} {r.message}" for r in results if not r.ok]
+    if errors or len(results) != n:
         raise VerificationError(f"{len(errors)} LMTP deliveries to {user} failed: {errors[:3]}")
     return n / elapsed
 

@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -107,32 +105,11 @@ def run_load(dc: DovecotInstance, variant: str, users: list[str], connections: i
             folder = CHATS if (msg.is_chat and variant != "a") else "INBOX"
             expected[user][folder] += 1
         jobs.append(job)
-    sessions = [dc.lmtp_session() for _ in range(connections)]
-    errors: list[str] = []
-    barrier = threading.Barrier(connections + 1)
-
-    def worker(session, job):
-        barrier.wait()
-        for raw, rcpt in job:
-            try:
-                res = session.deliver(raw, [rcpt])
-            except Exception as exc:  # noqa: BLE001 - reported after the run
-                errors.append(f"{rcpt}: {exc!r}")
-                return
-            if not res[0].ok:
-                errors.append(f"{rcpt}: {res[0].code} {res[0].message}")
-
-    threads = [threading.Thread(target=worker, args=(s, j)) for s, j in zip(sessions, jobs)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t0
-    for s in sessions:
-        s.close()
-    if errors:
+    # job i goes over connection i % connections: interleave the per-connection lists
+    flat = [jobs[c][k] for k in range(per_conn) for c in range(connections)]
+    results, elapsed = dc.lmtp_deliver_timed(flat, connections)
+    errors = [f"{r.rcpt}: {r.code} {r.message}" for r in results if not r.ok]
+    if errors or len(results) != len(flat):
         raise VerificationError(f"variant {variant}: {len(errors)} deliveries failed, e.g. "
                                 f"{errors[:3]}")
     return elapsed, expected
