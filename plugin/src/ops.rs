@@ -356,6 +356,7 @@ unsafe extern "C" fn message_stored(
             subject: delivery.subject.clone(),
             pid: std::process::id(),
             dropped_before: 0,
+        origin: Default::default(),
         });
         if sink.emit(event, record) {
             0

@@ -182,6 +182,7 @@ mod tests {
             subject: Some("x".repeat(pad % 200)),
             pid: std::process::id(),
             dropped_before: 0,
+        origin: Default::default(),
         }))
     }
 

@@ -82,6 +82,138 @@ pub struct MessageEventV1 {
     pub pid: u32,
     /// Events this process failed to append since its previous append.
     pub dropped_before: u64,
+    /// How the message came to be stored; absent in records written before
+    /// this field existed, which were all deliveries.
+    #[serde(default)]
+    pub origin: MessageOrigin,
+}
+
+/// How a message came to be stored in `folder`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageOrigin {
+    /// Stored by LMTP or dovecot-lda.
+    #[default]
+    Delivery,
+    /// Moved from INBOX to the chats folder by `message-filter = seen` once
+    /// the user read it (an IMAP session stored it).
+    SeenMove,
+}
+
+impl MessageOrigin {
+    /// The snake_case wire name; a bounded metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            MessageOrigin::Delivery => "delivery",
+            MessageOrigin::SeenMove => "seen_move",
+        }
+    }
+}
+
+/// Longest push `content` kept, in bytes: the whole encrypted Web Push
+/// record must stay within 4096 bytes (DESIGN §3), so anything longer could
+/// never be sent and is left out by the plugin.
+pub const PUSH_CONTENT_MAX_BYTES: usize = 4000;
+/// Longest Web Push endpoint (DESIGN §3).
+pub const PUSH_ENDPOINT_MAX_BYTES: usize = 512;
+/// Longest Delta Chat device token kept, in bytes.
+pub const PUSH_TOKEN_MAX_BYTES: usize = 1024;
+
+/// What a push says about the new message (the sidecar builds the Web Push
+/// payload from it, truncating strings as DESIGN §3 asks).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushMessageV1 {
+    /// Sender address (`from-email`).
+    pub from_email: Option<String>,
+    /// Sender display name, decoded (`from-name`).
+    pub from_name: Option<String>,
+    /// Decoded Subject.
+    pub subject: Option<String>,
+    /// The Date header as unix seconds (`date`, sent as RFC 3339).
+    pub date_unix: Option<i64>,
+    /// Message-ID header as sent (`msg-id`).
+    pub message_id: Option<String>,
+    /// IMAP UID in `folder`.
+    pub uid: u32,
+    /// IMAP UIDVALIDITY of `folder`.
+    pub uidvalidity: u32,
+    /// Folder the message was stored in.
+    pub folder: String,
+    /// COI group id of a group chat.
+    pub group_id: Option<String>,
+    /// `not-chat`, `chat` or `group-chat` (read receipts are never pushed).
+    pub kind: String,
+    /// The body as stored (still end-to-end encrypted for chats), only when
+    /// it is at most [`PUSH_CONTENT_MAX_BYTES`] of UTF-8.
+    pub content: Option<String>,
+}
+
+/// A validated Web Push subscription of the user (DESIGN §3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebPushTargetV1 {
+    /// The subscription id (`.../webpush/subscriptions/<id>`).
+    pub subscription_id: String,
+    /// Push service URL.
+    pub endpoint: String,
+    /// Client public key, base64url (uncompressed P-256 point).
+    pub p256dh: String,
+    /// Client auth secret, base64url (16 octets).
+    pub auth: String,
+}
+
+/// A Delta Chat device token of the user (DESIGN §4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaChatTargetV1 {
+    /// The token's METADATA key below
+    /// `/private/vendor/vendor.dovecot/coi/devicetokens/` (the sidecar
+    /// unsets it when the proxy answers 410).
+    pub token_key: String,
+    /// The opaque token, POSTed as is to the notification proxy.
+    pub token: String,
+}
+
+/// A new message the user's push targets should hear about
+/// (`type: "push"`). Written after the message event of the same delivery;
+/// never for read receipts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushEventV1 {
+    /// Unique event id (UUID v7).
+    pub id: String,
+    /// Unix time, milliseconds.
+    pub ts_ms: u64,
+    /// Dovecot username of the recipient.
+    pub user: String,
+    /// The message.
+    pub message: PushMessageV1,
+    /// Web Push subscriptions whose msgtype matches this message.
+    pub webpush: Vec<WebPushTargetV1>,
+    /// Delta Chat tokens (empty for mail the user sent themself).
+    pub deltachat: Vec<DeltaChatTargetV1>,
+    /// Pid of the writing Dovecot process.
+    pub pid: u32,
+    /// Events this process failed to append since its previous append.
+    pub dropped_before: u64,
+}
+
+/// A new Web Push subscription to validate (`type: "webpush_validation"`):
+/// the sidecar pushes `{"validation":"<secret>"}` with a
+/// `WebPush-Validation` header (DESIGN §3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebPushValidationV1 {
+    /// Unique event id (UUID v7).
+    pub id: String,
+    /// Unix time, milliseconds.
+    pub ts_ms: u64,
+    /// Dovecot username of the subscriber.
+    pub user: String,
+    /// Where to push.
+    pub target: WebPushTargetV1,
+    /// The secret the client must send back to `.../<id>/validate`.
+    pub secret: String,
+    /// Pid of the writing Dovecot process.
+    pub pid: u32,
+    /// Events this process failed to append since its previous append.
+    pub dropped_before: u64,
 }
 
 /// Why the plugin fell back to ordinary delivery. The names are a closed set,
@@ -145,6 +277,10 @@ pub enum Record {
     Message(MessageEventV1),
     /// `{"v":1,"type":"fallback",...}`
     Fallback(FallbackEventV1),
+    /// `{"v":1,"type":"push",...}`
+    Push(PushEventV1),
+    /// `{"v":1,"type":"webpush_validation",...}`
+    WebPushValidation(WebPushValidationV1),
 }
 
 impl Record {
@@ -153,6 +289,8 @@ impl Record {
         match self {
             Record::Message(m) => &m.id,
             Record::Fallback(f) => &f.id,
+            Record::Push(p) => &p.id,
+            Record::WebPushValidation(w) => &w.id,
         }
     }
 
@@ -161,6 +299,8 @@ impl Record {
         match self {
             Record::Message(m) => m.dropped_before,
             Record::Fallback(f) => f.dropped_before,
+            Record::Push(p) => p.dropped_before,
+            Record::WebPushValidation(w) => w.dropped_before,
         }
     }
 
@@ -169,6 +309,8 @@ impl Record {
         match self {
             Record::Message(m) => m.ts_ms,
             Record::Fallback(f) => f.ts_ms,
+            Record::Push(p) => p.ts_ms,
+            Record::WebPushValidation(w) => w.ts_ms,
         }
     }
 }
@@ -271,6 +413,35 @@ fn limit_fields(record: &mut Record, shift: u32) {
             cut_opt(&mut m.subject, lim(SUBJECT_MAX_BYTES));
         }
         Record::Fallback(f) => cut(&mut f.id, lim(NAME_MAX_BYTES)),
+        Record::Push(p) => {
+            cut(&mut p.id, lim(NAME_MAX_BYTES));
+            cut(&mut p.user, lim(NAME_MAX_BYTES));
+            let m = &mut p.message;
+            // Content is optional in the payload: drop it rather than cut
+            // it, a cut ciphertext is useless to the client.
+            if shift > 0 {
+                m.content = None;
+            }
+            cut_opt(&mut m.content, PUSH_CONTENT_MAX_BYTES);
+            cut_opt(&mut m.from_email, lim(NAME_MAX_BYTES));
+            cut_opt(&mut m.from_name, lim(NAME_MAX_BYTES));
+            cut_opt(&mut m.subject, lim(SUBJECT_MAX_BYTES));
+            cut_opt(&mut m.message_id, lim(MESSAGE_ID_MAX_BYTES));
+            cut(&mut m.folder, lim(NAME_MAX_BYTES));
+            cut_opt(&mut m.group_id, lim(NAME_MAX_BYTES));
+            cut(&mut m.kind, lim(KIND_MAX_BYTES));
+            // Targets are not cut (a cut endpoint or key is worse than
+            // none); when even that does not fit, later ones are dropped.
+            if shift > 2 {
+                let keep = (p.webpush.len() + p.deltachat.len()) >> (shift - 2);
+                p.webpush.truncate(keep);
+                p.deltachat.truncate(keep.saturating_sub(p.webpush.len()));
+            }
+        }
+        Record::WebPushValidation(w) => {
+            cut(&mut w.id, lim(NAME_MAX_BYTES));
+            cut(&mut w.user, lim(NAME_MAX_BYTES));
+        }
     }
 }
 
@@ -285,6 +456,14 @@ fn to_framed_json(record: &Record) -> Result<Vec<u8>, serde_json::Error> {
         Record::Fallback(f) => serde_json::to_writer(
             &mut out,
             &Tagged { v: WIRE_VERSION, kind: "fallback", body: f },
+        )?,
+        Record::Push(p) => serde_json::to_writer(
+            &mut out,
+            &Tagged { v: WIRE_VERSION, kind: "push", body: p },
+        )?,
+        Record::WebPushValidation(w) => serde_json::to_writer(
+            &mut out,
+            &Tagged { v: WIRE_VERSION, kind: "webpush_validation", body: w },
         )?,
     }
     out.push(LINE_FEED);
@@ -334,6 +513,12 @@ pub fn decode_record(body: &[u8]) -> Result<Record, WireError> {
             .map_err(|e| WireError::Json(e.to_string())),
         Some("fallback") => serde_json::from_slice::<FallbackEventV1>(body)
             .map(Record::Fallback)
+            .map_err(|e| WireError::Json(e.to_string())),
+        Some("push") => serde_json::from_slice::<PushEventV1>(body)
+            .map(Record::Push)
+            .map_err(|e| WireError::Json(e.to_string())),
+        Some("webpush_validation") => serde_json::from_slice::<WebPushValidationV1>(body)
+            .map(Record::WebPushValidation)
             .map_err(|e| WireError::Json(e.to_string())),
         Some(other) => Err(WireError::Version(format!(
             "type={}",
@@ -515,6 +700,7 @@ mod tests {
             subject: Some("Grüße".into()),
             pid: 4242,
             dropped_before: 0,
+        origin: Default::default(),
         }
     }
 
@@ -685,6 +871,7 @@ mod tests {
                     subject,
                     pid,
                     dropped_before,
+                origin: Default::default(),
                 },
             )
     }
@@ -777,6 +964,7 @@ mod tests {
                 group_id: Some(fill.clone()), chat_keyword: true, routed: true,
                 from: Some(fill.clone()), message_id: Some(fill.clone()), subject: Some(fill),
                 pid: u32::MAX, dropped_before: u64::MAX,
+            origin: Default::default(),
             };
             let bytes = encode_record(&Record::Message(m));
             prop_assert!(bytes.len() <= MAX_RECORD_BYTES, "{} bytes", bytes.len());

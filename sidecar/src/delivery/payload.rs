@@ -144,6 +144,7 @@ mod tests {
             subject: None,
             pid: 1,
             dropped_before: 0,
+        origin: Default::default(),
         }
     }
 

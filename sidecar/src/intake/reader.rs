@@ -289,6 +289,13 @@ fn collect(items: Vec<ScanItem>, endpoints: &[Arc<Endpoint>], tally: &mut Tally)
                 bump(&mut tally.fallbacks, f.reason.name());
                 tally.dropped = tally.dropped.saturating_add(f.dropped_before);
             }
+            // Push records are handed to the push pipeline (issue 4).
+            ScanItem::Record(Record::Push(p)) => {
+                tally.dropped = tally.dropped.saturating_add(p.dropped_before);
+            }
+            ScanItem::Record(Record::WebPushValidation(w)) => {
+                tally.dropped = tally.dropped.saturating_add(w.dropped_before);
+            }
             ScanItem::Rejected(e) => bump(&mut tally.rejected, e.error_type()),
         }
     }
@@ -319,6 +326,7 @@ mod tests {
             subject: None,
             pid: 1,
             dropped_before: 2,
+        origin: Default::default(),
         }))
     }
 

@@ -163,6 +163,7 @@ pub fn message(kind: &str, folder: &str) -> MessageEventV1 {
         subject: Some("hello".into()),
         pid: std::process::id(),
         dropped_before: 0,
+    origin: Default::default(),
     }
 }
 
