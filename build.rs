@@ -17,6 +17,11 @@ const SHIM_SOURCES: &[&str] = &[
     "plugin/shim/coi-metadata.c",
     "plugin/shim/coi-notify.c",
     "plugin/shim/coi-log.c",
+    "plugin/shim/coi-folders.c",
+    "plugin/shim/coi-attributes.c",
+    "plugin/shim/coi-imap.c",
+    "plugin/shim/coi-lifecycle.c",
+    "plugin/shim/coi-seen.c",
 ];
 const SHIM_PRIVATE_HEADER: &str = "plugin/shim/coi-private.h";
 const SHIM_HEADER: &str = "include/coi-shim.h";

@@ -22,7 +22,7 @@
 
 /* Bumped whenever a struct or function below changes shape. Rust refuses to
    start the plugin when the shim reports another version. */
-#define COI_SHIM_ABI 3
+#define COI_SHIM_ABI 4
 
 /* A borrowed byte slice. ptr == NULL means "absent" (a header that is not
    there, a metadata entry that is NIL), which is different from an empty
@@ -76,6 +76,10 @@ struct coi_user_settings {
 	struct coi_bytes spool_max_size;         /* coi_spool_max_size */
 	struct coi_bytes sidecar_socket;         /* coi_sidecar_socket */
 	struct coi_bytes fast_notify;            /* coi_fast_notify */
+	struct coi_bytes webpush_vapid_key;      /* coi_webpush_vapid_key */
+	struct coi_bytes webpush_subscription_limit; /* coi_webpush_subscription_limit */
+	struct coi_bytes webpush_validation_timeout; /* coi_webpush_validation_timeout */
+	struct coi_bytes deltachat_push;         /* coi_deltachat_push */
 };
 
 /* What Dovecot already knows about the message being delivered, for the
@@ -107,6 +111,63 @@ struct coi_delivery_decision {
 	/* Name of the chats folder (UTF-8, namespace separator applied).
 	   Owned by the user handle; valid until user_free(). */
 	struct coi_bytes chats_folder;
+};
+
+/* Capabilities an IMAP session of the user gets after login (bit set). */
+enum coi_capability {
+	COI_CAPABILITY_COI = 1,
+	COI_CAPABILITY_WEBPUSH = 2,
+	COI_CAPABILITY_XDELTAPUSH = 4,
+};
+
+/* The per-user COI config keys below
+   /private/vendor/vendor.dovecot/coi/config/ (DESIGN §3). */
+enum coi_config_key {
+	COI_CONFIG_MAILBOX_ROOT = 0,
+	COI_CONFIG_ENABLED = 1,
+	COI_CONFIG_MESSAGE_FILTER = 2,
+};
+
+/* A mailbox operation of an IMAP (or doveadm) session, seen before it is
+   carried out. */
+enum coi_folder_op {
+	COI_FOLDER_CREATE = 0,
+	COI_FOLDER_DELETE = 1,
+	COI_FOLDER_RENAME = 2,
+};
+
+/* What a folder operation means for COI (folder_change()). */
+enum coi_folder_action {
+	COI_FOLDER_ACTION_NONE = 0,    /* not about COI: carry on */
+	COI_FOLDER_ACTION_ENABLE = 1,  /* carry on, then set enabled=yes */
+	COI_FOLDER_ACTION_DISABLE = 2, /* carry on, then set enabled=NIL */
+	COI_FOLDER_ACTION_REFUSE = 3,  /* refuse with *error_r */
+};
+
+struct coi_folder_change {
+	int32_t op;                  /* enum coi_folder_op */
+	struct coi_bytes name;       /* CREATE/DELETE: the mailbox; RENAME: source */
+	struct coi_bytes new_name;   /* RENAME: destination; else absent */
+	struct coi_bytes trash_name; /* the \Trash mailbox, absent if none */
+	uint8_t separator;           /* the namespace's hierarchy separator */
+};
+
+/* A message about to be pushed (after its delivery commit). Lists are
+   parallel arrays borrowed for the call. */
+struct coi_push_input {
+	/* stored values of the user's Web Push subscriptions */
+	const struct coi_bytes *subscriptions;
+	uint32_t subscription_count;
+	/* the user's Delta Chat tokens: METADATA key names and stored values */
+	const struct coi_bytes *token_keys;
+	const struct coi_bytes *tokens;
+	uint32_t token_count;
+	struct coi_bytes from_name;   /* decoded display name of From */
+	struct coi_bytes recipient;   /* envelope recipient address */
+	int64_t date_unix;            /* Date header, when has_date == 1 */
+	int32_t has_date;
+	struct coi_bytes content;     /* the body, absent when too large */
+	struct coi_stored_message message;
 };
 
 /*
@@ -177,6 +238,89 @@ struct coi_rs_ops {
 	   (counted and logged by Rust). */
 	int32_t (*message_stored)(void *user, void *log_event,
 				  const struct coi_stored_message *message);
+
+	/*
+	 * IMAP side. Out-parameters of type struct coi_bytes point into a
+	 * scratch buffer of the user handle: valid until the next call on the
+	 * same handle, so the shim copies them at once.
+	 */
+
+	/* enum coi_capability bits for an IMAP session of this user. */
+	uint32_t (*capabilities)(void *user);
+
+	/* The value GETMETADATA shows for a config key when none is stored
+	   (mailbox-root: always the configured root; the others: the plugin
+	   default). Returns 1 with *value_r, 0 for NIL. */
+	int32_t (*config_get)(void *user, int32_t key, struct coi_bytes *value_r);
+	/* Validates a SETMETADATA value for a config key (value->ptr NULL =
+	   NIL). Returns 0 when allowed, -1 with *error_r (a message for the
+	   client) when not. */
+	int32_t (*config_check)(void *user, int32_t key,
+				const struct coi_bytes *value,
+				struct coi_bytes *error_r);
+	/* The user's COI folder names for a namespace separator. */
+	int32_t (*folder_names)(void *user, uint8_t separator,
+				struct coi_bytes *chats_r,
+				struct coi_bytes *contacts_r);
+	/* What a CREATE, DELETE or RENAME means for COI. Returns an enum
+	   coi_folder_action (REFUSE with *error_r), or -1. */
+	int32_t (*folder_change)(void *user, void *log_event,
+				 const struct coi_folder_change *change,
+				 struct coi_bytes *error_r);
+	/* 1 when read chats in INBOX move to the chats folder (enabled and
+	   message-filter seen, METADATA over defaults), else 0. */
+	int32_t (*seen_moves)(void *user, const struct coi_user_metadata *metadata);
+	/* A read chat was moved from INBOX to `message` by seen mode: emit its
+	   event (origin seen_move). */
+	int32_t (*message_moved)(void *user, void *log_event,
+				 const struct coi_message_headers *headers,
+				 const struct coi_delivery_facts *facts,
+				 const struct coi_stored_message *message);
+
+	/* Web Push (IMAP WebPush extension). 1 when `id` is a valid
+	   subscription id, else 0. */
+	int32_t (*webpush_check_id)(void *user, const struct coi_bytes *id);
+	/* SETMETADATA of a subscription: validates `json` (the client's
+	   value), given `others` live subscriptions besides this id; returns
+	   0 with *stored_r (what to store) after queueing the validation push,
+	   or -1 with *error_r for the client. */
+	int32_t (*webpush_subscribe)(void *user, void *log_event,
+				     const struct coi_bytes *id,
+				     const struct coi_bytes *json,
+				     uint32_t others,
+				     struct coi_bytes *stored_r,
+				     struct coi_bytes *error_r);
+	/* The client answered the validation push with `secret`: returns 0
+	   with the new *stored_r, or -1 with *error_r. */
+	int32_t (*webpush_validate)(void *user, const struct coi_bytes *stored,
+				    const struct coi_bytes *secret,
+				    struct coi_bytes *stored_r,
+				    struct coi_bytes *error_r);
+	/* What GETMETADATA shows for a stored subscription: 1 with
+	   *public_r, 0 when it is expired (unvalidated too long) or
+	   unreadable, which the shim then deletes. */
+	int32_t (*webpush_view)(void *user, const struct coi_bytes *stored,
+				struct coi_bytes *public_r);
+	/* The sidecar's VAPID public key (PEM): 1 with *pem_r, 0 if none. */
+	int32_t (*vapid_key)(void *user, struct coi_bytes *pem_r);
+	/* SETMETADATA INBOX /private/devicetoken, the user having `others`
+	   other tokens: returns 0 with the key name to store it under and the
+	   stored value, or -1 with *error_r. */
+	int32_t (*devicetoken_set)(void *user, const struct coi_bytes *token,
+				   uint32_t others,
+				   struct coi_bytes *key_r,
+				   struct coi_bytes *stored_r,
+				   struct coi_bytes *error_r);
+	/* The token inside a stored value: 1 with *token_r, 0 if unreadable. */
+	int32_t (*devicetoken_view)(void *user, const struct coi_bytes *stored,
+				    struct coi_bytes *token_r);
+	/* 1 when the delivery classify() just saw should be pushed (Web Push
+	   or Delta Chat configured, an event spool present, not a read
+	   receipt, not pushed yet), so the shim collects push_input. */
+	int32_t (*wants_push)(void *user);
+	/* Emits the push record for the delivery in progress. */
+	int32_t (*push)(void *user, void *log_event,
+			const struct coi_push_input *input);
 };
 
 /* Rust -> shim. Called from coi_plugin_init(). `module` is Dovecot's struct

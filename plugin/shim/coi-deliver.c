@@ -22,7 +22,6 @@
    the rest, so one .so loads everywhere and installs only what exists. */
 #pragma weak mail_deliver_hook_set
 
-#define COI_KEYWORD_CHAT "$Chat"
 
 static deliver_mail_func_t *coi_next_deliver_mail;
 static bool coi_deliver_hook_installed;
@@ -37,12 +36,20 @@ static struct {
 	bool add_chat_keyword;
 	/* report each stored copy to Rust (events) */
 	bool report_stored;
+	/* envelope recipient, for push (self-sent mail); data stack free */
+	char *recipient;
 } coi_current;
+
+static void coi_current_clear(void)
+{
+	i_free(coi_current.recipient);
+	i_zero(&coi_current);
+}
 
 void coi_deliver_forget_user(struct mail_user *user)
 {
 	if (coi_current.user == user)
-		i_zero(&coi_current);
+		coi_current_clear();
 }
 
 
@@ -132,6 +139,13 @@ coi_report_stored(struct mailbox *box,
 			(void)coi_ops->message_stored(cuser->rs,
 						      box->storage->user->event,
 						      &message);
+			/* once per delivery: Rust says no after the first */
+			if (coi_ops->wants_push(cuser->rs) == 1) {
+				coi_push_collect(box->storage->user,
+						 coi_current.src_mail,
+						 coi_current.recipient,
+						 &message);
+			}
 			if (uid == range->seq2)
 				break;
 		}
@@ -182,82 +196,18 @@ static int coi_read_headers(struct mail *mail,
 	return 0;
 }
 
-/* Checks whether `vname` exists as a selectable mailbox. Returns 1 yes,
-   0 no, -1 error (with *error_r). */
-static int coi_chats_folder_exists(struct mail_user *user, const char *vname,
-				   const char **error_r)
-{
-	struct mailbox *box = mailbox_alloc_for_user(user, vname, 0);
-	enum mailbox_existence existence;
-	int ret;
-
-	if (mailbox_exists(box, FALSE, &existence) < 0) {
-		*error_r = t_strdup(mailbox_get_last_internal_error(box, NULL));
-		ret = -1;
-	} else {
-		ret = existence == MAILBOX_EXISTENCE_SELECT ? 1 : 0;
-	}
-	mailbox_free(&box);
-	return ret;
-}
-
-/* Creates and subscribes `vname`. Returns 0 on success or when another
-   process created it meanwhile, -1 (with *error_r) otherwise. */
-static int coi_create_chats_folder(struct mail_user *user, const char *vname,
-				   const char **error_r)
-{
-	struct mailbox *box = mailbox_alloc_for_user(user, vname, 0);
-	enum mail_error error;
-	int ret = 0;
-
-	if (mailbox_create(box, NULL, FALSE) < 0) {
-		*error_r = t_strdup(mailbox_get_last_internal_error(box, &error));
-		if (error != MAIL_ERROR_EXISTS)
-			ret = -1;
-	}
-	if (ret == 0 && mailbox_set_subscribed(box, TRUE) < 0) {
-		e_warning(user->event, "coi: cannot subscribe chats folder %s: %s",
-			  vname, mailbox_get_last_internal_error(box, NULL));
-	}
-	mailbox_free(&box);
-	return ret;
-}
-
 /* Makes sure the chats folder exists (creating and subscribing it if not).
    Returns 0 if it can be delivered to, -1 (logged) if not. */
 static int coi_ensure_chats_folder(struct mail_deliver_context *ctx,
 				   const char *vname)
 {
-	struct mail_user *user = ctx->rcpt_user;
-	const char *error = NULL;
-	unsigned int attempt;
-	int ret;
+	const char *error;
 
-	if ((ret = coi_chats_folder_exists(user, vname, &error)) > 0)
+	if (coi_folder_ensure(ctx->rcpt_user, vname, TRUE, &error) == 0)
 		return 0;
-	/* Concurrent first deliveries race to create the folder (and, in
-	   some layouts, its parent); the loser may see "not found" rather
-	   than "exists". One more look after a failed create settles it. */
-	for (attempt = 0; ret == 0 && attempt < 2; attempt++) {
-		if (coi_create_chats_folder(user, vname, &error) == 0) {
-			e_debug(user->event, "coi: created chats folder %s", vname);
-			return 0;
-		}
-		ret = coi_chats_folder_exists(user, vname, &error);
-		if (ret > 0)
-			return 0;
-	}
-	e_warning(ctx->event, "coi: cannot %s chats folder %s: %s"
-		  " - delivering as usual", ret < 0 ? "check" : "create",
-		  vname, error == NULL ? "unknown error" : error);
+	e_warning(ctx->event, "coi: cannot create chats folder %s: %s"
+		  " - delivering as usual", vname, error);
 	return -1;
-}
-
-static char coi_user_separator(struct mail_user *user)
-{
-	struct mail_namespace *ns = mail_namespace_find_inbox(user->namespaces);
-
-	return ns == NULL ? '/' : mail_namespace_get_sep(ns);
 }
 
 static void coi_deliver_prepare(struct mail_deliver_context *ctx)
@@ -283,6 +233,8 @@ static void coi_deliver_prepare(struct mail_deliver_context *ctx)
 	coi_current.user = user;
 	coi_current.src_mail = ctx->src_mail;
 	coi_current.report_stored = coi_ops->wants_events(cuser->rs) == 1;
+	if (ctx->rcpt_to != NULL)
+		coi_current.recipient = i_strdup(smtp_address_encode(ctx->rcpt_to));
 
 	facts.message_id = coi_bytes_from_str(ctx->fields.message_id);
 	facts.subject = coi_bytes_from_str(ctx->fields.subject);
@@ -338,7 +290,7 @@ static void coi_deliver_prepare(struct mail_deliver_context *ctx)
 static int coi_deliver_mail(struct mail_deliver_context *ctx,
 			    struct mail_storage **storage_r)
 {
-	i_zero(&coi_current);
+	coi_current_clear();
 	T_BEGIN {
 		coi_deliver_prepare(ctx);
 	} T_END;
@@ -364,5 +316,5 @@ void coi_deliver_hook_uninstall(void)
 		coi_deliver_hook_installed = FALSE;
 		coi_next_deliver_mail = NULL;
 	}
-	i_zero(&coi_current);
+	coi_current_clear();
 }

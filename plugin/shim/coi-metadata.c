@@ -1,10 +1,16 @@
-/* coi-metadata.c - reading a user's COI configuration from server
- * METADATA (DESIGN §3: /private/vendor/vendor.dovecot/coi/config/...).
+/* coi-metadata.c - the user's stored COI configuration (server METADATA,
+ * DESIGN §3: /private/vendor/vendor.dovecot/coi/config/...).
  *
- * Callers: the delivery hook (only for chats) and the fast-notify scope
- * check (once per IDLE start on INBOX). Dovecot stores server METADATA as
- * private attributes of INBOX; a user without any attribute storage
- * (mail_attribute_dict unset) simply has no per-user config.
+ * Dovecot keeps server METADATA as private attributes of INBOX under
+ * vendor/vendor.dovecot/pvt/server/. coi-attributes.c makes the config keys
+ * internal attributes (validated, with defaults shown to clients); the
+ * plugin itself reads the stored values underneath, through the storage's
+ * own attribute vfunc, so "not set" stays distinguishable from "set to the
+ * default". A user without attribute storage (mail_attribute_dict unset)
+ * simply has no per-user config.
+ *
+ * Callers: delivery (only for chats), the fast-notify scope check, seen
+ * mode, and the folder life cycle (coi_set_enabled).
  */
 #include "coi-private.h"
 #include "mail-namespace.h"
@@ -12,40 +18,39 @@
 
 #define COI_METADATA_ENABLED \
 	"/private/vendor/vendor.dovecot/coi/config/enabled"
-#define COI_METADATA_MESSAGE_FILTER \
-	"/private/vendor/vendor.dovecot/coi/config/message-filter"
 
-/* Reads the user's COI server METADATA. Returns 0 with the values (NULL =
-   NIL; copied to the data stack), or -1 with *error_r set. A user without
-   any attribute storage (mail_attribute_dict unset) simply has no per-user
-   config: that is 0 with both values NIL. */
 int coi_read_metadata(struct mail_user *user,
-			     struct coi_user_metadata *metadata_r,
-			     const char **error_r)
+		      struct coi_user_metadata *metadata_r,
+		      const char **error_r)
 {
-	static const char *const entries[] = {
-		COI_METADATA_ENABLED, COI_METADATA_MESSAGE_FILTER
+	static const char *const keys[] = {
+		COI_SERVER_ATTR(COI_CONFIG_KEY_PREFIX "enabled"),
+		COI_SERVER_ATTR(COI_CONFIG_KEY_PREFIX "message-filter"),
 	};
 	struct coi_bytes *values[] = {
 		&metadata_r->enabled, &metadata_r->message_filter
 	};
-	struct imap_metadata_transaction *imtrans;
+	struct mail_namespace *ns;
+	struct mailbox *box;
 	struct mail_attribute_value value;
 	enum mail_error error;
 	unsigned int i;
 	int ret = 0;
 
 	i_zero(metadata_r);
-	if (mail_namespace_find_inbox(user->namespaces) == NULL) {
+	ns = mail_namespace_find_inbox(user->namespaces);
+	if (ns == NULL) {
 		*error_r = "user has no INBOX namespace";
 		return -1;
 	}
-	imtrans = imap_metadata_transaction_begin_server(user);
-	for (i = 0; i < N_ELEMENTS(entries) && ret == 0; i++) {
-		if (imap_metadata_get(imtrans, entries[i], &value) < 0) {
+	box = mailbox_alloc(ns->list, "INBOX", MAILBOX_FLAG_READONLY);
+	for (i = 0; i < N_ELEMENTS(keys); i++) {
+		i_zero(&value);
+		if (box->v.attribute_get(box, MAIL_ATTRIBUTE_TYPE_PRIVATE,
+					 keys[i], &value) < 0) {
 			const char *errstr =
-				imap_metadata_transaction_get_last_error(
-					imtrans, &error);
+				mailbox_get_last_internal_error(box, &error);
+			/* no attribute storage configured: no config */
 			if (error != MAIL_ERROR_NOTPOSSIBLE) {
 				*error_r = t_strdup(errstr);
 				ret = -1;
@@ -54,6 +59,28 @@ int coi_read_metadata(struct mail_user *user,
 		}
 		*values[i] = coi_bytes_from_str(t_strdup(value.value));
 	}
-	imap_metadata_transaction_rollback(&imtrans);
+	mailbox_free(&box);
 	return ret;
+}
+
+int coi_set_enabled(struct mail_user *user, bool enabled, const char **error_r)
+{
+	struct imap_metadata_transaction *imtrans;
+	struct mail_attribute_value value;
+	enum mail_error error;
+	int ret;
+
+	i_zero(&value);
+	value.value = enabled ? "yes" : NULL;
+	imtrans = imap_metadata_transaction_begin_server(user);
+	ret = imap_metadata_set(imtrans, COI_METADATA_ENABLED, &value);
+	if (ret < 0) {
+		*error_r = t_strdup(imap_metadata_transaction_get_last_error(
+			imtrans, &error));
+		imap_metadata_transaction_rollback(&imtrans);
+		return -1;
+	}
+	if (imap_metadata_transaction_commit(&imtrans, &error, error_r) < 0)
+		return -1;
+	return 0;
 }

@@ -9,6 +9,7 @@
  */
 #include "coi-private.h"
 #include "mail-storage-hooks.h"
+#include "mail-namespace.h"
 
 /* Declared in coi-private.h with extern MODULE_CONTEXT_DEFINE(); this is
    MODULE_CONTEXT_DEFINE_INIT() split in two, as Dovecot's quota plugin does. */
@@ -60,6 +61,12 @@ static void coi_mail_user_created(struct mail_user *user)
 		{ "coi_spool_max_size", &set.spool_max_size },
 		{ "coi_sidecar_socket", &set.sidecar_socket },
 		{ "coi_fast_notify", &set.fast_notify },
+		{ "coi_webpush_vapid_key", &set.webpush_vapid_key },
+		{ "coi_webpush_subscription_limit",
+		  &set.webpush_subscription_limit },
+		{ "coi_webpush_validation_timeout",
+		  &set.webpush_validation_timeout },
+		{ "coi_deltachat_push", &set.deltachat_push },
 	};
 	unsigned int i;
 
@@ -70,6 +77,20 @@ static void coi_mail_user_created(struct mail_user *user)
 			mail_user_plugin_getenv(user, settings[i].name));
 	}
 	cuser->rs = coi_ops->user_new(user->event, &set);
+}
+
+void *coi_user_rs(struct mail_user *user)
+{
+	struct coi_user *cuser = COI_USER_CONTEXT(user);
+
+	return cuser == NULL ? NULL : cuser->rs;
+}
+
+char coi_user_separator(struct mail_user *user)
+{
+	struct mail_namespace *ns = mail_namespace_find_inbox(user->namespaces);
+
+	return ns == NULL ? '/' : mail_namespace_get_sep(ns);
 }
 
 static void coi_mailbox_allocated(struct mailbox *box)
@@ -90,9 +111,18 @@ static void coi_mailbox_allocated(struct mailbox *box)
 		v->transaction_begin = coi_transaction_begin;
 		v->transaction_commit = coi_transaction_commit;
 	} else {
-		/* IMAP sessions: only IDLE/NOTIFY change notifications */
+		/* IMAP and doveadm sessions: IDLE/NOTIFY change notifications,
+		   the chats folder's life cycle, seen mode */
 		v->notify_changes = coi_notify_changes;
 		v->close = coi_notify_close;
+		v->create_box = coi_create_box;
+		v->delete_box = coi_delete_box;
+		v->rename_box = coi_rename_box;
+		if (box->inbox_user) {
+			p_array_init(&cbox->seen_uids, box->pool, 8);
+			v->transaction_commit = coi_seen_transaction_commit;
+			v->transaction_rollback = coi_seen_transaction_rollback;
+		}
 	}
 	MODULE_CONTEXT_SET(box, coi_storage_module, cbox);
 }
@@ -102,6 +132,7 @@ static void coi_mailbox_allocated(struct mailbox *box)
 static const struct mail_storage_hooks coi_mail_storage_hooks = {
 	.mail_user_created = coi_mail_user_created,
 	.mailbox_allocated = coi_mailbox_allocated,
+	.mail_allocated = coi_seen_mail_allocated,
 };
 
 int32_t coi_shim_init(void *module, const struct coi_rs_ops *ops)
@@ -115,7 +146,9 @@ int32_t coi_shim_init(void *module, const struct coi_rs_ops *ops)
 	coi_module = module;
 	coi_ops = ops;
 	mail_storage_hooks_add(coi_module, &coi_mail_storage_hooks);
+	coi_attributes_register();
 	coi_deliver_hook_install();
+	coi_imap_install();
 	return 0;
 }
 
@@ -123,7 +156,9 @@ void coi_shim_deinit(void)
 {
 	if (coi_ops == NULL)
 		return;
+	coi_imap_uninstall();
 	coi_deliver_hook_uninstall();
+	coi_attributes_unregister();
 	mail_storage_hooks_remove(&coi_mail_storage_hooks);
 	coi_ops = NULL;
 	coi_module = NULL;

@@ -8,6 +8,7 @@
 #include "lib.h"
 #include "module-context.h"
 #include "mail-user.h"
+#include "array.h"
 #include "mail-storage-private.h"
 
 #include "coi-shim.h"
@@ -38,6 +39,9 @@ struct coi_mailbox {
 	dev_t notify_dev;
 	/* the notify callback we relay to (see coi_notify_relay) */
 	mailbox_notify_callback_t *notify_callback;
+	/* seen mode: UIDs of $Chat messages in INBOX that became \Seen in
+	   the transaction being committed (coi-seen.c) */
+	ARRAY_TYPE(uint32_t) seen_uids;
 };
 
 extern MODULE_CONTEXT_DEFINE(coi_user_module, &mail_user_module_register);
@@ -55,6 +59,54 @@ static inline struct coi_bytes coi_bytes_from_str(const char *str)
 	bytes.len = str == NULL ? 0 : strlen(str);
 	return bytes;
 }
+
+/* Dovecot keeps server METADATA as private attributes of INBOX under this
+   prefix (mailbox-attribute.h). */
+#define COI_SERVER_ATTR(key) MAILBOX_ATTRIBUTE_PREFIX_DOVECOT_PVT_SERVER key
+#define COI_CONFIG_KEY_PREFIX "vendor/vendor.dovecot/coi/config/"
+#define COI_KEYWORD_CHAT "$Chat"
+
+/* coi-plugin.c: the user's Rust handle, NULL when COI is inactive. */
+void *coi_user_rs(struct mail_user *user);
+/* The hierarchy separator of the user's INBOX namespace. */
+char coi_user_separator(struct mail_user *user);
+
+/* coi-folders.c: makes sure `vname` exists (creating it, subscribed when
+   `subscribe`, and tolerating a concurrent creator). Returns 0 when it
+   exists now, -1 with *error_r. */
+int coi_folder_ensure(struct mail_user *user, const char *vname,
+		      bool subscribe, const char **error_r);
+/* The name of the user's \Trash mailbox, or NULL if none is configured. */
+const char *coi_trash_name(struct mail_user *user);
+
+/* coi-attributes.c: the internal METADATA attributes (COI config, Web
+   Push, Delta Chat tokens), registered for the whole process. */
+void coi_attributes_register(void);
+void coi_attributes_unregister(void);
+/* Sets or clears .../coi/config/enabled as a client would (so enabling
+   creates the folders). Returns 0, or -1 with *error_r. */
+int coi_set_enabled(struct mail_user *user, bool enabled, const char **error_r);
+/* Collects the user's push targets for a delivered message and hands
+   them to Rust (coi-deliver.c calls it after the first stored copy). */
+void coi_push_collect(struct mail_user *user, struct mail *src_mail,
+		      const char *recipient,
+		      const struct coi_stored_message *message);
+
+/* coi-imap.c: COI/WEBPUSH/XDELTAPUSH capabilities (imap only). */
+void coi_imap_install(void);
+void coi_imap_uninstall(void);
+
+/* coi-lifecycle.c: CREATE/DELETE/RENAME of the chats folder. */
+int coi_create_box(struct mailbox *box, const struct mailbox_update *update,
+		   bool directory);
+int coi_delete_box(struct mailbox *box);
+int coi_rename_box(struct mailbox *src, struct mailbox *dest);
+
+/* coi-seen.c: seen mode (read chats move from INBOX to the chats folder). */
+void coi_seen_mail_allocated(struct mail *mail);
+int coi_seen_transaction_commit(struct mailbox_transaction_context *t,
+				struct mail_transaction_commit_changes *changes_r);
+void coi_seen_transaction_rollback(struct mailbox_transaction_context *t);
 
 /* coi-metadata.c: reads the user's COI server METADATA. Returns 0 with the
    values (NULL = NIL; copied to the data stack), or -1 with *error_r set. */

@@ -86,6 +86,8 @@ fn set_dropped_before(record: &mut Record, dropped: u64) {
     match record {
         Record::Message(event) => event.dropped_before = dropped,
         Record::Fallback(event) => event.dropped_before = dropped,
+        Record::Push(event) => event.dropped_before = dropped,
+        Record::WebPushValidation(event) => event.dropped_before = dropped,
     }
 }
 

@@ -17,5 +17,7 @@ mod events;
 mod exports;
 mod ffi;
 mod guard;
+mod imap_ops;
 mod log;
 mod ops;
+mod push_ops;

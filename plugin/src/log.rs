@@ -38,6 +38,10 @@ impl LogEvent {
         }
     }
 
+    pub(crate) fn info(self, args: fmt::Arguments<'_>) {
+        self.write(ffi::COI_LOG_INFO, args);
+    }
+
     pub(crate) fn warning(self, args: fmt::Arguments<'_>) {
         self.write(ffi::COI_LOG_WARNING, args);
     }

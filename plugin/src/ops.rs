@@ -18,9 +18,10 @@ use std::ffi::c_void;
 use coi_core::classify::{classify as classify_headers, ChatHeaders, Kind, KindCode};
 use coi_core::event_settings::EventSettings;
 use coi_core::fast_notify::FastNotify;
+use coi_core::push::settings::PushSettings;
 use coi_core::route::{chats_folder, decide as decide_route, resolve_policy, Source, UserMetadata};
 use coi_core::settings::PluginSettings;
-use coi_core::wire::{new_event_id, FallbackEventV1, FallbackReason, MessageEventV1, Record};
+use coi_core::wire::{new_event_id, FallbackEventV1, FallbackReason, MessageEventV1, MessageOrigin, Record};
 
 use crate::events::{now_ms, EventSink};
 use crate::ffi;
@@ -38,33 +39,64 @@ pub(crate) static OPS: ffi::coi_rs_ops = ffi::coi_rs_ops {
     notify_scope: Some(notify_scope),
     wants_events: Some(wants_events),
     message_stored: Some(message_stored),
+    capabilities: Some(crate::imap_ops::capabilities),
+    config_get: Some(crate::imap_ops::config_get),
+    config_check: Some(crate::imap_ops::config_check),
+    folder_names: Some(crate::imap_ops::folder_names),
+    folder_change: Some(crate::imap_ops::folder_change),
+    seen_moves: Some(crate::imap_ops::seen_moves),
+    message_moved: Some(crate::imap_ops::message_moved),
+    webpush_check_id: Some(crate::push_ops::webpush_check_id),
+    webpush_subscribe: Some(crate::push_ops::webpush_subscribe),
+    webpush_validate: Some(crate::push_ops::webpush_validate),
+    webpush_view: Some(crate::push_ops::webpush_view),
+    vapid_key: Some(crate::push_ops::vapid_key),
+    devicetoken_set: Some(crate::push_ops::devicetoken_set),
+    devicetoken_view: Some(crate::push_ops::devicetoken_view),
+    wants_push: Some(crate::push_ops::wants_push),
+    push: Some(crate::push_ops::push),
 };
 
 /// What the plugin keeps per mail user.
-struct UserHandle {
-    username: String,
-    settings: PluginSettings,
+pub(crate) struct UserHandle {
+    pub(crate) username: String,
+    pub(crate) settings: PluginSettings,
     fast_notify: FastNotify,
-    events: Option<EventSink>,
-    chats_folder: Option<(u8, String)>,
-    delivery: Delivery,
+    pub(crate) events: Option<EventSink>,
+    /// `None` when the push settings are invalid (logged at user_new).
+    pub(crate) push: Option<PushSettings>,
+    pub(crate) chats_folder: Option<(u8, String)>,
+    pub(crate) delivery: Delivery,
+    /// Out-parameters handed to the shim live here until the next call.
+    scratch: [Vec<u8>; 2],
 }
 
 /// The delivery in progress for this user (lmtp and lda deliver one
 /// message to one user at a time).
 #[derive(Default)]
-struct Delivery {
-    kind: Option<Kind>,
-    message_id: Option<String>,
-    subject: Option<String>,
-    from: Option<String>,
+pub(crate) struct Delivery {
+    pub(crate) kind: Option<Kind>,
+    pub(crate) message_id: Option<String>,
+    pub(crate) subject: Option<String>,
+    pub(crate) from: Option<String>,
     add_chat_keyword: bool,
     /// The shim made the chats folder the default mailbox.
     routed: bool,
+    /// A push record was written for this delivery (Sieve may store
+    /// several copies; the user hears about the message once).
+    pub(crate) pushed: bool,
 }
 
 impl UserHandle {
-    fn chats_folder(&mut self, separator: u8) -> &str {
+    /// Keeps `bytes` in scratch slot `slot` (0 or 1) and lends them to C
+    /// until the next call on this handle.
+    pub(crate) fn lend(&mut self, slot: usize, bytes: impl Into<Vec<u8>>) -> ffi::coi_bytes {
+        let buf = &mut self.scratch[slot.min(1)];
+        *buf = bytes.into();
+        ffi::coi_bytes::borrowed(buf)
+    }
+
+    pub(crate) fn chats_folder(&mut self, separator: u8) -> &str {
         let stale = !matches!(&self.chats_folder, Some((sep, _)) if *sep == separator);
         if stale {
             let name = chats_folder(&self.settings.mailbox_root, char::from(separator));
@@ -87,7 +119,7 @@ impl UserHandle {
     }
 }
 
-fn lossy(bytes: Option<&[u8]>) -> Option<String> {
+pub(crate) fn lossy(bytes: Option<&[u8]>) -> Option<String> {
     bytes.map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
@@ -100,6 +132,15 @@ unsafe extern "C" fn user_new(log_event: *mut c_void, settings: *const ffi::coi_
         };
         // SAFETY: each field is NULL or a string from Dovecot, alive during
         // this call.
+        let push = unsafe {
+            PushSettings::from_raw(
+                raw.webpush_vapid_key.as_option(),
+                raw.webpush_subscription_limit.as_option(),
+                raw.webpush_validation_timeout.as_option(),
+                raw.deltachat_push.as_option(),
+            )
+        };
+        // SAFETY: as above.
         let (username, routing, events, fast_notify) = unsafe {
             (
                 lossy(raw.username.as_option()).unwrap_or_default(),
@@ -134,8 +175,19 @@ unsafe extern "C" fn user_new(log_event: *mut c_void, settings: *const ffi::coi_
             event.error(format_args!("invalid plugin settings: {err}; using stock change notifications"));
             FastNotify::No
         });
-        let handle =
-            UserHandle { username, settings, fast_notify, events, chats_folder: None, delivery: Delivery::default() };
+        let push = push
+            .inspect_err(|err| event.error(format_args!("invalid plugin settings: {err}; no push for this user")))
+            .ok();
+        let handle = UserHandle {
+            username,
+            settings,
+            fast_notify,
+            events,
+            push,
+            chats_folder: None,
+            delivery: Delivery::default(),
+            scratch: [Vec::new(), Vec::new()],
+        };
         Box::into_raw(Box::new(handle)).cast()
     })
 }
@@ -153,7 +205,7 @@ unsafe extern "C" fn user_free(user: *mut c_void) {
 /// # Safety
 /// `user` must be NULL or a live handle from `user_new` that nothing else
 /// borrows during the callback.
-unsafe fn handle<'a>(user: *mut c_void) -> Option<&'a mut UserHandle> {
+pub(crate) unsafe fn handle<'a>(user: *mut c_void) -> Option<&'a mut UserHandle> {
     // SAFETY: guaranteed by the caller.
     unsafe { user.cast::<UserHandle>().as_mut() }
 }
@@ -356,7 +408,7 @@ unsafe extern "C" fn message_stored(
             subject: delivery.subject.clone(),
             pid: std::process::id(),
             dropped_before: 0,
-        origin: Default::default(),
+            origin: MessageOrigin::Delivery,
         });
         if sink.emit(event, record) {
             0
@@ -366,7 +418,7 @@ unsafe extern "C" fn message_stored(
     })
 }
 
-fn source_name(source: Source) -> &'static str {
+pub(crate) fn source_name(source: Source) -> &'static str {
     match source {
         Source::Metadata => "user METADATA",
         Source::Default => "plugin default",

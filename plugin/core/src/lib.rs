@@ -7,6 +7,11 @@
 //! - [`settings`]: validating the plugin's `coi_*` settings once per user.
 //! - [`route`]: combining those settings with the user's COI METADATA into a
 //!   per-message routing decision (`$Chat` keyword, filing into `<root>/Chats`).
+//! - [`imap_config`], [`folder_lifecycle`]: the IMAP side of COI (config
+//!   keys clients set with SETMETADATA; what CREATE/DELETE/RENAME of the
+//!   chats folder mean).
+//! - [`push`]: Web Push subscriptions and Delta Chat tokens, and the push
+//!   record of a delivered message.
 //! - [`wire`]: the event records and doorbell datagrams shared with
 //!   `coi-sidecar` (docs/events.md), and [`spool`]: the plugin's append to
 //!   the event spool. These two do file I/O; the invariants below about I/O
@@ -29,6 +34,9 @@
 pub mod classify;
 pub mod event_settings;
 pub mod fast_notify;
+pub mod folder_lifecycle;
+pub mod imap_config;
+pub mod push;
 pub mod route;
 pub mod settings;
 pub mod spool;

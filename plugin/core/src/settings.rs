@@ -62,6 +62,15 @@ impl MessageFilter {
         .find(|f| v.eq_ignore_ascii_case(f.name().as_bytes()))
     }
 
+    /// Like [`MessageFilter::parse`] but without trimming: what a client
+    /// may store with SETMETADATA.
+    pub fn parse_exact(value: &[u8]) -> Option<MessageFilter> {
+        if value.len() != value.trim_ascii().len() {
+            return None;
+        }
+        MessageFilter::parse(value)
+    }
+
     /// The spec's spelling: `none`, `active` or `seen`.
     pub fn name(self) -> &'static str {
         match self {
@@ -207,7 +216,7 @@ fn set_value(raw: Option<&[u8]>) -> Option<&[u8]> {
 }
 
 /// Dovecot's boolean spellings (`settings_get_bool()`).
-fn parse_bool(v: &[u8]) -> Option<bool> {
+pub(crate) fn parse_bool(v: &[u8]) -> Option<bool> {
     const TRUE: [&[u8]; 4] = [b"yes", b"y", b"1", b"true"];
     const FALSE: [&[u8]; 4] = [b"no", b"n", b"0", b"false"];
     if TRUE.iter().any(|t| v.eq_ignore_ascii_case(t)) {

@@ -1,0 +1,86 @@
+/* coi-folders.c - creating COI folders and finding the Trash folder.
+ *
+ * Shared by delivery (the chats folder on first chat), the `enabled`
+ * config key (Chats and Contacts before the tagged OK) and seen mode.
+ */
+#include "coi-private.h"
+#include "mail-namespace.h"
+
+/* 1 when `vname` exists as a selectable mailbox, 0 when not, -1 error. */
+static int coi_folder_exists(struct mail_user *user, const char *vname,
+			     const char **error_r)
+{
+	struct mailbox *box = mailbox_alloc_for_user(user, vname, 0);
+	enum mailbox_existence existence;
+	int ret;
+
+	if (mailbox_exists(box, FALSE, &existence) < 0) {
+		*error_r = t_strdup(mailbox_get_last_internal_error(box, NULL));
+		ret = -1;
+	} else {
+		ret = existence == MAILBOX_EXISTENCE_SELECT ? 1 : 0;
+	}
+	mailbox_free(&box);
+	return ret;
+}
+
+/* 0 when created or created meanwhile by someone else, -1 otherwise. */
+static int coi_folder_create(struct mail_user *user, const char *vname,
+			     bool subscribe, const char **error_r)
+{
+	struct mailbox *box = mailbox_alloc_for_user(user, vname, 0);
+	enum mail_error error;
+	int ret = 0;
+
+	if (mailbox_create(box, NULL, FALSE) < 0) {
+		*error_r = t_strdup(mailbox_get_last_internal_error(box, &error));
+		if (error != MAIL_ERROR_EXISTS)
+			ret = -1;
+	}
+	if (ret == 0 && subscribe && mailbox_set_subscribed(box, TRUE) < 0) {
+		e_warning(user->event, "coi: cannot subscribe %s: %s", vname,
+			  mailbox_get_last_internal_error(box, NULL));
+	}
+	mailbox_free(&box);
+	return ret;
+}
+
+int coi_folder_ensure(struct mail_user *user, const char *vname,
+		      bool subscribe, const char **error_r)
+{
+	unsigned int attempt;
+	int ret;
+
+	*error_r = "unknown error";
+	if ((ret = coi_folder_exists(user, vname, error_r)) > 0)
+		return 0;
+	/* Concurrent first deliveries race to create the folder (and, in
+	   some layouts, its parent); the loser may see "not found" rather
+	   than "exists". One more look after a failed create settles it. */
+	for (attempt = 0; ret == 0 && attempt < 2; attempt++) {
+		if (coi_folder_create(user, vname, subscribe, error_r) == 0) {
+			e_debug(user->event, "coi: created folder %s", vname);
+			return 0;
+		}
+		ret = coi_folder_exists(user, vname, error_r);
+		if (ret > 0)
+			return 0;
+	}
+	return -1;
+}
+
+const char *coi_trash_name(struct mail_user *user)
+{
+	struct mail_namespace *ns = mail_namespace_find_inbox(user->namespaces);
+	struct mailbox_settings *const *box_set;
+
+	if (ns == NULL || ns->set == NULL || !array_is_created(&ns->set->mailboxes))
+		return NULL;
+	array_foreach(&ns->set->mailboxes, box_set) {
+		const char *const *uses =
+			t_strsplit_spaces((*box_set)->special_use, " ");
+		if (str_array_icase_find(uses, "\\Trash"))
+			return t_strconcat(ns->prefix, (*box_set)->name, NULL);
+	}
+	return NULL;
+}
