@@ -7,7 +7,7 @@ set -euo pipefail
 COI_DEBIAN_PACKAGES=(
   dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve dovecot-dev
   libclang-dev clang gcc libc6-dev pkg-config
-  python3 python3-pytest python3-prometheus-client
+  python3 python3-pytest python3-prometheus-client python3-cryptography
 )
 
 coi_missing_packages() {

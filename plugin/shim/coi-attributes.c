@@ -110,6 +110,8 @@ static void coi_raw_delete(struct mailbox *box, const char *key)
 {
 	struct mailbox_transaction_context *t;
 
+	if (!box->opened && mailbox_open(box) < 0)
+		return;
 	t = mailbox_transaction_begin(box, MAILBOX_TRANSACTION_FLAG_EXTERNAL,
 				      "coi expire");
 	if (coi_raw_set(t, key, NULL) < 0)
@@ -604,11 +606,15 @@ void coi_push_collect(struct mail_user *user, struct mail *src_mail,
 		coi_collect_values(inbox, COI_PVT_TOKENS, FALSE, &token_keys,
 				   &tokens);
 		i_zero(&input);
-		input.subscriptions = array_front(&subs);
+		/* array_front() asserts on an empty array */
 		input.subscription_count = array_count(&subs);
-		input.token_keys = array_front(&token_keys);
-		input.tokens = array_front(&tokens);
+		if (input.subscription_count > 0)
+			input.subscriptions = array_front(&subs);
 		input.token_count = array_count(&tokens);
+		if (input.token_count > 0) {
+			input.token_keys = array_front(&token_keys);
+			input.tokens = array_front(&tokens);
+		}
 		input.recipient = coi_bytes_from_str(recipient);
 		input.message = *message;
 		if (src_mail != NULL) {

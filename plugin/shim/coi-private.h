@@ -42,6 +42,11 @@ struct coi_mailbox {
 	/* seen mode: UIDs of $Chat messages in INBOX that became \Seen in
 	   the transaction being committed (coi-seen.c) */
 	ARRAY_TYPE(uint32_t) seen_uids;
+	/* committed, waiting for the session to be idle (no open
+	   transactions) so INBOX can be synced before the move */
+	ARRAY_TYPE(uint32_t) seen_pending;
+	struct timeout *seen_to;
+	unsigned int seen_tries;
 };
 
 extern MODULE_CONTEXT_DEFINE(coi_user_module, &mail_user_module_register);
@@ -107,6 +112,9 @@ void coi_seen_mail_allocated(struct mail *mail);
 int coi_seen_transaction_commit(struct mailbox_transaction_context *t,
 				struct mail_transaction_commit_changes *changes_r);
 void coi_seen_transaction_rollback(struct mailbox_transaction_context *t);
+/* Moves what is still pending (if the session allows) and stops the
+   timer; called when the mailbox closes. */
+void coi_seen_close(struct mailbox *box);
 
 /* coi-metadata.c: reads the user's COI server METADATA. Returns 0 with the
    values (NULL = NIL; copied to the data stack), or -1 with *error_r set. */

@@ -5,13 +5,19 @@
  *
  * How: a mail vfunc (update_flags) notes the UIDs whose \Seen was just set
  * on $Chat messages of the user's INBOX in an IMAP or doveadm session; the
- * INBOX's transaction_commit moves them once the flag change is committed,
- * in transactions of its own (so a failed move leaves the flag change
- * intact and the message in INBOX, logged).
+ * INBOX's transaction_commit queues them once the flag change is
+ * committed, and the move runs from the ioloop as soon as the session has
+ * no open transaction on INBOX (IMAP keeps some open while a command
+ * runs), or when INBOX closes. It syncs INBOX first: maildir applies flag
+ * changes to file names at sync time, and an expunge committed before that
+ * would race the rename. The move uses transactions of its own, so a
+ * failed move leaves the flag change intact and the message in INBOX,
+ * logged.
  */
 #include "coi-private.h"
 #include "mail-namespace.h"
 #include "message-address.h"
+#include "ioloop.h"
 
 static MODULE_CONTEXT_DEFINE_INIT(coi_mail_module, &mail_module_register);
 #define COI_MAIL_CONTEXT_REQUIRE(obj) \
@@ -62,8 +68,10 @@ static void coi_header(struct mail *mail, const char *field,
 {
 	const char *value;
 
+	/* copied: the mail's buffers go when it moves to the next UID */
 	*value_r = coi_bytes_from_str(
-		mail_get_first_header(mail, field, &value) > 0 ? value : NULL);
+		mail_get_first_header(mail, field, &value) > 0 ?
+		t_strdup(value) : NULL);
 }
 
 static const char *coi_from_address(struct mail *mail)
@@ -129,9 +137,16 @@ static void coi_seen_move(struct mailbox *box, const uint32_t *uids,
 		mailbox_free(&dest);
 		return;
 	}
+	if (mailbox_sync(box, 0) < 0) {
+		e_warning(user->event, "coi: seen mode: cannot sync INBOX: %s",
+			  mailbox_get_last_internal_error(box, NULL));
+		mailbox_free(&dest);
+		return;
+	}
 	t_array_init(&moved, count);
-	src_t = mailbox_transaction_begin(box, MAILBOX_TRANSACTION_FLAG_EXTERNAL,
-					  "coi seen mode");
+	/* not EXTERNAL: that would mark the expunges done in the index
+	   without removing the files */
+	src_t = mailbox_transaction_begin(box, 0, "coi seen mode");
 	dest_t = mailbox_transaction_begin(dest,
 		MAILBOX_TRANSACTION_FLAG_EXTERNAL |
 		MAILBOX_TRANSACTION_FLAG_ASSIGN_UIDS, "coi seen mode");
@@ -156,9 +171,11 @@ static void coi_seen_move(struct mailbox *box, const uint32_t *uids,
 			m->facts.subject = coi_bytes_from_str(
 				mail_get_first_header_utf8(mail, "Subject",
 							   &subject) > 0 ?
-				subject : NULL);
+				t_strdup(subject) : NULL);
 		}
 		save_ctx = mailbox_save_alloc(dest_t);
+		/* flags and keywords ($Chat, \Seen) travel with the message */
+		mailbox_save_copy_flags(save_ctx, mail);
 		if (mailbox_move(&save_ctx, mail) < 0) {
 			e_warning(user->event, "coi: seen mode: cannot move "
 				  "UID %u to %s: %s", uids[i], folder,
@@ -180,6 +197,11 @@ static void coi_seen_move(struct mailbox *box, const uint32_t *uids,
 		   rather than lost) */
 		e_warning(user->event, "coi: seen mode: moved chats copied to "
 			  "%s but not expunged from INBOX: %s", folder,
+			  mailbox_get_last_internal_error(box, NULL));
+	} else if (mailbox_sync(box, 0) < 0) {
+		/* maildir unlinks expunged files when it syncs */
+		e_warning(user->event, "coi: seen mode: cannot sync INBOX after "
+			  "the move: %s",
 			  mailbox_get_last_internal_error(box, NULL));
 	}
 	if (coi_ops->wants_events(rs) == 1 &&
@@ -209,25 +231,67 @@ static void coi_seen_move(struct mailbox *box, const uint32_t *uids,
 	mailbox_free(&dest);
 }
 
+/* Tries the pending moves: only when nothing else has a transaction
+   open on INBOX (syncing then would panic). Returns TRUE when done. */
+static bool coi_seen_try_pending(struct mailbox *box)
+{
+	struct coi_mailbox *cbox = COI_MAILBOX_CONTEXT_REQUIRE(box);
+	ARRAY_TYPE(uint32_t) uids;
+
+	if (array_count(&cbox->seen_pending) == 0)
+		return TRUE;
+	if (box->transaction_count > 0)
+		return FALSE;
+	/* taken out first: the move commits transactions on this box too */
+	i_array_init(&uids, array_count(&cbox->seen_pending));
+	array_append_array(&uids, &cbox->seen_pending);
+	array_clear(&cbox->seen_pending);
+	T_BEGIN {
+		coi_seen_move(box, array_front(&uids), array_count(&uids));
+	} T_END;
+	array_free(&uids);
+	return TRUE;
+}
+
+/* Gives up after this many 10 ms waits for a moment without open
+   transactions (the read chats then stay in INBOX, logged). */
+#define COI_SEEN_MAX_TRIES 500
+
+static void coi_seen_timeout(struct mailbox *box)
+{
+	struct coi_mailbox *cbox = COI_MAILBOX_CONTEXT_REQUIRE(box);
+
+	timeout_remove(&cbox->seen_to);
+	if (coi_seen_try_pending(box)) {
+		cbox->seen_tries = 0;
+		return;
+	}
+	if (++cbox->seen_tries >= COI_SEEN_MAX_TRIES) {
+		e_warning(box->event, "coi: seen mode: INBOX never idle, "
+			  "%u read chat(s) stay in INBOX",
+			  array_count(&cbox->seen_pending));
+		array_clear(&cbox->seen_pending);
+		cbox->seen_tries = 0;
+		return;
+	}
+	cbox->seen_to = timeout_add_short(10, coi_seen_timeout, box);
+}
+
 int coi_seen_transaction_commit(struct mailbox_transaction_context *t,
 				struct mail_transaction_commit_changes *changes_r)
 {
 	struct mailbox *box = t->box;
 	struct coi_mailbox *cbox = COI_MAILBOX_CONTEXT_REQUIRE(box);
-	ARRAY_TYPE(uint32_t) uids;
 	int ret;
 
 	ret = cbox->module_ctx.super.transaction_commit(t, changes_r);
 	if (array_count(&cbox->seen_uids) == 0)
 		return ret;
-	/* taken out first: the moves commit transactions on this box too */
-	i_array_init(&uids, array_count(&cbox->seen_uids));
-	array_append_array(&uids, &cbox->seen_uids);
+	if (ret == 0)
+		array_append_array(&cbox->seen_pending, &cbox->seen_uids);
 	array_clear(&cbox->seen_uids);
-	if (ret == 0) T_BEGIN {
-		coi_seen_move(box, array_front(&uids), array_count(&uids));
-	} T_END;
-	array_free(&uids);
+	if (array_count(&cbox->seen_pending) > 0 && cbox->seen_to == NULL)
+		cbox->seen_to = timeout_add_short(0, coi_seen_timeout, box);
 	return ret;
 }
 
@@ -237,4 +301,16 @@ void coi_seen_transaction_rollback(struct mailbox_transaction_context *t)
 
 	array_clear(&cbox->seen_uids);
 	cbox->module_ctx.super.transaction_rollback(t);
+}
+
+void coi_seen_close(struct mailbox *box)
+{
+	struct coi_mailbox *cbox = MODULE_CONTEXT(box, coi_storage_module);
+
+	if (cbox == NULL || !array_is_created(&cbox->seen_pending))
+		return;
+	timeout_remove(&cbox->seen_to);
+	/* doveadm and short sessions close INBOX right after the change */
+	(void)coi_seen_try_pending(box);
+	array_clear(&cbox->seen_pending);
 }

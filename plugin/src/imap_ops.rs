@@ -137,12 +137,17 @@ pub(crate) unsafe extern "C" fn folder_change(
         };
         let chats = handle.chats_folder(change.separator).to_string();
         let action = folder_action(op, &chats, &trash, char::from(change.separator));
+        let verb = match op {
+            FolderOp::Create(_) => "CREATE",
+            FolderOp::Delete(_) => "DELETE",
+            FolderOp::Rename { .. } => "RENAME",
+        };
         match &action {
             FolderAction::None => {}
-            FolderAction::Enable => event.info(format_args!("{op:?} of {chats}: enabling COI")),
-            FolderAction::Disable => event.info(format_args!("{op:?} affects {chats}: disabling COI")),
+            FolderAction::Enable => event.info(format_args!("{verb} {name}: COI enabled")),
+            FolderAction::Disable => event.info(format_args!("{verb} {name}: COI disabled")),
             FolderAction::Refuse(message) => {
-                event.debug(format_args!("{op:?} refused: {message}"));
+                event.info(format_args!("{verb} {name} refused: {message}"));
                 *error_r = handle.lend(0, message.clone());
             }
         }

@@ -34,6 +34,9 @@ class InstanceConfig:
     #: Hierarchy separator of the inbox namespace: ``/`` or ``.``.
     separator: str = "/"
     mail_debug: bool = False
+    #: ``imap_metadata``: general IMAP METADATA (COI's own entries work
+    #: either way).
+    imap_metadata: bool = True
     lmtp_save_to_detail_mailbox: bool = False
     #: ``mail_location`` (``~`` is the user's home).
     mail_location: str = "maildir:~/Maildir"
@@ -131,7 +134,7 @@ def render(cfg: InstanceConfig, layout: InstanceLayout, ident: MailIdentity) -> 
         f"mail_location = {cfg.mail_location}",
         f"mail_plugin_dir = {layout.module_dir}",
         f"mail_debug = {yn(cfg.mail_debug)}",
-        "imap_metadata = yes",
+        f"imap_metadata = {yn(cfg.imap_metadata)}",
         "mail_attribute_dict = file:%h/dovecot-attributes",
         f"lmtp_save_to_detail_mailbox = {yn(cfg.lmtp_save_to_detail_mailbox)}",
         "recipient_delimiter = +",
