@@ -430,6 +430,10 @@ def test_fast_watch_is_where_the_setting_says(dc):
     for user in (u(dc, "scope_off"), u(dc, "root_u")):
         with dc.imap(user) as s:
             s.create(CHATS)
+    # CREATE of the chats folder enables COI (DESIGN §3); scope_off turns
+    # it off again, keeping the folder.
+    with dc.imap(u(dc, "scope_off")) as s:
+        s.setmetadata_ok("/private/vendor/vendor.dovecot/coi/config/enabled", None)
     wrong = []
     for base, folder, in_chats_scope in _scope_cases():
         user = u(dc, base)
