@@ -451,3 +451,67 @@ def test_devicetokens_are_kept_per_device_and_pushed_except_self_sent(env):
         c.setmetadata_ok(key, None)
         assert sorted(metadata_depth(c, TOKENS).values()) == ["token-phone"]
     d.assert_no_panic_or_fatal()
+
+
+# -- hostile METADATA values (issue 6) ------------------------------------------
+
+def raw_session(d, user: str) -> socket.socket:
+    s = socket.create_connection((d.host, d.imap_port), timeout=20)
+    s.recv(4096)
+    s.sendall(f"l LOGIN {user} secret\r\n".encode())
+    buf = b""
+    while b"l OK" not in buf:
+        chunk = s.recv(4096)
+        assert chunk, buf
+        buf += chunk
+    return s
+
+
+def raw_tagged(s: socket.socket, tag: bytes, payload: bytes) -> bytes:
+    s.sendall(payload)
+    buf = b""
+    while not re.search(rb"(^|\r\n)" + tag + rb" (OK|NO|BAD)[^\r\n]*\r\n", buf):
+        chunk = s.recv(65536)
+        assert chunk, buf[-500:]
+        buf += chunk
+    return re.search(rb"(?:^|\r\n)" + tag + rb" ((?:OK|NO|BAD)[^\r\n]*)", buf)[1]
+
+
+HOSTILE_VALUES = [
+    ("enabled", b"yes" * 350_000),                       # ~1 MB
+    ("enabled", b"y\x00es"),                             # NUL
+    ("message-filter", b"\xff\xfeseen"),                 # invalid UTF-8
+    ("message-filter", b"seen\r\nX-Injected: 1"),        # CRLF inside a literal
+    ("subscriptions/hostile-0001", b"{" * 100_000),      # deep nesting
+    ("subscriptions/hostile-0002", b'{"msgtype":"chat","resource":{"endpoint":' + b'"' + b"a" * 1_000_000 + b'"}}'),
+    ("subscriptions/hostile-0003", b'{"msgtype":["chat"],"resource":7}'),
+    ("subscriptions/hostile-0004", b'{"msgtype":"chat","resource":{"endpoint":"https://x/\\u0000","keys":{"p256dh":1,"auth":null}}}'),
+    ("subscriptions/hostile-0005/validate", b"A" * 100_000),
+    ("subscriptions/hostile-0006/../../coi/config/enabled", b"yes"),
+    # Not here: an entry name with '%' followed by a LITERAL+ value makes
+    # stock Dovecot 2.3.19's imap panic (tagline sent twice), with or
+    # without this plugin; see docs/imap.md.
+]
+
+
+@pytest.mark.parametrize("key,value", HOSTILE_VALUES, ids=[f"{k[:40]}-{len(v)}" for k, v in HOSTILE_VALUES])
+def test_hostile_metadata_values_get_clear_no(env, key, value):
+    d, _, _ = env
+    mark = d.log.mark()
+    entry = (WEBPUSH if key.startswith("subscriptions") else CONFIG) + key
+    s = raw_session(d, "carol")
+    try:
+        cmd = b'h SETMETADATA "" (' + entry.encode() + b" {" + str(len(value)).encode() + b"+}\r\n" + value + b")\r\n"
+        answer = raw_tagged(s, b"h", cmd)
+        assert answer.startswith((b"NO", b"BAD")), answer[:300]
+        if answer.startswith(b"NO"):
+            assert b"[CANNOT]" in answer or b"[TOOBIG]" in answer or b"[" in answer, answer[:300]
+        # the session survives and nothing was stored
+        answer = raw_tagged(s, b"g", b'g GETMETADATA "" ' + entry.encode() + b"\r\n")
+        assert answer.startswith((b"OK", b"BAD")), answer
+    finally:
+        s.close()
+    with d.imap("carol") as c:
+        assert c.getmetadata(CONFIG + "mailbox-root") == "COI"
+        assert c.getmetadata(CONFIG + "message-filter") in ("none", "active", "seen")
+    d.assert_no_panic_or_fatal(since=mark)
