@@ -13,6 +13,8 @@ Modules (one purpose each):
   malformed deterministic generator of malformed messages
   sidecar   SidecarProcess: the real coi-sidecar daemon (config, start/kill/stop, /metrics)
   receiver  WebhookReceiver: scriptable HTTP webhook receiver, Standard Webhooks verifier
+  hostile   generator of hostile messages (injection, huge lines, bombs, forged ids)
+  faults    small tmpfs / loop-mounted volumes and retrying LMTP bursts for fault tests
 """
 
 from .config import DEFAULT_USERS, MAIL_DOMAIN, PASSWORD, InstanceConfig
