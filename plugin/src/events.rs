@@ -27,6 +27,8 @@ use crate::log::LogEvent;
 static UNREPORTED_DROPS: AtomicU64 = AtomicU64::new(0);
 /// One unbound datagram socket per process, created on first use.
 static DOORBELL: Mutex<Option<UnixDatagram>> = Mutex::new(None);
+/// The doorbell socket of the latest emit, for the report at exit.
+static LAST_SOCKET: Mutex<Option<PathBuf>> = Mutex::new(None);
 /// When a drop warning was last logged.
 static LAST_DROP_WARNING: Mutex<Option<Instant>> = Mutex::new(None);
 const DROP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
@@ -56,6 +58,11 @@ impl EventSink {
     /// Appends `record` (whose `dropped_before` this fills in) and rings
     /// the sidecar. Returns false when the event was dropped.
     pub(crate) fn emit(&self, log: LogEvent, mut record: Record) -> bool {
+        if let Ok(mut last) = LAST_SOCKET.lock() {
+            if last.as_deref() != Some(self.socket.as_path()) {
+                *last = Some(self.socket.clone());
+            }
+        }
         let reported = UNREPORTED_DROPS.swap(0, Ordering::Relaxed);
         set_dropped_before(&mut record, reported);
         let bytes = encode_record(&record);
@@ -89,6 +96,25 @@ fn set_dropped_before(record: &mut Record, dropped: u64) {
         Record::Push(event) => event.dropped_before = dropped,
         Record::WebPushValidation(event) => event.dropped_before = dropped,
     }
+}
+
+/// At plugin deinit (the process is exiting or unloading the plugin):
+/// drops not reported yet get one last doorbell; if the sidecar cannot take
+/// it either, the count goes to the log as an error, the only record left
+/// (a spool that refused the events would refuse a count too).
+pub(crate) fn report_drops_at_exit() {
+    let pending = UNREPORTED_DROPS.swap(0, Ordering::Relaxed);
+    if pending == 0 {
+        return;
+    }
+    let socket = LAST_SOCKET.lock().ok().and_then(|s| s.clone());
+    if socket.as_deref().is_some_and(|path| ring(path, pending)) {
+        return;
+    }
+    LogEvent::process().error(format_args!(
+        "{pending} dropped event(s) could not be reported to coi-sidecar before exit \
+         (sidecar unreachable); its dropped-events counter misses them"
+    ));
 }
 
 /// Sends one doorbell without blocking. True if the kernel took it.

@@ -42,6 +42,7 @@ pub unsafe extern "C" fn coi_plugin_init(module: *mut c_void) {
 /// `coi_plugin_init` did.
 #[no_mangle]
 pub extern "C" fn coi_plugin_deinit() {
+    guard::call("deinit", (), crate::events::report_drops_at_exit);
     // SAFETY: removes the hooks the shim installed in init; safe to call
     // even when init failed.
     unsafe { ffi::coi_shim_deinit() };
