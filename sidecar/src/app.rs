@@ -4,7 +4,10 @@
 //! What this module owns, in start order:
 //! 1. directories and the instance lock (`<state_dir>/coi-sidecar.lock`,
 //!    an exclusive flock: two daemons on one queue would double-deliver);
-//! 2. the queue (intake connection + delivery store), metrics, drivers;
+//! 2. the VAPID key pair when Web Push is enabled (made on first start,
+//!    never replaced; a bad key file stops the start), the queue (intake
+//!    connection + delivery store), metrics, webhook drivers and the push
+//!    channel drivers;
 //! 3. the intake thread (which drains what accumulated while we were down
 //!    before the socket even exists), the doorbell socket, the metrics
 //!    server;
@@ -12,7 +15,8 @@
 //!
 //! Reload (SIGHUP): the config is read and validated again; if invalid the
 //! old one stays (logged, counted). Webhooks and the log level apply at
-//! once; socket, spool, state and metrics settings need a restart (logged).
+//! once; socket, spool, state, metrics and push settings need a restart
+//! (logged).
 //! Shutdown (SIGTERM/SIGINT): stop the doorbell socket and metrics server,
 //! let the intake finish its cycle, give attempts in flight the grace
 //! period, then exit 0. Anything unfinished is still pending in the queue.
@@ -32,6 +36,8 @@ use crate::intake::pump::{Pump, Trigger};
 use crate::intake::{listener, reader::IntakeError};
 use crate::logging::LogHandle;
 use crate::metrics::Metrics;
+use crate::push::channels as push_channels;
+use crate::push::vapid::VapidKeys;
 use crate::queue::schema::{self, Durability};
 use crate::queue::store::DeliveryStore;
 use crate::server::{self, ServerState};
@@ -96,6 +102,22 @@ pub async fn run(config: Config, log: Option<LogHandle>) -> Result<(), AppError>
         ))
     })?;
 
+    let vapid = if config.push.webpush.enabled {
+        let w = &config.push.webpush;
+        let (keys, origin) = VapidKeys::load_or_create(&w.vapid_private_key, &w.vapid_public_key)
+            .map_err(|e| startup("webpush")(e.to_string()))?;
+        tracing::info!(
+            origin = ?origin,
+            private_key = %w.vapid_private_key.display(),
+            public_key = %w.vapid_public_key.display(),
+            k = keys.public_b64(),
+            "VAPID key pair ready"
+        );
+        Some(Arc::new(keys))
+    } else {
+        None
+    };
+
     let metrics = Metrics::new().map_err(|e| startup("metrics")(e.to_string()))?;
     let db = config.queue_db_path();
     let intake_conn =
@@ -105,6 +127,13 @@ pub async fn run(config: Config, log: Option<LogHandle>) -> Result<(), AppError>
     let endpoints: SharedEndpoints = Arc::new(RwLock::new(Arc::new(config.webhooks.clone())));
     let mut supervisor = Supervisor::new(store.clone(), metrics.clone(), config.delivery.shutdown_grace);
     supervisor.apply(&config.webhooks);
+    let channels = push_channels::start(&config.push, vapid, &mut supervisor, &store, &metrics)
+        .map_err(|e| startup("push channels")(e.to_string()))?;
+    let doveadm_missing = config.push.dovecot.doveadm_url.is_none()
+        && (config.push.webpush.enabled || config.push.deltachat.proxy_url.is_some());
+    if doveadm_missing {
+        tracing::warn!("[dovecot] doveadm_url is not set: push targets that are gone are only recorded by the sidecar, not removed from METADATA");
+    }
 
     // Intake thread.
     let heartbeat = Arc::new(AtomicU64::new(now_ms()));
@@ -114,6 +143,7 @@ pub async fn run(config: Config, log: Option<LogHandle>) -> Result<(), AppError>
         conn: intake_conn,
         spool: config.spool.clone(),
         endpoints: endpoints.clone(),
+        routing: push_channels::routing(&config.push),
         metrics: metrics.clone(),
         wake: supervisor.waker(),
         heartbeat: heartbeat.clone(),
@@ -156,6 +186,7 @@ pub async fn run(config: Config, log: Option<LogHandle>) -> Result<(), AppError>
         socket = %config.socket.path.display(),
         spool = %config.spool.dir.display(),
         endpoints = config.webhooks.len(),
+        push_channels = ?channels,
         version = env!("CARGO_PKG_VERSION"),
         "coi-sidecar started"
     );
@@ -259,6 +290,9 @@ fn reload(
         || new.logging.format != current.logging.format
     {
         tracing::warn!("socket, spool, state_dir, metrics or log format changes take effect after a restart");
+    }
+    if new.push != current.push {
+        tracing::warn!("[webpush], [deltachat] and [dovecot] changes take effect after a restart");
     }
     if let Some(log) = log {
         log.set_level(new.logging.level);

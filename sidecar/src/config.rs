@@ -29,6 +29,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::delivery::address::is_forbidden;
+use crate::push::settings::{self as push_settings, PushSettings, RawDeltaChat, RawDovecot, RawWebPush};
 
 /// The current endpoint list, shared between the intake (which decides who
 /// gets a delivery) and the reload (which replaces it).
@@ -110,6 +111,12 @@ struct RawConfig {
     delivery: RawDelivery,
     #[serde(default, rename = "webhook")]
     webhooks: Vec<RawWebhook>,
+    #[serde(default)]
+    webpush: RawWebPush,
+    #[serde(default)]
+    deltachat: RawDeltaChat,
+    #[serde(default)]
+    dovecot: RawDovecot,
 }
 
 #[derive(Debug, Deserialize)]
@@ -283,6 +290,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// Webhook endpoints, in file order.
     pub webhooks: Vec<Arc<Endpoint>>,
+    /// `[webpush]`, `[deltachat]`, `[dovecot]` (fixed until restart).
+    pub push: PushSettings,
     /// Things worth a warning that do not make the file invalid.
     pub warnings: Vec<String>,
 }
@@ -462,6 +471,17 @@ impl Validator {
             }
             webhooks.push(Arc::new(endpoint));
         }
+        let push = {
+            let path = self.path.clone();
+            let mut warnings = Vec::new();
+            let mut guard = |key: &str, url: &reqwest::Url, allow: bool| {
+                check_url_address(key, url, allow, &mut warnings)
+            };
+            let push = push_settings::validate(raw.webpush, raw.deltachat, raw.dovecot, &raw.state_dir, &mut guard)
+                .map_err(|(key, message)| ConfigError::Invalid { path, key, message })?;
+            self.warnings.extend(warnings);
+            push
+        };
         Ok(Config {
             path: self.path.clone(),
             spool,
@@ -471,6 +491,7 @@ impl Validator {
             logging,
             delivery,
             webhooks,
+            push,
             warnings: self.warnings,
         })
     }
@@ -641,55 +662,68 @@ impl Validator {
         })
     }
 
-    /// Refuses endpoints on private addresses (SSRF guard, STYLE §4). An IP
-    /// literal is checked directly; a host name is resolved now, and refused
-    /// when every address it has is private. A name that does not resolve
-    /// today is only a warning: DNS may be down at boot, and the request-time
-    /// resolver applies the same rule anyway.
+    /// Refuses endpoints on private addresses (SSRF guard, STYLE §4); see
+    /// [`check_url_address`].
     fn check_address(
         &mut self,
         key: &str,
         url: &reqwest::Url,
         allow_private: bool,
     ) -> Result<(), ConfigError> {
-        if allow_private {
-            return Ok(());
-        }
-        let refuse = |ip: std::net::IpAddr| {
+        check_url_address(key, url, allow_private, &mut self.warnings)
+            .map_err(|(key, message)| self.bad(key, message))
+    }
+}
+
+/// Refuses a URL on a private address unless allowed. An IP literal is
+/// checked directly; a host name is resolved now, and refused when every
+/// address it has is private. A name that does not resolve today is only a
+/// warning: DNS may be down at boot, and the request-time resolver applies
+/// the same rule anyway.
+pub(crate) fn check_url_address(
+    key: &str,
+    url: &reqwest::Url,
+    allow_private: bool,
+    warnings: &mut Vec<String>,
+) -> Result<(), (String, String)> {
+    if allow_private {
+        return Ok(());
+    }
+    // The opt-out lives in the section of the key: [delivery] for webhooks,
+    // [deltachat] for the proxy.
+    let section = if key.starts_with("webhook") { "delivery" } else { key.split('.').next().unwrap_or("delivery") };
+    let refuse = |ip: std::net::IpAddr| {
+        (
+            key.to_string(),
             format!(
                 "{ip} is a loopback, private, link-local or otherwise internal address; \
-                 set delivery.allow_private_addresses = true to allow it"
-            )
-        };
-        match url.host() {
-            Some(url::Host::Ipv4(ip)) if is_forbidden(ip.into()) => {
-                Err(self.bad(key, refuse(ip.into())))
-            }
-            Some(url::Host::Ipv6(ip)) if is_forbidden(ip.into()) => {
-                Err(self.bad(key, refuse(ip.into())))
-            }
-            Some(url::Host::Domain(name)) => {
-                let port = url.port_or_known_default().unwrap_or(443);
-                match (name, port).to_socket_addrs() {
-                    Ok(addrs) => {
-                        let addrs: Vec<SocketAddr> = addrs.collect();
-                        if let Some(first) = addrs.first() {
-                            if addrs.iter().all(|a| is_forbidden(a.ip())) {
-                                return Err(self.bad(key, refuse(first.ip())));
-                            }
+                 set {section}.allow_private_addresses = true to allow it"
+            ),
+        )
+    };
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) if is_forbidden(ip.into()) => Err(refuse(ip.into())),
+        Some(url::Host::Ipv6(ip)) if is_forbidden(ip.into()) => Err(refuse(ip.into())),
+        Some(url::Host::Domain(name)) => {
+            let port = url.port_or_known_default().unwrap_or(443);
+            match (name, port).to_socket_addrs() {
+                Ok(addrs) => {
+                    let addrs: Vec<SocketAddr> = addrs.collect();
+                    if let Some(first) = addrs.first() {
+                        if addrs.iter().all(|a| is_forbidden(a.ip())) {
+                            return Err(refuse(first.ip()));
                         }
-                        Ok(())
                     }
-                    Err(e) => {
-                        self.warnings
-                            .push(format!("{key}: {name} does not resolve now ({e})"));
-                        Ok(())
-                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    warnings.push(format!("{key}: {name} does not resolve now ({e})"));
+                    Ok(())
                 }
             }
-            Some(_) => Ok(()),
-            None => Err(self.bad(key, "URL has no host")),
         }
+        Some(_) => Ok(()),
+        None => Err((key.to_string(), "URL has no host".into())),
     }
 }
 
@@ -794,6 +828,70 @@ mod tests {
         assert!(err.to_string().contains("base64"));
         let err = parse(&webhook("").replace(SECRET, "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")).unwrap_err();
         assert!(err.to_string().contains("whsec_"));
+    }
+
+    #[test]
+    fn push_sections_default_to_off_with_the_documented_values() {
+        let c = parse("").unwrap();
+        let p = &c.push;
+        assert!(!p.webpush.enabled);
+        assert_eq!(p.webpush.ttl, Duration::from_secs(86_400), "a day, not the 2020 plugin's 30 s");
+        assert_eq!(p.webpush.urgency, "normal");
+        assert_eq!(p.webpush.vapid_private_key, PathBuf::from("/var/lib/coi-sidecar/webpush/vapid-private.pem"));
+        assert_eq!(p.webpush.vapid_public_key, PathBuf::from("/var/lib/coi-sidecar/webpush/vapid-public.pem"));
+        assert_eq!(p.webpush.validation_deadline, Duration::from_secs(300));
+        assert!(p.deltachat.proxy_url.is_none());
+        assert!(p.dovecot.doveadm_url.is_none());
+        assert_eq!(p.dovecot.tuning.deadline, Duration::from_secs(7 * 86_400));
+        let moved = parse("state_dir = \"/srv/coi\"\n[webpush]\nenabled = true\nvapid_subject = \"mailto:ops@example.org\"").unwrap();
+        assert_eq!(moved.push.webpush.vapid_private_key, PathBuf::from("/srv/coi/webpush/vapid-private.pem"));
+        assert_eq!(
+            moved.push.webpush.vapid_public_key,
+            PathBuf::from("/var/lib/coi-sidecar/webpush/vapid-public.pem"),
+            "the public key stays where the plugin looks by default"
+        );
+    }
+
+    #[test]
+    fn push_settings_are_validated_with_the_key_named() {
+        let cases = [
+            ("[webpush]\nenabled = true", "webpush.vapid_subject"),
+            ("[webpush]\nenabled = true\nvapid_subject = \"postmaster@example.org\"", "webpush.vapid_subject"),
+            ("[webpush]\nurgency = \"urgent\"", "webpush.urgency"),
+            ("[webpush]\nttl_secs = 0", "webpush.ttl_secs"),
+            ("[webpush]\nretry_schedule_secs = []", "webpush.retry_schedule_secs"),
+            ("[webpush]\nvapid_private_key = \"relative.pem\"", "webpush.vapid_private_key"),
+            ("[webpush]\ncolour = 1", "unknown field"),
+            ("[deltachat]\nproxy_url = \"ftp://x.example/\"", "deltachat.proxy_url"),
+            ("[deltachat]\nproxy_url = \"http://127.0.0.1:9/notify\"", "deltachat.allow_private_addresses"),
+            ("[deltachat]\nconcurrency = 0", "deltachat.concurrency"),
+            ("[dovecot]\ndoveadm_url = \"http://127.0.0.1:8080/doveadm/v1\"", "dovecot.doveadm_api_key_file"),
+            (
+                "[dovecot]\ndoveadm_url = \"http://127.0.0.1:8080/doveadm/v1\"\ndoveadm_api_key_file = \"/nonexistent/key\"",
+                "dovecot.doveadm_api_key_file",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?} -> {err}");
+        }
+        let ok = parse("[webpush]\nenabled = true\nvapid_subject = \"https://example.org/contact\"\nurgency = \"high\"").unwrap();
+        assert_eq!(ok.push.webpush.urgency, "high");
+        let dc = parse("[deltachat]\nproxy_url = \"http://127.0.0.1:9/notify\"\nallow_private_addresses = true").unwrap();
+        assert_eq!(dc.push.deltachat.proxy_url.unwrap().as_str(), "http://127.0.0.1:9/notify");
+    }
+
+    #[test]
+    fn doveadm_key_is_read_from_its_file_at_load() {
+        let d = tempfile::tempdir().unwrap();
+        let key = d.path().join("key");
+        std::fs::write(&key, "s3cret\n").unwrap();
+        let text = format!("[dovecot]\ndoveadm_url = \"http://127.0.0.1:8080/doveadm/v1\"\ndoveadm_api_key_file = {key:?}\n");
+        let c = parse(&text).unwrap();
+        assert_eq!(c.push.dovecot.doveadm_api_key.as_deref(), Some("s3cret"));
+        assert!(!format!("{:?}", c.push.dovecot).contains("s3cret"), "the key is not printed");
+        std::fs::write(&key, "\n").unwrap();
+        assert!(parse(&text).unwrap_err().to_string().contains("one line"));
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! ```
 //! Modules: [`config`] (the TOML file), [`intake`] (socket, spool reader,
 //! rotation), [`queue`] (the durable queue), [`delivery`] (drivers, retry,
-//! HTTP, signing, payloads), [`metrics`] and [`server`] (`/metrics`,
+//! HTTP, signing, payloads), [`push`] (Web Push, Delta Chat, METADATA
+//! clean-up), [`metrics`] and [`server`] (`/metrics`,
 //! `/healthz`), [`shutdown`] and [`systemd`] (lifecycle), [`logging`],
 //! [`admin`] (dead-letter commands), [`app`] (wiring), [`time`].
 
@@ -24,6 +25,7 @@ pub mod delivery;
 pub mod intake;
 pub mod logging;
 pub mod metrics;
+pub mod push;
 pub mod queue;
 pub mod server;
 pub mod shutdown;

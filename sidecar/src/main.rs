@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use coi_sidecar::config::{Config, DEFAULT_CONFIG_PATH};
+use coi_sidecar::push::vapid::VapidKeys;
 use coi_sidecar::queue::dead_letters::Selection;
 use coi_sidecar::{admin, app, logging};
 
@@ -79,6 +80,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 cli.config.display(),
                 config.webhooks.len()
             );
+            print!("{}", describe_push(&config)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::DeadLetters { action } => {
@@ -95,6 +97,42 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run => run(&cli.config),
     }
+}
+
+/// The push part of `check-config`: what is on, and the VAPID key files
+/// as they are (read only; the daemon makes them on its first start).
+fn describe_push(config: &Config) -> anyhow::Result<String> {
+    let p = &config.push;
+    let mut out = String::new();
+    if p.webpush.enabled {
+        let w = &p.webpush;
+        let state = match VapidKeys::inspect(&w.vapid_private_key, &w.vapid_public_key)
+            .context("webpush: VAPID key files")?
+        {
+            None => "will be created on the first start".to_string(),
+            Some((keys, true)) => format!("present, k={}", keys.public_b64()),
+            Some((keys, false)) => format!("private key present, public key will be written, k={}", keys.public_b64()),
+        };
+        out.push_str(&format!(
+            "webpush: on (ttl {} s, urgency {}, sub {}); VAPID keys {} and {}: {state}\n",
+            w.ttl.as_secs(),
+            w.urgency,
+            w.vapid_subject,
+            w.vapid_private_key.display(),
+            w.vapid_public_key.display()
+        ));
+    } else {
+        out.push_str("webpush: off\n");
+    }
+    match &p.deltachat.proxy_url {
+        Some(url) => out.push_str(&format!("deltachat: on (proxy {url})\n")),
+        None => out.push_str("deltachat: off\n"),
+    }
+    match &p.dovecot.doveadm_url {
+        Some(url) => out.push_str(&format!("dovecot: gone push targets are removed through {url}\n")),
+        None => out.push_str("dovecot: doveadm_url not set; gone push targets are only recorded by the sidecar\n"),
+    }
+    Ok(out)
 }
 
 fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {

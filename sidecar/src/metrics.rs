@@ -7,7 +7,8 @@
 //! - names follow `coi_<subsystem>_<name>_<unit>[_total]`, counters end in
 //!   `_total`, units are base units;
 //! - labels come from closed sets only: outcome/kind/reason/error_type enums
-//!   of this code, plus the endpoint NAME from the config. Never a user,
+//!   of this code, plus the endpoint NAME from the config (and the fixed
+//!   `push:<channel>` names of the push queues). Never a user,
 //!   address, folder, URL or token. A record's free-text `kind` is mapped to
 //!   the known kinds or `other` before it becomes a label.
 //! - label values of closed sets are pre-registered at 0, so a scrape shows
@@ -16,12 +17,13 @@
 //! Callers: everything that counts; `server.rs` encodes the registry.
 
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
 };
 
 use crate::config::KNOWN_KINDS;
 use crate::delivery::retry::Outcome;
+use crate::push::jobs::{Channel, TargetKind, TargetResult};
 use coi_core::wire::{FallbackReason, WireError};
 
 /// Every metric name. The string is the exposed name.
@@ -57,6 +59,18 @@ pub enum Name {
     PluginFallbacks,
     /// Plugin: events it could not append.
     PluginDropped,
+    /// Push targets seen at intake, by channel and result.
+    PushTargets,
+    /// Push requests (and doveadm clean-ups) by channel and outcome.
+    PushRequests,
+    /// Push record to the push service's 2xx, by channel.
+    PushLatency,
+    /// Push targets a push service declared gone, by target kind.
+    PushTargetsGone,
+    /// What became of gone targets' METADATA keys.
+    PushMetadataRemovals,
+    /// Pending deliveries by kind (webhook or push channel).
+    QueueDepthDeliveries,
     /// Internal errors by stage and error type.
     Errors,
     /// Build information.
@@ -82,6 +96,12 @@ impl Name {
             Name::PluginTagged => "coi_plugin_messages_tagged_total",
             Name::PluginFallbacks => "coi_plugin_fallbacks_total",
             Name::PluginDropped => "coi_plugin_events_dropped_total",
+            Name::PushTargets => "coi_push_targets_total",
+            Name::PushRequests => "coi_push_requests_total",
+            Name::PushLatency => "coi_push_latency_seconds",
+            Name::PushTargetsGone => "coi_push_targets_gone_total",
+            Name::PushMetadataRemovals => "coi_push_metadata_removals_total",
+            Name::QueueDepthDeliveries => "coi_queue_depth_deliveries",
             Name::Errors => "coi_errors_total",
             Name::BuildInfo => "coi_build_info",
         }
@@ -93,7 +113,7 @@ impl Name {
             Name::IntakeEvents => "Spool records accepted into the sidecar, by kind (message kinds, other, fallback).",
             Name::SpoolRecordsRejected => "Spool bytes that did not form a valid record, by error type.",
             Name::SpoolRotations => "Spool files rotated by the sidecar.",
-            Name::QueueDepth => "Events with at least one pending webhook delivery.",
+            Name::QueueDepth => "Events (webhook events and push jobs) with at least one pending delivery.",
             Name::QueueOldestAge => "Age of the oldest event with a pending delivery, from its delivery commit.",
             Name::DeliveryAttempts => "Webhook attempts, by endpoint name and outcome.",
             Name::DeliveryLatency => "Time from the delivery commit to the webhook's 2xx answer.",
@@ -104,6 +124,12 @@ impl Name {
             Name::PluginTagged => "Messages the plugin tagged with $Chat.",
             Name::PluginFallbacks => "Deliveries where the plugin fell back to ordinary delivery, by reason.",
             Name::PluginDropped => "Events the plugin could not append to the spool (as it reported them).",
+            Name::PushTargets => "Push targets in the plugin's push records, by channel (webpush, validation, deltachat) and result (queued, deduplicated, known_dead, disabled, invalid_target, private_address).",
+            Name::PushRequests => "Push requests by channel (webpush, validation, deltachat, metadata_unset) and outcome (delivery outcomes, gone, no_user).",
+            Name::PushLatency => "Time from the plugin's push record to the push service's 2xx answer, by channel.",
+            Name::PushTargetsGone => "Push targets (webpush subscriptions, deltachat tokens) a push service answered 404/410 for, first time each.",
+            Name::PushMetadataRemovals => "METADATA keys of gone targets, by target and result (removed, no_user, dead_letter, not_configured).",
+            Name::QueueDepthDeliveries => "Pending deliveries by kind (webhook, webpush, validation, deltachat, metadata_unset).",
             Name::Errors => "Internal errors of the sidecar, by stage and error type.",
             Name::BuildInfo => "Build information; the value is always 1.",
         }
@@ -113,6 +139,24 @@ impl Name {
         Opts::new(self.as_str(), self.help())
     }
 }
+
+/// Buckets of the latency histograms (seconds): milliseconds to a day.
+const LATENCY_BUCKETS: [f64; 18] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0,
+    86400.0,
+];
+
+/// Intake kinds of the push records (besides message kinds and `fallback`).
+pub const PUSH_RECORD_KINDS: [&str; 2] = ["push", "webpush_validation"];
+
+/// Extra `result` of [`Name::PushTargets`] counted by the queue.
+pub const TARGET_KNOWN_DEAD: &str = "known_dead";
+
+/// Extra outcomes of [`Name::PushRequests`].
+pub const PUSH_EXTRA_OUTCOMES: [&str; 2] = ["gone", "no_user"];
+
+/// Results of [`Name::PushMetadataRemovals`].
+pub const REMOVAL_RESULTS: [&str; 4] = ["removed", "no_user", "dead_letter", "not_configured"];
 
 /// Outcome labels of [`Name::IntakeDatagrams`].
 pub const DATAGRAM_OUTCOMES: [&str; 5] = ["accepted", "peer", "oversized", "garbage", "version"];
@@ -161,6 +205,18 @@ pub struct Metrics {
     pub plugin_fallbacks: IntCounterVec,
     /// See [`Name::PluginDropped`].
     pub plugin_dropped: IntCounter,
+    /// See [`Name::PushTargets`].
+    pub push_targets: IntCounterVec,
+    /// See [`Name::PushRequests`].
+    pub push_requests: IntCounterVec,
+    /// See [`Name::PushLatency`].
+    pub push_latency: HistogramVec,
+    /// See [`Name::PushTargetsGone`].
+    pub push_targets_gone: IntCounterVec,
+    /// See [`Name::PushMetadataRemovals`].
+    pub push_metadata_removals: IntCounterVec,
+    /// See [`Name::QueueDepthDeliveries`].
+    pub queue_depth_deliveries: IntGaugeVec,
     /// See [`Name::Errors`].
     pub errors: IntCounterVec,
     /// See [`Name::BuildInfo`].
@@ -184,10 +240,7 @@ impl Metrics {
             )?,
             delivery_latency: Histogram::with_opts(
                 HistogramOpts::new(Name::DeliveryLatency.as_str(), Name::DeliveryLatency.help())
-                    .buckets(vec![
-                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-                        60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0,
-                    ]),
+                    .buckets(LATENCY_BUCKETS.to_vec()),
             )?,
             dead_letters: IntCounterVec::new(Name::DeadLetters.opts(), &["endpoint"])?,
             dead_letters_pending: IntGauge::with_opts(Name::DeadLettersPending.opts())?,
@@ -196,6 +249,15 @@ impl Metrics {
             plugin_tagged: IntCounter::with_opts(Name::PluginTagged.opts())?,
             plugin_fallbacks: IntCounterVec::new(Name::PluginFallbacks.opts(), &["reason"])?,
             plugin_dropped: IntCounter::with_opts(Name::PluginDropped.opts())?,
+            push_targets: IntCounterVec::new(Name::PushTargets.opts(), &["channel", "result"])?,
+            push_requests: IntCounterVec::new(Name::PushRequests.opts(), &["channel", "outcome"])?,
+            push_latency: HistogramVec::new(
+                HistogramOpts::new(Name::PushLatency.as_str(), Name::PushLatency.help()).buckets(LATENCY_BUCKETS.to_vec()),
+                &["channel"],
+            )?,
+            push_targets_gone: IntCounterVec::new(Name::PushTargetsGone.opts(), &["target"])?,
+            push_metadata_removals: IntCounterVec::new(Name::PushMetadataRemovals.opts(), &["target", "result"])?,
+            queue_depth_deliveries: IntGaugeVec::new(Name::QueueDepthDeliveries.opts(), &["kind"])?,
             errors: IntCounterVec::new(Name::Errors.opts(), &["stage", "error_type"])?,
             build_info: IntGaugeVec::new(Name::BuildInfo.opts(), &["version"])?,
             registry,
@@ -216,6 +278,12 @@ impl Metrics {
         r.register(Box::new(m.plugin_tagged.clone()))?;
         r.register(Box::new(m.plugin_fallbacks.clone()))?;
         r.register(Box::new(m.plugin_dropped.clone()))?;
+        r.register(Box::new(m.push_targets.clone()))?;
+        r.register(Box::new(m.push_requests.clone()))?;
+        r.register(Box::new(m.push_latency.clone()))?;
+        r.register(Box::new(m.push_targets_gone.clone()))?;
+        r.register(Box::new(m.push_metadata_removals.clone()))?;
+        r.register(Box::new(m.queue_depth_deliveries.clone()))?;
         r.register(Box::new(m.errors.clone()))?;
         r.register(Box::new(m.build_info.clone()))?;
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
@@ -223,8 +291,28 @@ impl Metrics {
         for o in DATAGRAM_OUTCOMES {
             m.intake_datagrams.with_label_values(&[o]);
         }
-        for k in KNOWN_KINDS.iter().chain(&["other", "fallback"]) {
+        for k in KNOWN_KINDS.iter().chain(&["other", "fallback"]).chain(&PUSH_RECORD_KINDS) {
             m.intake_events.with_label_values(&[k]);
+        }
+        for c in [Channel::WebPush, Channel::Validation, Channel::DeltaChat] {
+            for r in TargetResult::ALL.iter().map(|r| r.label()).chain([TARGET_KNOWN_DEAD]) {
+                m.push_targets.with_label_values(&[c.label(), r]);
+            }
+        }
+        for c in Channel::ALL {
+            for o in Outcome::ALL.iter().map(|o| o.label()).chain(PUSH_EXTRA_OUTCOMES) {
+                m.push_requests.with_label_values(&[c.label(), o]);
+            }
+            m.push_latency.with_label_values(&[c.label()]);
+            m.queue_depth_deliveries.with_label_values(&[c.label()]);
+            m.dead_letters.with_label_values(&[c.queue_name()]);
+        }
+        m.queue_depth_deliveries.with_label_values(&["webhook"]);
+        for t in [TargetKind::Webpush, TargetKind::Deltachat] {
+            m.push_targets_gone.with_label_values(&[t.label()]);
+            for r in REMOVAL_RESULTS {
+                m.push_metadata_removals.with_label_values(&[t.label(), r]);
+            }
         }
         for k in KNOWN_KINDS.iter().chain(&["other"]) {
             m.plugin_classified.with_label_values(&[k]);

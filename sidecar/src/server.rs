@@ -131,6 +131,14 @@ async fn handle(
                 Ok(s) => {
                     let m = &state.metrics;
                     m.queue_depth.set(s.depth_events as i64);
+                    // Kinds with nothing pending are absent from the query.
+                    m.queue_depth_deliveries.reset();
+                    for kind in ["webhook", "webpush", "validation", "deltachat", "metadata_unset"] {
+                        m.queue_depth_deliveries.with_label_values(&[kind]).set(0);
+                    }
+                    for (kind, n) in &s.deliveries_by_kind {
+                        m.queue_depth_deliveries.with_label_values(&[kind]).set(*n as i64);
+                    }
                     m.dead_letters_pending.set(s.dead_letters as i64);
                     m.queue_oldest_age.set(
                         s.oldest_ts_ms

@@ -38,6 +38,23 @@ pub fn rfc3339_from_ms(ms: u64) -> String {
     )
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ` for a unix time in seconds (negative = before
+/// 1970), or `None` outside the years 0000..=9999 that RFC 3339 can write.
+pub fn rfc3339_from_unix_secs(secs: i64) -> Option<String> {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    if !(0..=9999).contains(&y) {
+        return None;
+    }
+    Some(format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    ))
+}
+
 /// Gregorian (year, month, day) of a day count since 1970-01-01, using the
 /// era/day-of-era decomposition (400-year cycles of 146097 days).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -63,6 +80,15 @@ mod tests {
         assert_eq!(rfc3339_from_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(rfc3339_from_ms(1_614_265_330_123), "2021-02-25T15:02:10.123Z");
         assert_eq!(rfc3339_from_ms(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn unix_seconds_render_without_millis_and_out_of_range_is_none() {
+        assert_eq!(rfc3339_from_unix_secs(1_614_265_330).as_deref(), Some("2021-02-25T15:02:10Z"));
+        assert_eq!(rfc3339_from_unix_secs(-1).as_deref(), Some("1969-12-31T23:59:59Z"));
+        assert_eq!(rfc3339_from_unix_secs(253_402_300_799).as_deref(), Some("9999-12-31T23:59:59Z"));
+        assert_eq!(rfc3339_from_unix_secs(253_402_300_800), None);
+        assert_eq!(rfc3339_from_unix_secs(i64::MIN), None);
     }
 
     #[test]

@@ -8,13 +8,11 @@
 //! 3. sleep until the first of: new work (the intake's wake-up), an attempt
 //!    finishing, the next row's due time, or stop. No polling interval.
 //!
-//! An attempt builds the payload, signs it (`webhook-id` = event id,
-//! `webhook-timestamp` = now), sends it, classifies the result and records
-//! it: 2xx -> delete the row (latency observed from the delivery commit;
-//! the deletion is batched, below);
-//! retriable -> reschedule by the retry schedule, unless the schedule is
-//! used up or the next try would pass the deadline -> dead letter;
-//! permanent -> dead letter. Every attempt is counted by outcome.
+//! What an attempt does is the [`Sink`]'s business: a webhook endpoint
+//! (`delivery::webhook`) or a push channel (`push::sinks`). The sink
+//! records failures itself (reschedule or dead letter, `delivery::settle`)
+//! and reports whether the row was delivered; the driver deletes delivered
+//! rows.
 //!
 //! Completions are batched: a delivered row stays in the in-flight set (so
 //! it is not handed out again) until the driver deletes it together with
@@ -36,24 +34,19 @@
 //! Callers: `delivery::supervisor`.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use coi_core::wire::MessageEventV1;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::http::{HttpSender, Response};
-use super::payload;
-use super::retry::{next_delay, RetryLogic, StandardRetryLogic, Verdict};
-use super::signing::signature_header;
-use crate::config::Endpoint;
 use crate::metrics::Metrics;
 use crate::queue::deliveries::DueDelivery;
 use crate::queue::store::DeliveryStore;
 use crate::queue::QueueError;
-use crate::time::{now_ms, now_secs};
+use crate::time::now_ms;
 
 /// Pause after a failed queue operation.
 pub const DB_ERROR_BACKOFF: Duration = Duration::from_secs(1);
@@ -66,12 +59,17 @@ pub const COMPLETE_BATCH_MAX: usize = 128;
 /// the row (and its concurrency slot) a little longer.
 pub const COMPLETE_BATCH_WINDOW: Duration = Duration::from_millis(10);
 
-/// Everything an attempt needs, shared by the driver's attempts.
-struct AttemptCtx {
-    endpoint: Arc<Endpoint>,
-    store: DeliveryStore,
-    metrics: Metrics,
-    sender: HttpSender,
+/// What a driver drives: one queue endpoint name and how to attempt one
+/// of its rows.
+pub trait Sink: Send + Sync + 'static {
+    /// The queue endpoint name (a webhook name, or `push:<channel>`).
+    fn name(&self) -> &str;
+    /// Attempts in flight at most.
+    fn concurrency(&self) -> usize;
+    /// Makes one attempt for `d` and records a failure (reschedule, dead
+    /// letter, or any other way the sink ends the row). Returns whether the
+    /// row was delivered: the driver then deletes it (batched).
+    fn attempt(self: Arc<Self>, d: DueDelivery) -> impl Future<Output = bool> + Send;
 }
 
 /// What an attempt task hands back: its row, and whether it was delivered
@@ -87,31 +85,29 @@ struct Completions {
 }
 
 /// One endpoint's driver.
-pub struct Driver {
-    ctx: Arc<AttemptCtx>,
+pub struct Driver<S: Sink> {
+    sink: Arc<S>,
+    store: DeliveryStore,
+    metrics: Metrics,
     notify: Arc<Notify>,
     stop: watch::Receiver<bool>,
     grace: Duration,
 }
 
-impl Driver {
-    /// A driver for `endpoint`; `notify` wakes it, `stop` ends it.
+impl<S: Sink> Driver<S> {
+    /// A driver for `sink`; `notify` wakes it, `stop` ends it.
     pub fn new(
-        endpoint: Arc<Endpoint>,
-        sender: HttpSender,
+        sink: Arc<S>,
         store: DeliveryStore,
         metrics: Metrics,
         notify: Arc<Notify>,
         stop: watch::Receiver<bool>,
         grace: Duration,
-    ) -> Driver {
+    ) -> Driver<S> {
         Driver {
-            ctx: Arc::new(AttemptCtx {
-                endpoint,
-                store,
-                metrics,
-                sender,
-            }),
+            sink,
+            store,
+            metrics,
             notify,
             stop,
             grace,
@@ -120,8 +116,8 @@ impl Driver {
 
     /// Runs until stopped.
     pub async fn run(mut self) {
-        let name = self.ctx.endpoint.name.clone();
-        let limit = self.ctx.endpoint.concurrency;
+        let name = self.sink.name().to_string();
+        let limit = self.sink.concurrency();
         // Rows with an attempt running or delivered but not yet deleted:
         // never handed out again while in here.
         let mut inflight: HashSet<i64> = HashSet::new();
@@ -150,7 +146,7 @@ impl Driver {
                 next_due = match self.fill(&mut inflight, &mut tasks, limit).await {
                     Ok(next) => next,
                     Err(e) => {
-                        self.ctx.metrics.error("delivery_queue", e.error_type());
+                        self.metrics.error("delivery_queue", e.error_type());
                         tracing::error!(endpoint = %name, error = %e, "queue read failed; backing off");
                         Some(now_ms() + DB_ERROR_BACKOFF.as_millis() as u64)
                     }
@@ -202,9 +198,9 @@ impl Driver {
             return;
         }
         let seqs = std::mem::take(&mut done.seqs);
-        let name = &self.ctx.endpoint.name;
-        if let Err(e) = self.ctx.store.complete_many(name, seqs.clone()).await {
-            self.ctx.metrics.error("delivery_record", e.error_type());
+        let name = self.sink.name();
+        if let Err(e) = self.store.complete_many(name, seqs.clone()).await {
+            self.metrics.error("delivery_record", e.error_type());
             tracing::error!(endpoint = %name, rows = seqs.len(), error = %e, "could not record deliveries; they will be repeated");
         }
         for seq in seqs {
@@ -221,23 +217,22 @@ impl Driver {
         tasks: &mut JoinSet<AttemptDone>,
         limit: usize,
     ) -> Result<Option<u64>, QueueError> {
-        let name = &self.ctx.endpoint.name;
+        let name = self.sink.name();
         let free = limit.saturating_sub(inflight.len());
         if free == 0 {
             return Ok(None);
         }
         let (due, next) = self
-            .ctx
             .store
             .due(name, now_ms(), free, inflight.clone())
             .await?;
         let got = due.len();
         for d in due {
             inflight.insert(d.event_seq);
-            let ctx = self.ctx.clone();
+            let sink = self.sink.clone();
             tasks.spawn(async move {
                 let seq = d.event_seq;
-                (seq, attempt(&ctx, d).await)
+                (seq, sink.attempt(d).await)
             });
         }
         if got == free {
@@ -272,127 +267,3 @@ fn finished(
     }
 }
 
-/// Why an attempt could not be recorded.
-#[derive(Debug, thiserror::Error)]
-pub enum AttemptError {
-    /// The queue update failed; the row stays as it was (retried later).
-    #[error(transparent)]
-    Queue(#[from] QueueError),
-}
-
-impl AttemptError {
-    /// Bounded label.
-    pub fn error_type(&self) -> &'static str {
-        match self {
-            AttemptError::Queue(e) => e.error_type(),
-        }
-    }
-
-    /// The row is still pending, so the attempt will be made again.
-    pub fn is_retriable(&self) -> bool {
-        true
-    }
-}
-
-/// Makes one attempt and records a failure; returns whether it was
-/// delivered (the caller deletes the row, batched).
-async fn attempt(ctx: &AttemptCtx, d: DueDelivery) -> bool {
-    match attempt_inner(ctx, &d).await {
-        Ok(delivered) => delivered,
-        Err(e) => {
-            ctx.metrics.error("delivery_record", e.error_type());
-            tracing::error!(endpoint = %ctx.endpoint.name, seq = d.event_seq, error = %e, "could not record an attempt; it will be repeated");
-            false
-        }
-    }
-}
-
-async fn bury(ctx: &AttemptCtx, d: &DueDelivery, attempts: u32, why: String) -> Result<(), AttemptError> {
-    let name = &ctx.endpoint.name;
-    if ctx
-        .store
-        .bury(name, d.event_seq, attempts, why.clone(), now_ms())
-        .await?
-        .is_some()
-    {
-        ctx.metrics.dead_letters.with_label_values(&[name]).inc();
-        tracing::warn!(endpoint = %name, seq = d.event_seq, attempts, reason = %why, "delivery moved to dead letters");
-    }
-    Ok(())
-}
-
-async fn attempt_inner(ctx: &AttemptCtx, d: &DueDelivery) -> Result<bool, AttemptError> {
-    let ep = &ctx.endpoint;
-    let event: MessageEventV1 = match serde_json::from_str(&d.payload) {
-        Ok(e) => e,
-        Err(e) => {
-            bury(ctx, d, d.attempts, format!("unreadable queued event: {e}")).await?;
-            return Ok(false);
-        }
-    };
-    let deadline_ms = d.enqueued_ms.saturating_add(ep.deadline.as_millis() as u64);
-    if now_ms() >= deadline_ms {
-        bury(ctx, d, d.attempts, "deadline passed before the next attempt".into()).await?;
-        return Ok(false);
-    }
-    let payload = match payload::build(ep.format, &event) {
-        Ok(p) => p,
-        Err(e) => {
-            bury(ctx, d, d.attempts, format!("cannot build payload: {e}")).await?;
-            return Ok(false);
-        }
-    };
-    let timestamp = now_secs();
-    let signature = signature_header(&ep.secrets, &event.id, timestamp, &payload.body);
-    let response = ctx
-        .sender
-        .send(ep, &payload, &event.id, timestamp, &signature)
-        .await;
-    let logic = StandardRetryLogic;
-    let (verdict, detail) = match &response {
-        Response::Status { code, retry_after } => {
-            (logic.classify_status(*code, *retry_after), format!("HTTP {code}"))
-        }
-        Response::Failure { failure, detail } => (logic.classify_failure(*failure), detail.clone()),
-    };
-    let attempts = d.attempts.saturating_add(1);
-    let now = now_ms();
-    match verdict {
-        Verdict::Delivered => {
-            ctx.metrics
-                .delivery_attempts
-                .with_label_values(&[&ep.name, "success"])
-                .inc();
-            ctx.metrics
-                .delivery_latency
-                .observe(now.saturating_sub(event.ts_ms) as f64 / 1000.0);
-            tracing::debug!(endpoint = %ep.name, event_id = %event.id, attempts, "delivered");
-            return Ok(true);
-        }
-        Verdict::Retry { outcome, retry_after } => {
-            ctx.metrics
-                .delivery_attempts
-                .with_label_values(&[&ep.name, outcome.label()])
-                .inc();
-            let delay = next_delay(&ep.retry_schedule, attempts, outcome, retry_after, fastrand::f64());
-            match delay.map(|d| now.saturating_add(d.as_millis() as u64)) {
-                Some(at) if at <= deadline_ms => {
-                    tracing::info!(endpoint = %ep.name, event_id = %event.id, attempts, detail = %detail, retry_in_ms = at - now, "attempt failed; will retry");
-                    ctx.store
-                        .reschedule(&ep.name, d.event_seq, attempts, at, detail)
-                        .await?;
-                }
-                Some(_) => bury(ctx, d, attempts, format!("{detail}; next retry would pass the deadline")).await?,
-                None => bury(ctx, d, attempts, format!("{detail}; retries exhausted")).await?,
-            }
-        }
-        Verdict::Permanent { outcome } => {
-            ctx.metrics
-                .delivery_attempts
-                .with_label_values(&[&ep.name, outcome.label()])
-                .inc();
-            bury(ctx, d, attempts, format!("{detail} (permanent)")).await?;
-        }
-    }
-    Ok(false)
-}

@@ -1,11 +1,15 @@
-//! The HTTP transport for webhooks.
+//! The HTTP transport for webhooks and push channels.
 //!
-//! What this module owns: one `reqwest::Client` per endpoint, built with
+//! What this module owns: one `reqwest::Client` per endpoint or channel, built with
 //! redirects disabled (a redirect is answered as a permanent failure, never
 //! followed: it could lead the request to an internal address), no proxy
 //! from the environment, the endpoint's timeout for the whole request, and
-//! the [`GuardedResolver`]; and [`HttpSender::send`], which reports what
-//! happened as a [`Response`] without judging it (`retry.rs` judges).
+//! the [`GuardedResolver`]; and [`HttpSender::execute`] (any request) and
+//! [`HttpSender::send`] (a signed webhook), which report what happened as
+//! a [`Response`] without judging it (`retry.rs` and the push sinks judge).
+//! An IP-literal URL on a forbidden address is refused before any
+//! connection when private addresses are not allowed: resolvers never see
+//! literals, and push endpoints come from users, not from the config.
 //!
 //! Invariant: `send` never panics and never returns early without a
 //! [`Response`]; the response body is read up to [`MAX_BODY_BYTES`] (so the
@@ -16,12 +20,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::address::{GuardedResolver, RefusedAddress};
+use super::address::{is_forbidden, GuardedResolver, RefusedAddress};
 use super::payload::Payload;
 use super::retry::{parse_retry_after, TransportFailure};
 use crate::config::Endpoint;
 
-/// Most response body bytes read (and discarded).
+/// Most response body bytes read (webhooks discard them; doveadm answers
+/// are parsed).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Why a client could not be built.
@@ -64,23 +69,90 @@ pub enum Response {
 #[derive(Debug, Clone)]
 pub struct HttpSender {
     client: reqwest::Client,
+    allow_private: bool,
 }
 
 impl HttpSender {
     /// A client configured for `endpoint`.
     pub fn new(endpoint: &Endpoint) -> Result<HttpSender, ClientError> {
+        HttpSender::build(endpoint.timeout, endpoint.concurrency, endpoint.allow_private_addresses)
+    }
+
+    /// A client with this whole-request `timeout`, up to `idle` pooled
+    /// connections per host, and the private-address rule.
+    pub fn build(timeout: Duration, idle: usize, allow_private: bool) -> Result<HttpSender, ClientError> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .timeout(endpoint.timeout)
-            .connect_timeout(endpoint.timeout)
-            .pool_max_idle_per_host(endpoint.concurrency)
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_max_idle_per_host(idle)
             .user_agent(concat!("coi-sidecar/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(GuardedResolver {
-                allow_private: endpoint.allow_private_addresses,
-            }))
+            .dns_resolver(Arc::new(GuardedResolver { allow_private }))
             .build()?;
-        Ok(HttpSender { client })
+        Ok(HttpSender { client, allow_private })
+    }
+
+    /// A request builder on this client.
+    pub fn request(&self, method: reqwest::Method, url: reqwest::Url) -> reqwest::RequestBuilder {
+        self.client.request(method, url)
+    }
+
+    /// Sends `request` and reports the status (and `Retry-After`) or the
+    /// failure; the body is drained (bounded) and returned.
+    pub async fn execute(&self, request: reqwest::RequestBuilder) -> (Response, Vec<u8>) {
+        let request = match request.build() {
+            Ok(r) => r,
+            Err(e) => {
+                return (
+                    Response::Failure { failure: TransportFailure::InvalidRequest, detail: describe(&e) },
+                    Vec::new(),
+                )
+            }
+        };
+        if !self.allow_private {
+            let refused = match request.url().host() {
+                Some(url::Host::Ipv4(ip)) => is_forbidden(ip.into()),
+                Some(url::Host::Ipv6(ip)) => is_forbidden(ip.into()),
+                _ => false,
+            };
+            if refused {
+                return (
+                    Response::Failure {
+                        failure: TransportFailure::RefusedAddress,
+                        detail: "the URL's IP address is private or internal (refused)".into(),
+                    },
+                    Vec::new(),
+                );
+            }
+        }
+        match self.client.execute(request).await {
+            Ok(mut resp) => {
+                let code = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                let mut body = Vec::new();
+                // Drain a bounded body so the connection can be reused; a
+                // body error after the status does not change the verdict.
+                while body.len() < MAX_BODY_BYTES {
+                    match resp.chunk().await {
+                        Ok(Some(c)) => body.extend_from_slice(&c[..c.len().min(MAX_BODY_BYTES - body.len())]),
+                        _ => break,
+                    }
+                }
+                (Response::Status { code, retry_after }, body)
+            }
+            Err(e) => (
+                Response::Failure {
+                    failure: classify(&e),
+                    detail: describe(&e),
+                },
+                Vec::new(),
+            ),
+        }
     }
 
     /// Sends one signed request.
@@ -100,30 +172,7 @@ impl HttpSender {
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
             .body(payload.body.clone());
-        match request.send().await {
-            Ok(mut resp) => {
-                let code = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
-                let mut read = 0usize;
-                // Drain a bounded body so the connection can be reused; a
-                // body error after the status does not change the verdict.
-                while read < MAX_BODY_BYTES {
-                    match resp.chunk().await {
-                        Ok(Some(c)) => read += c.len(),
-                        _ => break,
-                    }
-                }
-                Response::Status { code, retry_after }
-            }
-            Err(e) => Response::Failure {
-                failure: classify(&e),
-                detail: describe(&e),
-            },
-        }
+        self.execute(request).await.0
     }
 }
 

@@ -3,9 +3,12 @@
 //! Pieces:
 //! - [`supervisor`]: one [`driver`] task per configured endpoint; starts,
 //!   restarts and stops them on reload and shutdown; wakes them on new work;
-//! - [`driver`]: the per-endpoint loop: fetch due deliveries, run up to
-//!   `concurrency` attempts at once (a semaphore in the form of an in-flight
-//!   set bounded by the concurrency), record each result;
+//! - [`driver`]: the per-endpoint loop over a [`driver::Sink`]: fetch due
+//!   deliveries, run up to `concurrency` attempts at once (a semaphore in
+//!   the form of an in-flight set bounded by the concurrency), delete the
+//!   delivered rows; [`webhook`]: the webhook sink (payload, signature,
+//!   send, classify); [`settle`]: recording failures (reschedule, dead
+//!   letter), shared with the push sinks (`push::sinks`);
 //! - [`http`]: the HTTP transport (reqwest, no redirects, per-endpoint
 //!   timeout, guarded DNS); [`address`]: which addresses are refused;
 //! - [`retry`]: what a status or failure means and when to try again;
@@ -20,5 +23,7 @@ pub mod driver;
 pub mod http;
 pub mod payload;
 pub mod retry;
+pub mod settle;
 pub mod signing;
 pub mod supervisor;
+pub mod webhook;

@@ -1,7 +1,9 @@
-//! Keeps one delivery driver running per configured endpoint.
+//! Keeps one delivery driver running per configured endpoint, and one per
+//! push channel.
 //!
 //! What this module owns: the set of running drivers, keyed by endpoint
-//! name. [`Supervisor::apply`] (start and SIGHUP reload) starts drivers for
+//! name; push channel drivers ([`Supervisor::start_fixed`]) run from start
+//! to shutdown and are not touched by reloads. [`Supervisor::apply`] (start and SIGHUP reload) starts drivers for
 //! new endpoints, restarts those whose settings changed and stops removed
 //! ones; [`Supervisor::waker`] gives the intake a function that wakes every
 //! current driver; [`Supervisor::shutdown`] stops them all, each with the
@@ -21,14 +23,17 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use super::driver::Driver;
+use super::driver::{Driver, Sink};
 use super::http::HttpSender;
+use super::settle::Ledger;
+use super::webhook::WebhookSink;
 use crate::config::Endpoint;
 use crate::metrics::Metrics;
 use crate::queue::store::DeliveryStore;
 
 struct Running {
-    endpoint: Arc<Endpoint>,
+    /// The webhook endpoint (`None` for a push channel).
+    endpoint: Option<Arc<Endpoint>>,
     notify: Arc<Notify>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -40,6 +45,7 @@ pub struct Supervisor {
     metrics: Metrics,
     grace: Duration,
     running: HashMap<String, Running>,
+    fixed: Vec<Running>,
     wakers: Arc<RwLock<Vec<Arc<Notify>>>>,
 }
 
@@ -51,6 +57,7 @@ impl Supervisor {
             metrics,
             grace,
             running: HashMap::new(),
+            fixed: Vec::new(),
             wakers: Arc::new(RwLock::new(Vec::new())),
         }
     }
@@ -87,7 +94,7 @@ impl Supervisor {
         for name in names {
             let keep = wanted
                 .get(name.as_str())
-                .is_some_and(|e| ***e == *self.running[&name].endpoint);
+                .is_some_and(|e| self.running[&name].endpoint.as_deref() == Some(&***e));
             if !keep {
                 if let Some(r) = self.running.remove(&name) {
                     let _ = r.stop.send(true);
@@ -111,9 +118,14 @@ impl Supervisor {
             };
             let notify = Arc::new(Notify::new());
             let (stop_tx, stop_rx) = watch::channel(false);
+            let ledger = Ledger {
+                name: e.name.clone(),
+                store: self.store.clone(),
+                metrics: self.metrics.clone(),
+            };
+            let sink = Arc::new(WebhookSink::new(e.clone(), sender, ledger));
             let driver = Driver::new(
-                e.clone(),
-                sender,
+                sink,
                 self.store.clone(),
                 self.metrics.clone(),
                 notify.clone(),
@@ -124,29 +136,54 @@ impl Supervisor {
             self.running.insert(
                 e.name.clone(),
                 Running {
-                    endpoint: e.clone(),
+                    endpoint: Some(e.clone()),
                     notify,
                     stop: stop_tx,
                     task,
                 },
             );
         }
-        let list: Vec<Arc<Notify>> = self.running.values().map(|r| r.notify.clone()).collect();
+        self.publish_wakers();
+        failed
+    }
+
+    fn publish_wakers(&self) {
+        let list: Vec<Arc<Notify>> = self
+            .running
+            .values()
+            .chain(&self.fixed)
+            .map(|r| r.notify.clone())
+            .collect();
         match self.wakers.write() {
             Ok(mut w) => *w = list,
             Err(p) => *p.into_inner() = list,
         }
-        failed
+    }
+
+    /// Starts a driver that runs until shutdown (a push channel); `notify`
+    /// wakes it (the intake wakes it too, like every driver).
+    pub fn start_fixed<S: Sink>(&mut self, sink: Arc<S>, notify: Arc<Notify>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let driver = Driver::new(sink, self.store.clone(), self.metrics.clone(), notify.clone(), stop_rx, self.grace);
+        let task = tokio::spawn(driver.run());
+        self.fixed.push(Running {
+            endpoint: None,
+            notify,
+            stop: stop_tx,
+            task,
+        });
+        self.publish_wakers();
     }
 
     /// Whether every driver task is still running.
     pub fn all_alive(&self) -> bool {
-        self.running.values().all(|r| !r.task.is_finished())
+        self.running.values().chain(&self.fixed).all(|r| !r.task.is_finished())
     }
 
     /// Stops every driver and waits for them (each bounded by the grace).
     pub async fn shutdown(mut self) {
-        let running: Vec<Running> = self.running.drain().map(|(_, r)| r).collect();
+        let mut running: Vec<Running> = self.running.drain().map(|(_, r)| r).collect();
+        running.append(&mut self.fixed);
         for r in &running {
             let _ = r.stop.send(true);
         }

@@ -13,7 +13,8 @@
 //!
 //! Invariants: on start, step 1 runs before anything else (the docs'
 //! "startup drains rotated files first"), and offset rows of files that no
-//! longer exist are pruned. A failed cycle is counted
+//! longer exist are pruned, and so are dead push targets unseen for 30
+//! days (`queue::targets`). A failed cycle is counted
 //! (`coi_errors_total{stage="intake"}`) and logged, and the next trigger
 //! retries it; the thread ends only on [`Trigger::Stop`] or when every
 //! sender is gone. The heartbeat (unix ms of the last finished cycle) feeds
@@ -33,7 +34,8 @@ use super::reader::{drain_file, io_at, DrainMode, IntakeError};
 use super::rotate::{rotate_active, rotated_files, seal};
 use crate::config::{SharedEndpoints, SpoolConfig};
 use crate::metrics::Metrics;
-use crate::queue::ingest;
+use crate::push::jobs::Routing;
+use crate::queue::{ingest, targets};
 use crate::time::now_ms;
 
 /// What wakes the intake thread.
@@ -53,6 +55,8 @@ pub struct Pump {
     pub spool: SpoolConfig,
     /// Current endpoints (replaced on reload).
     pub endpoints: SharedEndpoints,
+    /// Which push channels take jobs (fixed until restart).
+    pub routing: Routing,
     /// Metrics.
     pub metrics: Metrics,
     /// Wakes every delivery driver.
@@ -115,6 +119,10 @@ impl Pump {
         if pruned > 0 {
             tracing::info!(pruned, "forgot offsets of spool files that no longer exist");
         }
+        let forgotten = targets::prune(&self.conn, now_ms())?;
+        if forgotten > 0 {
+            tracing::info!(forgotten, "forgot dead push targets not seen for 30 days");
+        }
         Ok(())
     }
 
@@ -132,6 +140,7 @@ impl Pump {
             &active,
             DrainMode::Active,
             &endpoints,
+            &self.routing,
             &self.metrics,
             &*wake,
         )?;
@@ -156,6 +165,7 @@ impl Pump {
             path,
             DrainMode::Final,
             &endpoints,
+            &self.routing,
             &self.metrics,
             &*wake,
         )?

@@ -3,7 +3,9 @@
 //! What this module owns: [`drain_file`], which reads a spool file in chunks
 //! from the offset stored for its (dev, inode), splits the chunk into
 //! records (`coi_core::wire::scan`), keeps the message events some endpoint
-//! wants, and commits each chunk's events together with the new offset
+//! wants and turns push and validation records into one push job per
+//! target (`push::jobs::route_push`), and commits each chunk's events
+//! together with the new offset
 //! (`queue::ingest::commit_batch`). Counters for what was read (kinds,
 //! plugin counters, rejections) are applied only after the commit, so a
 //! crash before it counts nothing twice... and loses nothing.
@@ -28,7 +30,8 @@ use coi_core::wire::{scan, Record, ScanItem};
 use rusqlite::Connection;
 
 use crate::config::Endpoint;
-use crate::metrics::{kind_label, Metrics};
+use crate::metrics::{kind_label, Metrics, PUSH_RECORD_KINDS, TARGET_KNOWN_DEAD};
+use crate::push::jobs::{route_push, route_validation, Routed, Routing};
 use crate::queue::ingest::{self, FileProgress, NewEvent};
 use crate::queue::QueueError;
 use crate::time::now_ms;
@@ -112,6 +115,15 @@ struct Tally {
     dropped: u64,
     fallbacks: Vec<(&'static str, u64)>,
     rejected: Vec<(&'static str, u64)>,
+    /// (channel, result) of push targets.
+    push_targets: Vec<((&'static str, &'static str), u64)>,
+}
+
+fn bump_pair(list: &mut Vec<((&'static str, &'static str), u64)>, label: (&'static str, &'static str)) {
+    match list.iter_mut().find(|(l, _)| *l == label) {
+        Some((_, n)) => *n += 1,
+        None => list.push((label, 1)),
+    }
 }
 
 fn bump(list: &mut Vec<(&'static str, u64)>, label: &'static str) {
@@ -125,7 +137,7 @@ impl Tally {
     fn apply(&self, m: &Metrics) {
         for (k, n) in &self.kinds {
             m.intake_events.with_label_values(&[k]).inc_by(*n);
-            if *k != "fallback" {
+            if *k != "fallback" && !PUSH_RECORD_KINDS.contains(k) {
                 m.plugin_classified.with_label_values(&[k]).inc_by(*n);
             }
         }
@@ -137,6 +149,9 @@ impl Tally {
         }
         for (e, n) in &self.rejected {
             m.spool_rejected.with_label_values(&[e]).inc_by(*n);
+        }
+        for ((channel, result), n) in &self.push_targets {
+            m.push_targets.with_label_values(&[channel, result]).inc_by(*n);
         }
     }
 }
@@ -188,6 +203,7 @@ pub fn drain_file(
     path: &Path,
     mode: DrainMode,
     endpoints: &[Arc<Endpoint>],
+    routing: &Routing,
     metrics: &Metrics,
     wake: &dyn Fn(),
 ) -> Result<Option<Drained>, IntakeError> {
@@ -226,7 +242,7 @@ pub fn drain_file(
             fingerprint = buf[..used.min(FINGERPRINT_BYTES)].to_vec();
         }
         drained.records += items.len() as u64;
-        let events = collect(items, endpoints, &mut tally);
+        let events = collect(items, endpoints, routing, &mut tally);
         let progress = FileProgress {
             dev,
             ino,
@@ -234,6 +250,13 @@ pub fn drain_file(
             fingerprint: fingerprint.clone(),
         };
         let done = ingest::commit_batch(conn, &events, &progress, now_ms())?;
+        for channel in &done.skipped_dead {
+            bump_pair(&mut tally.push_targets, (channel, TARGET_KNOWN_DEAD));
+            // It was counted as queued when routed; it was not.
+            if let Some((_, n)) = tally.push_targets.iter_mut().find(|(l, _)| *l == (*channel, "queued")) {
+                *n = n.saturating_sub(1);
+            }
+        }
         tally.apply(metrics);
         if done.duplicates > 0 {
             tracing::info!(duplicates = done.duplicates, "spool records with an event id already queued were skipped");
@@ -251,7 +274,13 @@ pub fn drain_file(
 }
 
 /// Turns scanned items into queue events, counting everything in `tally`.
-fn collect(items: Vec<ScanItem>, endpoints: &[Arc<Endpoint>], tally: &mut Tally) -> Vec<NewEvent> {
+fn collect(items: Vec<ScanItem>, endpoints: &[Arc<Endpoint>], routing: &Routing, tally: &mut Tally) -> Vec<NewEvent> {
+    let take = |routed: Routed, events: &mut Vec<NewEvent>, tally: &mut Tally| {
+        for (channel, result) in routed.results {
+            bump_pair(&mut tally.push_targets, (channel, result.label()));
+        }
+        events.extend(routed.events);
+    };
     let mut events = Vec::new();
     for item in items {
         match item {
@@ -278,6 +307,7 @@ fn collect(items: Vec<ScanItem>, endpoints: &[Arc<Endpoint>], tally: &mut Tally)
                         ts_ms: m.ts_ms,
                         payload,
                         endpoints: wanted,
+                        skip_if_dead: None,
                     }),
                     // Cannot happen for a struct of strings and numbers; if
                     // it did, the record is counted, not silently lost.
@@ -289,12 +319,23 @@ fn collect(items: Vec<ScanItem>, endpoints: &[Arc<Endpoint>], tally: &mut Tally)
                 bump(&mut tally.fallbacks, f.reason.name());
                 tally.dropped = tally.dropped.saturating_add(f.dropped_before);
             }
-            // Push records are handed to the push pipeline (issue 4).
             ScanItem::Record(Record::Push(p)) => {
+                bump(&mut tally.kinds, "push");
                 tally.dropped = tally.dropped.saturating_add(p.dropped_before);
+                if p.id.is_empty() {
+                    bump(&mut tally.rejected, "json");
+                    continue;
+                }
+                take(route_push(&p, routing), &mut events, tally);
             }
             ScanItem::Record(Record::WebPushValidation(w)) => {
+                bump(&mut tally.kinds, "webpush_validation");
                 tally.dropped = tally.dropped.saturating_add(w.dropped_before);
+                if w.id.is_empty() {
+                    bump(&mut tally.rejected, "json");
+                    continue;
+                }
+                take(route_validation(&w, routing), &mut events, tally);
             }
             ScanItem::Rejected(e) => bump(&mut tally.rejected, e.error_type()),
         }
@@ -365,16 +406,16 @@ mod tests {
             .and_then(|mut f| std::io::Write::write_all(&mut f, &partial[..10]))
             .unwrap();
         let eps = [endpoint(&["chat"])];
-        let r = drain_file(&mut c, w.path(), DrainMode::Active, &eps, &m, &|| {}).unwrap().unwrap();
+        let r = drain_file(&mut c, w.path(), DrainMode::Active, &eps, &Routing::default(), &m, &|| {}).unwrap().unwrap();
         assert_eq!(r.records, 2);
         assert_eq!(pending(&c), 1, "only the chat matched the endpoint");
         assert_eq!(m.plugin_dropped.get(), 4);
         assert_eq!(m.plugin_classified.with_label_values(&["not-chat"]).get(), 1);
         // Nothing new: a second drain reads nothing again.
-        let r = drain_file(&mut c, w.path(), DrainMode::Active, &eps, &m, &|| {}).unwrap().unwrap();
+        let r = drain_file(&mut c, w.path(), DrainMode::Active, &eps, &Routing::default(), &m, &|| {}).unwrap().unwrap();
         assert_eq!(r.records, 0);
         // Final mode consumes the torn tail.
-        let r = drain_file(&mut c, w.path(), DrainMode::Final, &eps, &m, &|| {}).unwrap().unwrap();
+        let r = drain_file(&mut c, w.path(), DrainMode::Final, &eps, &Routing::default(), &m, &|| {}).unwrap().unwrap();
         assert_eq!(r.records, 0);
         assert_eq!(m.spool_rejected.with_label_values(&["torn"]).get(), 1);
         assert_eq!(m.intake_events.with_label_values(&["chat"]).get(), 1);
@@ -388,11 +429,11 @@ mod tests {
         let path = d.path().join("events.log");
         std::fs::write(&path, [msg("a", "chat"), msg("b", "chat")].concat()).unwrap();
         let eps = [endpoint(&[])];
-        drain_file(&mut c, &path, DrainMode::Active, &eps, &m, &|| {}).unwrap();
+        drain_file(&mut c, &path, DrainMode::Active, &eps, &Routing::default(), &m, &|| {}).unwrap();
         assert_eq!(pending(&c), 2);
         // Same inode, new content (truncate + rewrite): the fingerprint differs.
         std::fs::write(&path, [msg("x", "chat"), msg("y", "chat"), msg("z", "chat")].concat()).unwrap();
-        drain_file(&mut c, &path, DrainMode::Active, &eps, &m, &|| {}).unwrap();
+        drain_file(&mut c, &path, DrainMode::Active, &eps, &Routing::default(), &m, &|| {}).unwrap();
         assert_eq!(pending(&c), 5);
     }
 }

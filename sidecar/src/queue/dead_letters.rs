@@ -120,6 +120,7 @@ mod tests {
                 ts_ms: 1,
                 payload: "{}".into(),
                 endpoints: vec!["h".into()],
+                skip_if_dead: None,
             })
             .collect();
         commit_batch(&mut c, &evs, &FileProgress { dev: 1, ino: 1, offset: 0, fingerprint: vec![] }, 10).unwrap();

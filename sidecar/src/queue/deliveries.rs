@@ -187,6 +187,7 @@ mod tests {
                 ts_ms: 1,
                 payload: format!("{{\"id\":\"{id}\"}}"),
                 endpoints: vec!["hook".into()],
+                skip_if_dead: None,
             })
             .collect();
         let p = FileProgress { dev: 1, ino: 1, offset: 1, fingerprint: vec![] };

@@ -13,18 +13,36 @@
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::QueueError;
+use crate::push::jobs::Channel;
 
-/// A message event to enqueue, with the endpoints that want it.
+/// An event to enqueue (a message event for webhooks, or one push job),
+/// with the endpoints that want it.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    /// The event id (webhook-id).
+    /// The event id (webhook-id; for push jobs see `push::jobs`).
     pub event_id: String,
     /// Delivery commit time, unix ms.
     pub ts_ms: u64,
-    /// The `MessageEventV1` JSON.
+    /// The `MessageEventV1` JSON, or a `push::jobs::Job`.
     pub payload: String,
-    /// Names of the endpoints that get a delivery.
+    /// Names of the endpoints (or push channels) that get a delivery.
     pub endpoints: Vec<String>,
+    /// A push job whose target a push service already declared gone is
+    /// not queued (see `queue::targets`).
+    pub skip_if_dead: Option<DeadTargetKey>,
+}
+
+/// Identifies one push target in the `dead_targets` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadTargetKey {
+    /// Web Push subscription or Delta Chat token.
+    pub target: crate::push::jobs::TargetKind,
+    /// Dovecot user.
+    pub user: String,
+    /// Subscription id or token key.
+    pub target_key: String,
+    /// Hex SHA-256 of the endpoint or token.
+    pub fingerprint: String,
 }
 
 /// Identity of a spool file and how far it has been consumed.
@@ -41,7 +59,7 @@ pub struct FileProgress {
 }
 
 /// What a commit did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Committed {
     /// Events newly inserted.
     pub events: usize,
@@ -49,6 +67,9 @@ pub struct Committed {
     pub deliveries: usize,
     /// Events skipped as duplicates of an id already queued.
     pub duplicates: usize,
+    /// Push jobs not queued because their target is known dead, by channel
+    /// label.
+    pub skipped_dead: Vec<&'static str>,
 }
 
 // SQLite integers are signed 64-bit; device and inode numbers are stored
@@ -76,6 +97,13 @@ pub fn commit_batch(
              VALUES (?1, ?2, 0, ?3, ?3)",
         )?;
         for ev in events {
+            if let Some(dead) = &ev.skip_if_dead {
+                if super::targets::touch_if_dead(&tx, dead, now_ms)? {
+                    let channel = ev.endpoints.first().and_then(|e| Channel::from_queue_name(e));
+                    done.skipped_dead.push(channel.map_or(dead.target.label(), Channel::label));
+                    continue;
+                }
+            }
             if insert_event.execute(params![ev.event_id, i(ev.ts_ms), ev.payload])? == 0 {
                 done.duplicates += 1;
                 continue;
@@ -167,6 +195,7 @@ mod tests {
             ts_ms: 1,
             payload: "{}".into(),
             endpoints: endpoints.iter().map(|s| s.to_string()).collect(),
+            skip_if_dead: None,
         }
     }
 
@@ -183,7 +212,7 @@ mod tests {
     fn batch_commits_events_deliveries_and_offset_together() {
         let (_d, mut c) = temp_db();
         let done = commit_batch(&mut c, &[ev("a", &["x", "y"]), ev("b", &["x"])], &progress(100), 5).unwrap();
-        assert_eq!(done, Committed { events: 2, deliveries: 3, duplicates: 0 });
+        assert_eq!(done, Committed { events: 2, deliveries: 3, duplicates: 0, skipped_dead: vec![] });
         assert_eq!(load_offset(&c, u64::MAX - 1, 42).unwrap(), Some((100, b"fp".to_vec())));
         let again = commit_batch(&mut c, &[ev("a", &["x"])], &progress(200), 6).unwrap();
         assert_eq!(again.duplicates, 1);

@@ -1,9 +1,9 @@
 //! The durable queue: events accepted from the spool, their pending webhook
-//! deliveries, dead letters, and the spool read offsets, in one SQLite
+//! deliveries and push jobs, dead letters, and the spool read offsets, in one SQLite
 //! database (`<state_dir>/queue.sqlite3`). docs/sidecar.md says why SQLite
 //! and not redb or a segment log.
 //!
-//! # Schema (`PRAGMA user_version = 1`)
+//! # Schema (`PRAGMA user_version = 2`, migrations in [`schema`])
 //! ```text
 //! events        (seq INTEGER PRIMARY KEY, event_id TEXT UNIQUE, ts_ms, payload TEXT)
 //!               one row per accepted message event that some endpoint wants;
@@ -18,7 +18,15 @@
 //!               passed their deadline; status "dead".
 //! spool_offsets (dev, ino, offset, fingerprint) PRIMARY KEY (dev, ino)
 //!               how far each spool file has been consumed.
+//! dead_targets  (target, user, target_key, fingerprint, died_ms, last_seen_ms)
+//!               push targets a push service declared gone (404/410);
+//!               intake queues no job for them ([`targets`]).
 //! ```
+//!
+//! Push jobs (Web Push, validations, Delta Chat, METADATA clean-ups) use
+//! the same tables: one `events` row per target (payload = a
+//! `push::jobs::Job`), one `deliveries` row for its channel, whose
+//! endpoint name is `push:<channel>` (never a valid webhook name).
 //!
 //! # Acknowledge and delete rules
 //! - **Ack of a spool record** = the transaction that inserts its event and
@@ -58,5 +66,6 @@ pub mod ingest;
 pub mod schema;
 pub mod stats;
 pub mod store;
+pub mod targets;
 
 pub use error::QueueError;

@@ -6,6 +6,13 @@
 //! processes opening a fresh database at once (daemon and CLI) cannot race.
 //! A database from a newer version (`user_version` greater than ours) is
 //! refused rather than guessed at.
+//!
+//! Versions: 1 = events, deliveries, dead letters, spool offsets; 2 adds
+//! `dead_targets` (push targets a push service declared gone). Each step
+//! is additive (new tables only, no rewrite of existing rows), and a
+//! version-1 database is upgraded in place, in the same transaction that
+//! checks the version, the first time a version-2 sidecar (or its CLI)
+//! opens it.
 
 use std::path::Path;
 use std::time::Duration;
@@ -15,7 +22,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use super::QueueError;
 
 /// Schema version this code reads and writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Sleep between two tries for a lock another connection holds.
 pub const BUSY_SLEEP: Duration = Duration::from_millis(1);
@@ -88,6 +95,22 @@ CREATE TABLE IF NOT EXISTS spool_offsets (
 );
 ";
 
+/// Added by version 2. One row per push target (a Web Push subscription or
+/// a Delta Chat token) that answered 404/410: intake skips jobs for it
+/// (`last_seen_ms` moves on each skip), and rows unseen for a while are
+/// pruned (`queue::targets`).
+const DDL_V2: &str = "
+CREATE TABLE IF NOT EXISTS dead_targets (
+    target       TEXT    NOT NULL,
+    user         TEXT    NOT NULL,
+    target_key   TEXT    NOT NULL,
+    fingerprint  TEXT    NOT NULL,
+    died_ms      INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    PRIMARY KEY (target, user, target_key, fingerprint)
+) WITHOUT ROWID;
+";
+
 /// Opens (creating if needed) the queue database at `path`.
 pub fn open(path: &Path, durability: Durability) -> Result<Connection, QueueError> {
     if let Some(dir) = path.parent() {
@@ -119,6 +142,11 @@ fn migrate(conn: &mut Connection) -> Result<(), QueueError> {
     match version {
         0 => {
             tx.execute_batch(DDL)?;
+            tx.execute_batch(DDL_V2)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        1 => {
+            tx.execute_batch(DDL_V2)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         SCHEMA_VERSION => {}
@@ -156,6 +184,31 @@ mod tests {
         assert_eq!(v, SCHEMA_VERSION);
         let sync: i64 = c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
         assert_eq!(sync, 1, "NORMAL");
+    }
+
+    #[test]
+    fn version_1_database_is_upgraded_in_place_keeping_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("q.sqlite3");
+        {
+            let c = Connection::open(&p).unwrap();
+            c.execute_batch(DDL).unwrap();
+            c.execute_batch(
+                "INSERT INTO events (seq, event_id, ts_ms, payload) VALUES (1, 'e1', 5, '{}');
+                 INSERT INTO deliveries (endpoint, event_seq, next_attempt_ms, enqueued_ms) VALUES ('ops', 1, 5, 5);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let c = open(&p, Durability::Full).unwrap();
+        let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, 2);
+        let kept: i64 = c.query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0)).unwrap();
+        assert_eq!(kept, 1);
+        let dead: i64 = c.query_row("SELECT COUNT(*) FROM dead_targets", [], |r| r.get(0)).unwrap();
+        assert_eq!(dead, 0);
+        drop(c);
+        open(&p, Durability::Normal).unwrap();
     }
 
     #[test]

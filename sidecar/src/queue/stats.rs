@@ -9,16 +9,20 @@
 use rusqlite::Connection;
 
 use super::QueueError;
+use crate::push::jobs::Channel;
 
 /// Queue size figures.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueStats {
-    /// Events with at least one pending delivery.
+    /// Events (message events and push jobs) with at least one pending
+    /// delivery.
     pub depth_events: u64,
     /// Commit time (unix ms) of the oldest event with a pending delivery.
     pub oldest_ts_ms: Option<u64>,
     /// Dead letters waiting for an operator.
     pub dead_letters: u64,
+    /// Pending deliveries by kind: `webhook` or a push channel label.
+    pub deliveries_by_kind: Vec<(&'static str, u64)>,
 }
 
 /// Reads the current figures.
@@ -30,9 +34,23 @@ pub fn read(conn: &Connection) -> Result<QueueStats, QueueError> {
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let dead: i64 = conn.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0))?;
+    let mut by_kind: Vec<(&'static str, u64)> = Vec::new();
+    // Walks the (endpoint, next_attempt_ms) index; one row per endpoint.
+    let mut stmt = conn.prepare_cached("SELECT endpoint, COUNT(*) FROM deliveries GROUP BY endpoint")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let endpoint: String = r.get(0)?;
+        let n = r.get::<_, i64>(1)?.max(0) as u64;
+        let kind = Channel::from_queue_name(&endpoint).map_or("webhook", Channel::label);
+        match by_kind.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, total)) => *total += n,
+            None => by_kind.push((kind, n)),
+        }
+    }
     Ok(QueueStats {
         depth_events: depth.max(0) as u64,
         oldest_ts_ms: oldest.map(|v| v.max(0) as u64),
         dead_letters: dead.max(0) as u64,
+        deliveries_by_kind: by_kind,
     })
 }

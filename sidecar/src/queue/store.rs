@@ -9,7 +9,8 @@
 //! is never held across an await. SQLite serialises this connection's
 //! writes with the intake connection's (busy handler retrying every 1 ms, ~30 s; see `schema::busy_wait`).
 //!
-//! Callers: `delivery::driver` (due work and results), the metrics server
+//! Callers: `delivery::driver` and the push sinks (due work and results),
+//! the metrics server
 //! (stats, health).
 
 use std::collections::HashSet;
@@ -20,7 +21,9 @@ use rusqlite::Connection;
 
 use super::deliveries::{self, DueDelivery};
 use super::schema::{self, Durability};
+use super::ingest::{DeadTargetKey, NewEvent};
 use super::stats::{self, QueueStats};
+use super::targets::{self, Retired};
 use super::QueueError;
 
 /// Shared, cloneable handle.
@@ -124,6 +127,19 @@ impl DeliveryStore {
         let endpoint = endpoint.to_string();
         self.run(move |c| deliveries::bury(c, &endpoint, seq, attempts, &error, now_ms))
             .await
+    }
+
+    /// See [`targets::retire`].
+    pub async fn retire(
+        &self,
+        endpoint: &str,
+        seq: i64,
+        key: DeadTargetKey,
+        unset: Vec<NewEvent>,
+        now_ms: u64,
+    ) -> Result<Retired, QueueError> {
+        let endpoint = endpoint.to_string();
+        self.run(move |c| targets::retire(c, &endpoint, seq, &key, &unset, now_ms)).await
     }
 
     /// Current queue figures.

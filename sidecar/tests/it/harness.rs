@@ -87,6 +87,11 @@ impl Env {
         std::fs::write(&self.config, self.config_text(hooks, "")).unwrap();
     }
 
+    /// The config with `sections` (e.g. `[webpush]`) appended.
+    pub fn write_config_with(&self, hooks: &[Hook], sections: &str) {
+        std::fs::write(&self.config, format!("{}\n{sections}\n", self.config_text(hooks, ""))).unwrap();
+    }
+
     pub fn start(&self) -> Sidecar {
         let log = std::fs::OpenOptions::new()
             .create(true)

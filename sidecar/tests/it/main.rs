@@ -3,6 +3,7 @@
 //! plugin's own `SpoolWriter`.
 
 mod harness;
+mod push;
 mod receiver;
 
 use std::collections::HashSet;

@@ -26,13 +26,13 @@ impl Request {
     }
 }
 
-/// The answer: status and extra headers.
-pub type Policy = dyn Fn(&Request, usize) -> (u16, Vec<(String, String)>) + Send + Sync;
+/// The answer: status, extra headers and a body.
+pub type BodyPolicy = dyn Fn(&Request, usize) -> (u16, Vec<(String, String)>, Vec<u8>) + Send + Sync;
 
 pub struct Receiver {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Request>>>,
-    policy: Arc<Mutex<Arc<Policy>>>,
+    policy: Arc<Mutex<Arc<BodyPolicy>>>,
 }
 
 impl Receiver {
@@ -42,10 +42,20 @@ impl Receiver {
     }
 
     pub fn with(policy: impl Fn(&Request, usize) -> (u16, Vec<(String, String)>) + Send + Sync + 'static) -> Receiver {
+        Receiver::with_body(move |r, n| {
+            let (status, headers) = policy(r, n);
+            (status, headers, Vec::new())
+        })
+    }
+
+    /// Answers with a body too (e.g. a fake doveadm).
+    pub fn with_body(
+        policy: impl Fn(&Request, usize) -> (u16, Vec<(String, String)>, Vec<u8>) + Send + Sync + 'static,
+    ) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let policy: Arc<Mutex<Arc<Policy>>> = Arc::new(Mutex::new(Arc::new(policy)));
+        let policy: Arc<Mutex<Arc<BodyPolicy>>> = Arc::new(Mutex::new(Arc::new(policy)));
         let (reqs, pol) = (requests.clone(), policy.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -62,7 +72,10 @@ impl Receiver {
     }
 
     pub fn set_policy(&self, policy: impl Fn(&Request, usize) -> (u16, Vec<(String, String)>) + Send + Sync + 'static) {
-        *self.policy.lock().unwrap() = Arc::new(policy);
+        *self.policy.lock().unwrap() = Arc::new(move |r: &Request, n: usize| {
+            let (status, headers) = policy(r, n);
+            (status, headers, Vec::new())
+        });
     }
 
     pub fn requests(&self) -> Vec<Request> {
@@ -86,7 +99,7 @@ impl Receiver {
     }
 }
 
-fn serve(stream: TcpStream, reqs: Arc<Mutex<Vec<Request>>>, pol: Arc<Mutex<Arc<Policy>>>) {
+fn serve(stream: TcpStream, reqs: Arc<Mutex<Vec<Request>>>, pol: Arc<Mutex<Arc<BodyPolicy>>>) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let Ok(mut writer) = stream.try_clone() else { return };
     let mut reader = BufReader::new(stream);
@@ -125,13 +138,15 @@ fn serve(stream: TcpStream, reqs: Arc<Mutex<Vec<Request>>>, pol: Arc<Mutex<Arc<P
             r.push(req.clone());
             r.len()
         };
-        let (status, extra) = policy(&req, n);
-        let mut resp = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n");
+        let (status, extra, body) = policy(&req, n);
+        let mut resp = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\n", body.len());
         for (k, v) in extra {
             resp.push_str(&format!("{k}: {v}\r\n"));
         }
         resp.push_str("\r\n");
-        if writer.write_all(resp.as_bytes()).is_err() {
+        let mut bytes = resp.into_bytes();
+        bytes.extend_from_slice(&body);
+        if writer.write_all(&bytes).is_err() {
             return;
         }
     }

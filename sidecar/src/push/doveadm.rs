@@ -1,0 +1,121 @@
+//! Dovecot's doveadm HTTP API, as far as the sidecar uses it: unsetting a
+//! user's server METADATA key.
+//!
+//! What this module owns (facts checked against Dovecot 2.3.19's
+//! `doveadm/client-connection-http.c` and `doveadm-mail-mailbox-metadata.c`):
+//! - the request: `POST <doveadm_url>` (`/doveadm/v1`) with
+//!   `Authorization: X-Dovecot-API <base64 of doveadm_api_key>` and the JSON
+//!   `[["mailboxMetadataUnset", {"user": U, "mailbox": "", "key": K,
+//!   "allowEmptyMailboxName": true}, "<tag>"]]`. Command and parameter names
+//!   are the camelCase forms of `mailbox metadata unset` and its
+//!   `allow-empty-mailbox-name` flag (`-s`), which an empty mailbox name
+//!   (server metadata) requires. doveadm lowercases the key, as IMAP does.
+//! - the answer ([`classify`]): HTTP 200 with
+//!   `[["doveadmResponse", [], "<tag>"]]` is done; `[["error", {"type":
+//!   "exitCode", "exitCode": N}, "<tag>"]]` is a failure of the command:
+//!   67 (`EX_NOUSER`) means the user no longer exists, so there is nothing
+//!   to remove (done); 64/65 (`EX_USAGE`, `EX_DATAERR`) never heal
+//!   (permanent); anything else (75 `EX_TEMPFAIL`, 1, ...) is retried. Error
+//!   types `unknownMethod`, `unAuthorized`, `invalidRequest` are
+//!   configuration problems (permanent, replayable once fixed).
+//!   HTTP 401/403 (wrong key) are permanent too; 5xx and transport
+//!   failures are retried.
+//!
+//! Invariant: pure (no I/O); the sink in `push::sinks` does the sending.
+//!
+//! Callers: `push::sinks`.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+/// The tag sent with the command (echoed back by doveadm).
+pub const TAG: &str = "coi-unset";
+
+/// `EX_NOUSER`: doveadm's exit code for an unknown user.
+pub const EX_NOUSER: i64 = 67;
+
+/// The `Authorization` header value for `api_key`.
+pub fn authorization(api_key: &str) -> String {
+    format!("X-Dovecot-API {}", STANDARD.encode(api_key.as_bytes()))
+}
+
+/// The request body unsetting `key` (`/private/...`) of `user`'s server
+/// metadata.
+pub fn unset_body(user: &str, key: &str) -> Vec<u8> {
+    let body = json!([[
+        "mailboxMetadataUnset",
+        {"user": user, "mailbox": "", "key": key, "allowEmptyMailboxName": true},
+        TAG
+    ]]);
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// What doveadm's answer means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnsetResult {
+    /// The key is gone (or was never there).
+    Done,
+    /// The user does not exist any more: nothing to remove.
+    NoUser,
+    /// Worth retrying.
+    Retry(String),
+    /// Will not heal by retrying.
+    Permanent(String),
+}
+
+/// Reads an HTTP 200 answer body.
+pub fn classify(body: &[u8]) -> UnsetResult {
+    let Ok(Value::Array(replies)) = serde_json::from_slice::<Value>(body) else {
+        return UnsetResult::Retry(format!("unreadable doveadm answer ({} bytes)", body.len()));
+    };
+    let Some(Value::Array(reply)) = replies.first() else {
+        return UnsetResult::Retry("empty doveadm answer".into());
+    };
+    match reply.first().and_then(Value::as_str) {
+        Some("doveadmResponse") => UnsetResult::Done,
+        Some("error") => {
+            let detail = reply.get(1).cloned().unwrap_or(Value::Null);
+            let kind = detail.get("type").and_then(Value::as_str).unwrap_or("");
+            let code = detail.get("exitCode").and_then(Value::as_i64).unwrap_or(0);
+            match (kind, code) {
+                ("exitCode", EX_NOUSER) => UnsetResult::NoUser,
+                ("exitCode", 64 | 65) => UnsetResult::Permanent(format!("doveadm exit code {code}")),
+                ("exitCode", _) => UnsetResult::Retry(format!("doveadm exit code {code}")),
+                _ => UnsetResult::Permanent(format!("doveadm error {kind} (exit code {code})")),
+            }
+        }
+        _ => UnsetResult::Retry("unexpected doveadm answer".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_uses_the_camel_case_names_and_server_metadata() {
+        let body: Value = serde_json::from_slice(&unset_body("alice@example.org", "/private/vendor/x")).unwrap();
+        assert_eq!(
+            body,
+            json!([["mailboxMetadataUnset",
+                    {"user": "alice@example.org", "mailbox": "", "key": "/private/vendor/x", "allowEmptyMailboxName": true},
+                    "coi-unset"]])
+        );
+        assert_eq!(authorization("secret"), "X-Dovecot-API c2VjcmV0");
+    }
+
+    #[test]
+    fn answers_are_classified() {
+        assert_eq!(classify(br#"[["doveadmResponse",[],"coi-unset"]]"#), UnsetResult::Done);
+        assert_eq!(
+            classify(br#"[["error",{"type":"exitCode", "exitCode":67},"coi-unset"]]"#),
+            UnsetResult::NoUser
+        );
+        assert!(matches!(classify(br#"[["error",{"type":"exitCode", "exitCode":75},"t"]]"#), UnsetResult::Retry(_)));
+        assert!(matches!(classify(br#"[["error",{"type":"exitCode", "exitCode":64},"t"]]"#), UnsetResult::Permanent(_)));
+        assert!(matches!(classify(br#"[["error",{"type":"unknownMethod", "exitCode":0},"t"]]"#), UnsetResult::Permanent(_)));
+        assert!(matches!(classify(b"<html>"), UnsetResult::Retry(_)));
+        assert!(matches!(classify(b"[]"), UnsetResult::Retry(_)));
+    }
+}

@@ -1,0 +1,224 @@
+//! Web Push message encryption: RFC 8291 on top of RFC 8188's `aes128gcm`
+//! content coding, for one record.
+//!
+//! What this module owns: turning a plaintext and a subscription's keys
+//! (`p256dh`, `auth`) into the body of a push request:
+//! ```text
+//! salt (16) | rs (4, big-endian) | idlen (1) = 65 | keyid (65) = our ephemeral public key
+//! | AES-128-GCM(CEK, NONCE, plaintext | 0x02)   (ciphertext + 16-byte tag)
+//! ```
+//! with, per RFC 8291 §3.3/§3.4:
+//! `ecdh = ECDH(ephemeral secret, ua_public)`,
+//! `IKM = HKDF(salt = auth, ikm = ecdh, info = "WebPush: info" 0x00 ua_public as_public, 32)`,
+//! `CEK = HKDF(salt, IKM, "Content-Encoding: aes128gcm" 0x00, 16)`,
+//! `NONCE = HKDF(salt, IKM, "Content-Encoding: nonce" 0x00, 12)`.
+//!
+//! Invariants:
+//! - one record only (a push message is at most 4096 bytes, DESIGN §3), so
+//!   the padding delimiter is always 0x02 ("last record") and no zero
+//!   padding is added; `rs` is [`RECORD_SIZE`] (4096, as in RFC 8291's
+//!   example), which is larger than any record we produce;
+//! - a fresh ephemeral key pair and salt per message ([`encrypt`]); the
+//!   deterministic core ([`encrypt_with`]) exists so RFC 8291 Appendix A
+//!   can be checked byte for byte;
+//! - [`encrypted_len`] is the exact body length for a plaintext length, so
+//!   the payload builder can stay within the 4096-byte budget before
+//!   encrypting.
+//!
+//! Callers: `push::webpush` (every Web Push request).
+
+use aes_gcm::aead::{Aead, KeyInit, OsRng};
+use aes_gcm::{Aes128Gcm, Nonce};
+use hkdf::Hkdf;
+use p256::elliptic_curve::rand_core::RngCore;
+use p256::elliptic_curve::sec1::ToEncodedPoint;
+use p256::{PublicKey, SecretKey};
+use sha2::Sha256;
+
+/// The `rs` field of the header.
+pub const RECORD_SIZE: u32 = 4096;
+/// Header bytes: salt 16 + rs 4 + idlen 1 + keyid 65.
+pub const HEADER_LEN: usize = 86;
+/// AES-GCM tag.
+pub const TAG_LEN: usize = 16;
+/// The padding delimiter of the last (only) record.
+const LAST_RECORD: u8 = 0x02;
+
+/// Why a message could not be encrypted for a subscription.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EceError {
+    /// `p256dh` is not an uncompressed P-256 point.
+    #[error("p256dh is not a valid P-256 public key")]
+    BadPublicKey,
+    /// `auth` is not 16 bytes.
+    #[error("auth secret must be 16 bytes, got {0}")]
+    BadAuth(usize),
+    /// The plaintext does not fit one record.
+    #[error("plaintext of {0} bytes does not fit one record")]
+    TooLong(usize),
+    /// The AEAD refused (cannot happen with valid key and nonce sizes).
+    #[error("AES-GCM failed")]
+    Aead,
+}
+
+impl EceError {
+    /// Bounded label.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            EceError::BadPublicKey => "bad_p256dh",
+            EceError::BadAuth(_) => "bad_auth",
+            EceError::TooLong(_) => "too_long",
+            EceError::Aead => "aead",
+        }
+    }
+
+    /// A subscription's keys do not change on retry.
+    pub fn is_retriable(&self) -> bool {
+        false
+    }
+}
+
+/// The request body length for a plaintext of `plaintext_len` bytes.
+pub fn encrypted_len(plaintext_len: usize) -> usize {
+    HEADER_LEN + plaintext_len + 1 + TAG_LEN
+}
+
+/// The subscription's keys, decoded and checked.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    /// `p256dh`.
+    pub public: PublicKey,
+    /// `auth`.
+    pub auth: [u8; 16],
+}
+
+impl Subscriber {
+    /// From the raw bytes of `p256dh` (65-byte uncompressed point) and
+    /// `auth` (16 bytes).
+    pub fn from_bytes(p256dh: &[u8], auth: &[u8]) -> Result<Subscriber, EceError> {
+        // RFC 8291 §3.1: the user agent's key is an uncompressed point.
+        if p256dh.len() != 65 || p256dh[0] != 0x04 {
+            return Err(EceError::BadPublicKey);
+        }
+        let public = PublicKey::from_sec1_bytes(p256dh).map_err(|_| EceError::BadPublicKey)?;
+        let auth: [u8; 16] = auth.try_into().map_err(|_| EceError::BadAuth(auth.len()))?;
+        Ok(Subscriber { public, auth })
+    }
+}
+
+/// Encrypts `plaintext` for `to` with a fresh ephemeral key and salt.
+pub fn encrypt(plaintext: &[u8], to: &Subscriber) -> Result<Vec<u8>, EceError> {
+    let ephemeral = SecretKey::random(&mut OsRng);
+    let mut salt = [0u8; 16];
+    OsRng.fill_bytes(&mut salt);
+    encrypt_with(plaintext, to, &ephemeral, &salt)
+}
+
+/// [`encrypt`] with the ephemeral key and salt given (tests, RFC vectors).
+pub fn encrypt_with(
+    plaintext: &[u8],
+    to: &Subscriber,
+    ephemeral: &SecretKey,
+    salt: &[u8; 16],
+) -> Result<Vec<u8>, EceError> {
+    // rs counts the padded plaintext plus the tag; one record must fit it.
+    if plaintext.len() + 1 + TAG_LEN > RECORD_SIZE as usize {
+        return Err(EceError::TooLong(plaintext.len()));
+    }
+    let as_public = ephemeral.public_key().to_encoded_point(false);
+    let ua_public = to.public.to_encoded_point(false);
+    let shared = p256::ecdh::diffie_hellman(ephemeral.to_nonzero_scalar(), to.public.as_affine());
+
+    let mut key_info = Vec::with_capacity(14 + 65 + 65);
+    key_info.extend_from_slice(b"WebPush: info\0");
+    key_info.extend_from_slice(ua_public.as_bytes());
+    key_info.extend_from_slice(as_public.as_bytes());
+    let mut ikm = [0u8; 32];
+    Hkdf::<Sha256>::new(Some(&to.auth), shared.raw_secret_bytes())
+        .expand(&key_info, &mut ikm)
+        .map_err(|_| EceError::Aead)?;
+
+    let prk = Hkdf::<Sha256>::new(Some(salt), &ikm);
+    let mut cek = [0u8; 16];
+    let mut nonce = [0u8; 12];
+    prk.expand(b"Content-Encoding: aes128gcm\0", &mut cek)
+        .map_err(|_| EceError::Aead)?;
+    prk.expand(b"Content-Encoding: nonce\0", &mut nonce)
+        .map_err(|_| EceError::Aead)?;
+
+    let mut record = Vec::with_capacity(plaintext.len() + 1);
+    record.extend_from_slice(plaintext);
+    record.push(LAST_RECORD);
+    let cipher = Aes128Gcm::new_from_slice(&cek).map_err(|_| EceError::Aead)?;
+    // The sequence number of the only record is 0, so the nonce is used as is.
+    let sealed = cipher
+        .encrypt(Nonce::from_slice(&nonce), record.as_slice())
+        .map_err(|_| EceError::Aead)?;
+
+    let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
+    out.extend_from_slice(salt);
+    out.extend_from_slice(&RECORD_SIZE.to_be_bytes());
+    out.push(65);
+    out.extend_from_slice(as_public.as_bytes());
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+
+    fn b64(s: &str) -> Vec<u8> {
+        URL_SAFE_NO_PAD.decode(s).unwrap()
+    }
+
+    /// RFC 8291 Appendix A: every input fixed, so the output must equal the
+    /// RFC's message byte for byte (header with rs = 4096 included).
+    #[test]
+    fn rfc8291_appendix_a_encrypts_to_the_published_bytes() {
+        let plaintext = b"When I grow up, I want to be a watermelon";
+        let ua_public = b64("BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4");
+        let auth = b64("BTBZMqHH6r4Tts7J_aSIgg");
+        let as_private = SecretKey::from_slice(&b64("yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw")).unwrap();
+        let salt: [u8; 16] = b64("DGv6ra1nlYgDCS1FRnbzlw").try_into().unwrap();
+        let want = b64(
+            "DGv6ra1nlYgDCS1FRnbzlwAAEABBBP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A_yl95bQpu6cVPTpK4Mqgkf1CXztLVBSt2Ks3oZwbuwXPXLWyouBWLVWGNWQexSgSxsj_Qulcy4a-fN",
+        );
+        // The RFC's application server public key, derived from its private key.
+        assert_eq!(
+            as_private.public_key().to_encoded_point(false).as_bytes(),
+            b64("BP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A8").as_slice()
+        );
+        let to = Subscriber::from_bytes(&ua_public, &auth).unwrap();
+        let got = encrypt_with(plaintext, &to, &as_private, &salt).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(got.len(), encrypted_len(plaintext.len()));
+    }
+
+    #[test]
+    fn fresh_encryptions_differ_and_have_the_predicted_length() {
+        let ua = SecretKey::random(&mut OsRng);
+        let to = Subscriber::from_bytes(ua.public_key().to_encoded_point(false).as_bytes(), &[7; 16]).unwrap();
+        let a = encrypt(b"hello", &to).unwrap();
+        let b = encrypt(b"hello", &to).unwrap();
+        assert_ne!(a, b, "salt and ephemeral key are fresh each time");
+        assert_eq!(a.len(), encrypted_len(5));
+        assert_eq!(&a[16..21], &[0, 0, 0x10, 0, 65]);
+    }
+
+    #[test]
+    fn bad_keys_and_oversized_plaintext_are_refused() {
+        assert_eq!(Subscriber::from_bytes(&[4; 64], &[0; 16]).unwrap_err(), EceError::BadPublicKey);
+        let mut not_on_curve = vec![4u8; 65];
+        not_on_curve[1] = 1;
+        assert_eq!(Subscriber::from_bytes(&not_on_curve, &[0; 16]).unwrap_err(), EceError::BadPublicKey);
+        let ua = SecretKey::random(&mut OsRng);
+        let point = ua.public_key().to_encoded_point(false);
+        assert_eq!(Subscriber::from_bytes(point.as_bytes(), &[0; 15]).unwrap_err(), EceError::BadAuth(15));
+        let to = Subscriber::from_bytes(point.as_bytes(), &[0; 16]).unwrap();
+        assert!(encrypt(&vec![b'x'; 4079], &to).is_ok());
+        assert_eq!(encrypt(&vec![b'x'; 4080], &to).unwrap_err(), EceError::TooLong(4080));
+    }
+}

@@ -1,0 +1,418 @@
+//! Push channels of the real binary: Web Push (encrypted, VAPID-signed,
+//! decrypted here with this file's own RFC 8291 code), validation pushes,
+//! 404/410 -> doveadm clean-up (a fake doveadm) or local record, 429 with
+//! Retry-After, Delta Chat tokens (posted once, 410 removes every key),
+//! and the VAPID key files across restarts.
+
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aes_gcm::aead::{Aead, KeyInit, OsRng};
+use aes_gcm::{Aes128Gcm, Nonce};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use coi_core::wire::{
+    new_event_id, DeltaChatTargetV1, PushEventV1, PushMessageV1, Record, WebPushTargetV1, WebPushValidationV1,
+};
+use hkdf::Hkdf;
+use p256::ecdsa::signature::Verifier as _;
+use p256::ecdsa::{Signature, VerifyingKey};
+use p256::elliptic_curve::sec1::ToEncodedPoint;
+use p256::pkcs8::DecodePublicKey;
+use p256::{PublicKey, SecretKey};
+use sha2::Sha256;
+
+use crate::harness::{wait_for, Env};
+use crate::receiver::{Receiver, Request};
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// A browser-side subscription: its key pair and auth secret.
+struct Subscriber {
+    secret: SecretKey,
+    auth: [u8; 16],
+}
+
+impl Subscriber {
+    fn new() -> Subscriber {
+        Subscriber { secret: SecretKey::random(&mut OsRng), auth: rand16() }
+    }
+
+    fn target(&self, id: &str, endpoint: &str) -> WebPushTargetV1 {
+        WebPushTargetV1 {
+            subscription_id: id.into(),
+            endpoint: endpoint.into(),
+            p256dh: URL_SAFE_NO_PAD.encode(self.secret.public_key().to_encoded_point(false).as_bytes()),
+            auth: URL_SAFE_NO_PAD.encode(self.auth),
+        }
+    }
+
+    /// RFC 8291 §3.4 + RFC 8188 from the receiving side.
+    fn decrypt(&self, body: &[u8]) -> Vec<u8> {
+        let salt = &body[..16];
+        let rs = u32::from_be_bytes(body[16..20].try_into().unwrap());
+        assert_eq!(rs, 4096);
+        let idlen = body[20] as usize;
+        assert_eq!(idlen, 65);
+        let as_public = PublicKey::from_sec1_bytes(&body[21..21 + idlen]).unwrap();
+        let ciphertext = &body[21 + idlen..];
+        let shared = p256::ecdh::diffie_hellman(self.secret.to_nonzero_scalar(), as_public.as_affine());
+        let mut info = b"WebPush: info\0".to_vec();
+        info.extend_from_slice(self.secret.public_key().to_encoded_point(false).as_bytes());
+        info.extend_from_slice(as_public.to_encoded_point(false).as_bytes());
+        let mut ikm = [0u8; 32];
+        Hkdf::<Sha256>::new(Some(&self.auth), shared.raw_secret_bytes()).expand(&info, &mut ikm).unwrap();
+        let prk = Hkdf::<Sha256>::new(Some(salt), &ikm);
+        let (mut cek, mut nonce) = ([0u8; 16], [0u8; 12]);
+        prk.expand(b"Content-Encoding: aes128gcm\0", &mut cek).unwrap();
+        prk.expand(b"Content-Encoding: nonce\0", &mut nonce).unwrap();
+        let mut plain = Aes128Gcm::new_from_slice(&cek).unwrap().decrypt(Nonce::from_slice(&nonce), ciphertext).unwrap();
+        // Last record: strip zero padding, then the 0x02 delimiter.
+        while plain.last() == Some(&0) {
+            plain.pop();
+        }
+        assert_eq!(plain.pop(), Some(2), "last-record delimiter");
+        plain
+    }
+}
+
+fn rand16() -> [u8; 16] {
+    let mut a = [0u8; 16];
+    for b in &mut a {
+        *b = fastrand::u8(..);
+    }
+    a
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+fn push_record(webpush: Vec<WebPushTargetV1>, deltachat: Vec<DeltaChatTargetV1>) -> Record {
+    Record::Push(PushEventV1 {
+        id: new_event_id(),
+        ts_ms: now_ms(),
+        user: "alice@example.org".into(),
+        message: PushMessageV1 {
+            from_email: Some("Bob@Example.org".into()),
+            from_name: Some("Bob".into()),
+            subject: Some("Chat: hello".into()),
+            date_unix: Some(1_577_834_450),
+            message_id: Some("<chat$abc@example.org>".into()),
+            uid: 42,
+            uidvalidity: 1_700_000_000,
+            folder: "COI/Chats".into(),
+            group_id: None,
+            kind: "chat".into(),
+            content: Some("-----BEGIN PGP MESSAGE-----".into()),
+        },
+        webpush,
+        deltachat,
+        pid: std::process::id(),
+        dropped_before: 0,
+    })
+}
+
+fn webpush_section(env: &Env) -> String {
+    format!(
+        "[webpush]\nenabled = true\nvapid_subject = \"mailto:postmaster@example.org\"\n\
+         vapid_private_key = {:?}\nvapid_public_key = {:?}\nallow_private_addresses = true\n\
+         retry_schedule_secs = [1, 1, 1]\ntimeout_secs = 5\n",
+        env.state.join("webpush/vapid-private.pem"),
+        env.dir.path().join("public/vapid-public.pem"),
+    )
+}
+
+fn public_key_file(env: &Env) -> std::path::PathBuf {
+    env.dir.path().join("public/vapid-public.pem")
+}
+
+/// Checks the `Authorization: vapid t=<JWT>, k=<key>` header against the
+/// public key file; returns the JWT claims.
+fn verify_vapid(env: &Env, req: &Request) -> serde_json::Value {
+    let auth = req.header("authorization");
+    let rest = auth.strip_prefix("vapid ").expect("vapid scheme");
+    let (t, k) = rest.split_once(", ").unwrap();
+    let (t, k) = (t.strip_prefix("t=").unwrap(), k.strip_prefix("k=").unwrap());
+    let pem = std::fs::read_to_string(public_key_file(env)).unwrap();
+    let public = PublicKey::from_public_key_pem(pem.trim()).unwrap();
+    assert_eq!(URL_SAFE_NO_PAD.decode(k).unwrap(), public.to_encoded_point(false).as_bytes(), "k is the PEM key");
+    let parts: Vec<&str> = t.split('.').collect();
+    let sig = Signature::from_slice(&URL_SAFE_NO_PAD.decode(parts[2]).unwrap()).unwrap();
+    VerifyingKey::from(&public)
+        .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig)
+        .expect("ES256 signature verifies");
+    let header: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    assert_eq!(header["alg"], "ES256");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap()
+}
+
+fn doveadm_ok() -> Receiver {
+    Receiver::with_body(|_, _| (200, vec![], br#"[["doveadmResponse",[],"coi-unset"]]"#.to_vec()))
+}
+
+#[test]
+fn web_push_is_encrypted_vapid_signed_and_carries_the_payload() {
+    let env = Env::new();
+    let rx = Receiver::with(|_, _| (201, vec![]));
+    env.write_config_with(&[], &webpush_section(&env));
+    let sc = env.start();
+    let sub = Subscriber::new();
+    env.append_record(&push_record(vec![sub.target("subscription-1", &rx.url("/push/1"))], vec![]));
+    env.ring();
+    wait_for("the push", LONG, || rx.count() >= 1);
+    let req = &rx.requests()[0];
+    assert_eq!(req.method, "POST");
+    assert_eq!(req.path, "/push/1");
+    assert_eq!(req.header("content-encoding"), "aes128gcm");
+    assert_eq!(req.header("ttl"), "86400");
+    assert_eq!(req.header("urgency"), "normal");
+    assert!(!req.headers.contains_key("webpush-validation"));
+    let claims = verify_vapid(&env, req);
+    assert_eq!(claims["aud"], format!("http://{}", rx.addr));
+    assert_eq!(claims["sub"], "mailto:postmaster@example.org");
+    let exp = claims["exp"].as_u64().unwrap();
+    let now = now_ms() / 1000;
+    assert!(exp > now && exp <= now + 24 * 3600, "exp {exp} within 24 h of {now}");
+    assert!(req.body.len() <= 4096);
+    let payload: serde_json::Value = serde_json::from_slice(&sub.decrypt(&req.body)).unwrap();
+    assert_eq!(
+        payload,
+        serde_json::json!({"from-email": "bob@example.org", "from-name": "Bob", "subject": "Chat: hello",
+            "date": "2019-12-31T23:20:50Z", "msg-id": "chat$abc@example.org", "uid": 42,
+            "uidvalidity": 1_700_000_000u32, "folder": "COI/Chats", "content": "-----BEGIN PGP MESSAGE-----"})
+    );
+    // Key files: private 0600, public 0644.
+    assert_eq!(std::fs::metadata(env.state.join("webpush/vapid-private.pem")).unwrap().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(public_key_file(&env)).unwrap().mode() & 0o777, 0o644);
+    wait_for("success counted", LONG, || {
+        let m = sc.scrape();
+        m.value("coi_push_requests_total", &[("channel", "webpush"), ("outcome", "success")]) == 1.0
+            && m.value("coi_push_targets_total", &[("channel", "webpush"), ("result", "queued")]) == 1.0
+            && m.value("coi_intake_events_total", &[("kind", "push")]) == 1.0
+            && m.value("coi_queue_depth_deliveries", &[("kind", "webpush")]) == 0.0
+    });
+    assert_eq!(sc.scrape().value("coi_plugin_messages_classified_total", &[]), 0.0, "push records are not messages");
+}
+
+#[test]
+fn validation_push_carries_the_secret_and_the_header() {
+    let env = Env::new();
+    let rx = Receiver::with(|_, _| (201, vec![]));
+    env.write_config_with(&[], &webpush_section(&env));
+    let sc = env.start();
+    let sub = Subscriber::new();
+    env.append_record(&Record::WebPushValidation(WebPushValidationV1 {
+        id: new_event_id(),
+        ts_ms: now_ms(),
+        user: "alice@example.org".into(),
+        target: sub.target("subscription-1", &rx.url("/v")),
+        secret: "abc$123$xyz".into(),
+        pid: 1,
+        dropped_before: 0,
+    }));
+    env.ring();
+    wait_for("the validation push", LONG, || rx.count() >= 1);
+    let req = &rx.requests()[0];
+    assert_eq!(req.headers.get("webpush-validation").map(String::as_str), Some(""), "present, no value");
+    assert_eq!(req.header("ttl"), "300", "no longer than the validation window");
+    verify_vapid(&env, req);
+    assert_eq!(sub.decrypt(&req.body), br#"{"validation":"abc$123$xyz"}"#);
+    wait_for("counted", LONG, || {
+        sc.scrape().value("coi_push_requests_total", &[("channel", "validation"), ("outcome", "success")]) == 1.0
+    });
+}
+
+#[test]
+fn gone_subscription_is_unset_through_doveadm_and_not_pushed_again() {
+    let env = Env::new();
+    let rx = Receiver::with(|r, _| (if r.path == "/gone" { 410 } else { 201 }, vec![]));
+    let doveadm = doveadm_ok();
+    let key_file = env.dir.path().join("doveadm.key");
+    std::fs::write(&key_file, "s3cret\n").unwrap();
+    let sections = format!(
+        "{}\n[dovecot]\ndoveadm_url = {:?}\ndoveadm_api_key_file = {key_file:?}\nretry_schedule_secs = [1]\n",
+        webpush_section(&env),
+        doveadm.url("/doveadm/v1")
+    );
+    env.write_config_with(&[], &sections);
+    let sc = env.start();
+    let sub = Subscriber::new();
+    let gone = sub.target("Subscription-Gone", &rx.url("/gone"));
+    env.append_record(&push_record(vec![gone.clone(), sub.target("subscription-ok", &rx.url("/ok"))], vec![]));
+    env.ring();
+    wait_for("the doveadm clean-up", LONG, || doveadm.count() >= 1);
+    let req = &doveadm.requests()[0];
+    assert_eq!(req.path, "/doveadm/v1");
+    assert_eq!(req.header("authorization"), "X-Dovecot-API czNjcmV0");
+    assert_eq!(
+        req.json(),
+        serde_json::json!([["mailboxMetadataUnset",
+            {"user": "alice@example.org", "mailbox": "",
+             "key": "/private/vendor/vendor.dovecot/webpush/subscriptions/Subscription-Gone",
+             "allowEmptyMailboxName": true}, "coi-unset"]])
+    );
+    wait_for("metrics", LONG, || {
+        let m = sc.scrape();
+        m.value("coi_push_requests_total", &[("channel", "webpush"), ("outcome", "gone")]) == 1.0
+            && m.value("coi_push_targets_gone_total", &[("target", "webpush")]) == 1.0
+            && m.value("coi_push_metadata_removals_total", &[("target", "webpush"), ("result", "removed")]) == 1.0
+            && m.value("coi_dead_letters_total", &[]) == 0.0
+    });
+    // The plugin may still list it until the unset is seen: no push to it.
+    let before = rx.requests().iter().filter(|r| r.path == "/gone").count();
+    env.append_record(&push_record(vec![gone], vec![]));
+    env.ring();
+    wait_for("skipped as known dead", LONG, || {
+        sc.scrape().value("coi_push_targets_total", &[("channel", "webpush"), ("result", "known_dead")]) == 1.0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(rx.requests().iter().filter(|r| r.path == "/gone").count(), before);
+    assert_eq!(doveadm.count(), 1, "one clean-up");
+}
+
+#[test]
+fn gone_without_doveadm_is_recorded_counted_and_warned_once() {
+    let env = Env::new();
+    let rx = Receiver::with(|_, _| (404, vec![]));
+    env.write_config_with(&[], &webpush_section(&env));
+    let sc = env.start();
+    let sub = Subscriber::new();
+    env.append_record(&push_record(vec![sub.target("subscription-1", &rx.url("/a")), sub.target("subscription-2", &rx.url("/b"))], vec![]));
+    env.ring();
+    wait_for("both gone", LONG, || {
+        sc.scrape().value("coi_push_metadata_removals_total", &[("target", "webpush"), ("result", "not_configured")]) == 2.0
+    });
+    let log = sc.log();
+    assert_eq!(log.matches("doveadm_url is not set: it is only recorded").count(), 1, "{log}");
+    assert_eq!(sc.scrape().value("coi_dead_letters_pending", &[]), 0.0);
+}
+
+#[test]
+fn rate_limited_push_is_retried_after_retry_after() {
+    let env = Env::new();
+    let rx = Receiver::with(|_, n| if n == 1 { (429, vec![("retry-after".into(), "2".into())]) } else { (201, vec![]) });
+    env.write_config_with(&[], &webpush_section(&env));
+    let sc = env.start();
+    let sub = Subscriber::new();
+    env.append_record(&push_record(vec![sub.target("subscription-1", &rx.url("/p"))], vec![]));
+    env.ring();
+    wait_for("the retry", LONG, || rx.count() >= 2);
+    let reqs = rx.requests();
+    assert!(reqs[1].at - reqs[0].at >= Duration::from_millis(1900), "Retry-After 2 s honoured");
+    assert_eq!(sub.decrypt(&reqs[0].body), sub.decrypt(&reqs[1].body), "same payload, fresh encryption");
+    assert_ne!(reqs[0].body, reqs[1].body);
+    wait_for("metrics", LONG, || {
+        let m = sc.scrape();
+        m.value("coi_push_requests_total", &[("channel", "webpush"), ("outcome", "rate_limited")]) == 1.0
+            && m.value("coi_push_requests_total", &[("channel", "webpush"), ("outcome", "success")]) == 1.0
+    });
+}
+
+#[test]
+fn delta_chat_tokens_are_posted_once_and_410_removes_every_key() {
+    let env = Env::new();
+    let proxy = Receiver::with(|r, _| (if r.body == b"dead-token" { 410 } else { 200 }, vec![]));
+    let doveadm = doveadm_ok();
+    let key_file = env.dir.path().join("doveadm.key");
+    std::fs::write(&key_file, "k").unwrap();
+    env.write_config_with(
+        &[],
+        &format!(
+            "[deltachat]\nproxy_url = {:?}\nallow_private_addresses = true\nretry_schedule_secs = [1]\n\
+             [dovecot]\ndoveadm_url = {:?}\ndoveadm_api_key_file = {key_file:?}\n",
+            proxy.url("/notify"),
+            doveadm.url("/doveadm/v1")
+        ),
+    );
+    let sc = env.start();
+    let dc = |k: &str, t: &str| DeltaChatTargetV1 { token_key: k.into(), token: t.into() };
+    env.append_record(&push_record(
+        vec![],
+        vec![dc("00000000000000a1", "live-token"), dc("00000000000000a2", "dead-token"), dc("00000000000000a3", "live-token"), dc("00000000000000a4", "dead-token")],
+    ));
+    env.ring();
+    wait_for("two clean-ups", LONG, || doveadm.count() >= 2);
+    let posted: Vec<Vec<u8>> = proxy.requests().iter().map(|r| r.body.clone()).collect();
+    assert_eq!(posted.iter().filter(|b| b.as_slice() == b"live-token").count(), 1, "deduplicated");
+    assert_eq!(posted.iter().filter(|b| b.as_slice() == b"dead-token").count(), 1);
+    assert!(proxy.requests().iter().all(|r| r.path == "/notify" && r.method == "POST"));
+    let mut keys: Vec<String> = doveadm.requests().iter().map(|r| r.json()[0][1]["key"].as_str().unwrap().to_string()).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            "/private/vendor/vendor.dovecot/coi/devicetokens/00000000000000a2",
+            "/private/vendor/vendor.dovecot/coi/devicetokens/00000000000000a4"
+        ]
+    );
+    wait_for("metrics", LONG, || {
+        let m = sc.scrape();
+        m.value("coi_push_targets_total", &[("channel", "deltachat"), ("result", "deduplicated")]) == 2.0
+            && m.value("coi_push_requests_total", &[("channel", "deltachat"), ("outcome", "gone")]) == 1.0
+            && m.value("coi_push_metadata_removals_total", &[("target", "deltachat"), ("result", "removed")]) == 2.0
+    });
+}
+
+#[test]
+fn delta_chat_errors_other_than_410_are_retried() {
+    let env = Env::new();
+    let proxy = Receiver::with(|_, n| (if n <= 2 { 404 } else { 200 }, vec![]));
+    env.write_config_with(
+        &[],
+        &format!("[deltachat]\nproxy_url = {:?}\nallow_private_addresses = true\nretry_schedule_secs = [1, 1, 1]\n", proxy.url("/n")),
+    );
+    let sc = env.start();
+    env.append_record(&push_record(vec![], vec![DeltaChatTargetV1 { token_key: "k1".into(), token: "tok".into() }]));
+    env.ring();
+    wait_for("three posts", LONG, || proxy.count() >= 3);
+    wait_for("delivered", LONG, || {
+        sc.scrape().value("coi_push_requests_total", &[("channel", "deltachat"), ("outcome", "success")]) == 1.0
+    });
+    assert_eq!(sc.scrape().value("coi_push_targets_gone_total", &[]), 0.0);
+}
+
+#[test]
+fn vapid_keys_survive_restarts_and_a_corrupt_key_stops_the_start() {
+    let env = Env::new();
+    env.write_config_with(&[], &webpush_section(&env));
+    let sc = env.start();
+    let first = std::fs::read(public_key_file(&env)).unwrap();
+    assert!(String::from_utf8_lossy(&first).starts_with("-----BEGIN PUBLIC KEY-----"));
+    assert_eq!(sc.terminate().code(), Some(0));
+    let sc = env.start();
+    assert_eq!(std::fs::read(public_key_file(&env)).unwrap(), first, "never regenerated");
+    assert_eq!(sc.terminate().code(), Some(0));
+    let out = env.cli(&["check-config"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("webpush: on"), "{out:?}");
+    std::fs::write(env.state.join("webpush/vapid-private.pem"), "-----BEGIN PRIVATE KEY-----\nbroken\n").unwrap();
+    let out = std::process::Command::new(crate::harness::BIN).arg("--config").arg(&env.config).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("vapid-private.pem") && err.contains("not a valid P-256 private key"), "{err}");
+    assert_eq!(std::fs::read(public_key_file(&env)).unwrap(), first, "nothing overwritten");
+    let out = env.cli(&["check-config"]);
+    assert!(!out.status.success(), "check-config reports the broken key too");
+}
+
+#[test]
+fn push_channels_refuse_private_endpoints_unless_allowed() {
+    let env = Env::new();
+    let rx = Receiver::with(|_, _| (201, vec![]));
+    env.write_config_with(&[], &webpush_section(&env).replace("allow_private_addresses = true", "allow_private_addresses = false"));
+    let sc = env.start();
+    let sub = Subscriber::new();
+    env.append_record(&push_record(vec![sub.target("subscription-1", &rx.url("/p").replace("http:", "https:"))], vec![]));
+    env.ring();
+    wait_for("refused at intake", LONG, || {
+        sc.scrape().value("coi_push_targets_total", &[("channel", "webpush"), ("result", "private_address")]) == 1.0
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rx.count(), 0);
+    let cfg = env.config_text(&[], "") + "\n[deltachat]\nproxy_url = \"http://127.0.0.1:9/notify\"\n";
+    std::fs::write(&env.config, cfg).unwrap();
+    let out = env.cli(&["check-config"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("deltachat.allow_private_addresses"), "{out:?}");
+}
