@@ -20,10 +20,12 @@ rejected, printed as one ``COUNTS`` line and written up in
 * webhook endpoints slow, refusing (closed port) and hanging, next to a healthy one;
 * ``doveadm reload`` three times during 600 deliveries.
 
-Two cases document defects found here and are marked ``xfail(strict=True)``
-(they turn into failures the day the defect is fixed, so the mark gets removed):
-drop counts of a process that exits while the sidecar is down are never
-reported, and a delivery the queue cannot record is re-sent in a tight loop.
+One case documents a limit and is marked ``xfail(strict=True)`` (it turns
+into a failure the day the limit goes, so the mark gets removed): drop counts
+of a process that exits while the sidecar is down and the spool refuses
+writes reach only the log, not the sidecar's counter. A second defect found
+here (a delivery the queue could not record was re-sent every ~12 ms) is
+fixed; its test now guards the backoff.
 
 Filesystems are mounted only as root (tmpfs, loop-mounted ext4) and always
 unmounted in a ``finally``; every process is stopped by its pid
@@ -786,11 +788,6 @@ def test_drops_of_a_process_that_exits_while_sidecar_down_are_counted(make_env):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: when the queue database cannot record a completed delivery (disk full), the "
-    "driver re-sends the same event at once, every ~12 ms, without backoff "
-    "(sidecar/src/delivery/driver.rs, 'could not record deliveries; they will be repeated'): "
-    "a duplicate storm against the operator's endpoint"))
 def test_no_duplicate_storm_when_queue_cannot_record_a_delivery(make_env):
     """One webhook in flight (the endpoint answers after 1 s) when the state volume
     fills up: its 200 cannot be recorded. At-least-once allows a repeat, but the

@@ -25,8 +25,12 @@
 //! Invariants: in-flight rows are tracked only in memory, so a crash leaves
 //! them pending and they are retried (at-least-once); that includes rows
 //! delivered but not yet deleted (a crash inside the batch window re-sends
-//! them, which at-least-once allows). A failed batch leaves its rows pending:
-//! they are delivered again. On stop, attempts in
+//! them, which at-least-once allows). A batch that cannot be committed (disk
+//! full, read-only database) keeps its rows in flight, not handed out again,
+//! and is retried with a backoff from [`DB_ERROR_BACKOFF`] doubling to
+//! [`COMPLETE_RETRY_MAX`]: re-sending them at once would hammer the endpoint
+//! with duplicates for as long as the disk stays full. If the sidecar stops
+//! first, they stay pending and are delivered again. On stop, attempts in
 //! flight get `grace` to finish; what is still running is aborted and stays
 //! pending. A queue error backs off for [`DB_ERROR_BACKOFF`] (counted and
 //! logged) instead of spinning.
@@ -50,6 +54,9 @@ use crate::time::now_ms;
 
 /// Pause after a failed queue operation.
 pub const DB_ERROR_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Longest wait between attempts to record a batch of completions.
+pub const COMPLETE_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Most delivered rows deleted in one transaction.
 pub const COMPLETE_BATCH_MAX: usize = 128;
@@ -82,6 +89,9 @@ struct Completions {
     seqs: Vec<i64>,
     /// When the oldest of `seqs` must be committed at the latest.
     flush_at: Option<Instant>,
+    /// Failed commits in a row, and no new try before this instant.
+    failures: u32,
+    blocked_until: Option<Instant>,
 }
 
 /// One endpoint's driver.
@@ -137,7 +147,11 @@ impl<S: Sink> Driver<S> {
             }
             let slots_held = inflight.len() >= limit && done.seqs.len() * 2 >= limit;
             let window_over = done.flush_at.is_some_and(|t| t <= Instant::now());
-            if !done.seqs.is_empty() && (done.seqs.len() >= COMPLETE_BATCH_MAX || slots_held || window_over) {
+            let may_flush = done.blocked_until.is_none_or(|t| t <= Instant::now());
+            if may_flush
+                && !done.seqs.is_empty()
+                && (done.seqs.len() >= COMPLETE_BATCH_MAX || slots_held || window_over)
+            {
                 self.flush(&mut inflight, &mut done).await;
                 want_fill = true;
             }
@@ -190,8 +204,9 @@ impl<S: Sink> Driver<S> {
     }
 
     /// Deletes the delivered rows in `done` in one transaction and frees
-    /// their slots. On failure the rows stay pending and will be delivered
-    /// again (at-least-once); the error is counted and logged.
+    /// their slots. On failure the rows stay in flight (not sent again) and
+    /// the commit is retried after a backoff; the error is counted and
+    /// logged.
     async fn flush(&self, inflight: &mut HashSet<i64>, done: &mut Completions) {
         done.flush_at = None;
         if done.seqs.is_empty() {
@@ -201,8 +216,20 @@ impl<S: Sink> Driver<S> {
         let name = self.sink.name();
         if let Err(e) = self.store.complete_many(name, seqs.clone()).await {
             self.metrics.error("delivery_record", e.error_type());
-            tracing::error!(endpoint = %name, rows = seqs.len(), error = %e, "could not record deliveries; they will be repeated");
+            done.failures = done.failures.saturating_add(1);
+            let backoff = DB_ERROR_BACKOFF
+                .saturating_mul(1u32 << done.failures.saturating_sub(1).min(5))
+                .min(COMPLETE_RETRY_MAX);
+            let retry_at = Instant::now() + backoff;
+            tracing::error!(endpoint = %name, rows = seqs.len(), error = %e, retry_in_ms = backoff.as_millis() as u64,
+                "could not record deliveries; holding them (not re-sent) and retrying");
+            done.seqs = seqs;
+            done.blocked_until = Some(retry_at);
+            done.flush_at = Some(retry_at);
+            return;
         }
+        done.failures = 0;
+        done.blocked_until = None;
         for seq in seqs {
             inflight.remove(&seq);
         }

@@ -17,7 +17,7 @@
 //! days (`queue::targets`). A failed cycle is counted
 //! (`coi_errors_total{stage="intake"}`) and logged, and the next trigger
 //! retries it; the thread ends only on [`Trigger::Stop`] or when every
-//! sender is gone. The heartbeat (unix ms of the last finished cycle) feeds
+//! sender is gone. The heartbeat (unix ms of the last successful cycle) feeds
 //! `/healthz` and the systemd watchdog.
 //!
 //! Callers: `app.rs` starts [`Pump::run`] on a dedicated thread.
@@ -73,7 +73,9 @@ impl Pump {
         let mut data_version = ingest::data_version(&self.conn)?;
         self.cycle()?;
         loop {
-            self.heartbeat.store(now_ms(), Ordering::Relaxed);
+            // The heartbeat moves only when a cycle succeeds (end of
+            // cycle()): a scan that keeps failing (queue disk full) must
+            // turn /healthz red, not just prove the thread is alive.
             match triggers.recv_timeout(self.spool.scan_interval) {
                 Ok(Trigger::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
                 Ok(Trigger::Ring) | Err(RecvTimeoutError::Timeout) => {}
