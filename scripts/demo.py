@@ -4,15 +4,19 @@
 Owns the human-facing walkthrough. It starts a local webhook receiver, the
 real coi-sidecar and a private Dovecot on loopback with the coi plugin
 (tests/harness), turns COI on for alice the way a COI client does (IMAP
-SETMETADATA enabled=yes, message-filter=active), delivers a plain mail and a
-COI chat over LMTP and a Delta Chat message through dovecot-lda, then shows
-over IMAP where each message landed (folder, flags, Subject), the plugin's
-own log lines, the signed webhooks the sidecar pushed, and its metrics; then
-stops everything it started.
+SETMETADATA enabled=yes, message-filter=active), registers her phone for Web
+Push over IMAP (subscription, validation push, answer), delivers a plain mail
+and a COI chat over LMTP and a Delta Chat message through dovecot-lda, then
+shows over IMAP where each message landed (folder, flags, Subject), the
+plugin's own log lines, the Web Push notifications the phone decrypted, the
+signed webhooks the sidecar pushed, and its metrics; then stops everything it
+started.
 
 Usage: /usr/bin/python3 scripts/demo.py [--keep]
 Exit status: 0 if the chats landed in COI/Chats with $Chat, the plain mail in
-INBOX without it, and a verified webhook arrived for each; 1 otherwise; 2 if
+INBOX without it, a verified webhook arrived for each, and the phone got one
+decrypted, VAPID-signed push per chat and none for the plain mail; 1
+otherwise; 2 if
 Dovecot or the sidecar could not be started.
 """
 
@@ -29,9 +33,12 @@ from tests.harness import (COI_ENABLED, COI_MESSAGE_FILTER, DovecotInstance,  # 
                            messages as M)
 from tests.harness.checks import locate  # noqa: E402
 from tests.harness.receiver import WebhookReceiver, verify  # noqa: E402
+from tests.harness.pushreceiver import PushReceiver, PushSidecar  # noqa: E402
 from tests.harness.sidecar import TEST_SECRET, SidecarProcess, Webhook  # noqa: E402
 
 CHATS = "COI/Chats"
+SUBSCRIPTIONS = "/private/vendor/vendor.dovecot/webpush/subscriptions/"
+VAPID_SUBJECT = "mailto:postmaster@example.org"
 
 
 def title(text: str) -> None:
@@ -63,8 +70,62 @@ def enable_coi(dc: DovecotInstance, user: str) -> None:
               f"message-filter -> {c.getmetadata(COI_MESSAGE_FILTER)!r}")
 
 
+def register_phone(dc: DovecotInstance, user: str, push: PushReceiver):
+    """Web Push over IMAP, as a COI client on a phone does it."""
+    title(f"2. {user}'s phone registers for Web Push (IMAP WebPush extension)")
+    sub = push.make_subscription("alice-phone-1")
+    with dc.imap(user) as c:
+        caps = [cap for cap in c.capabilities() if cap in ("COI", "WEBPUSH", "XDELTAPUSH", "METADATA")]
+        print(f"   capabilities after login include: {' '.join(caps)}")
+        pem = c.getmetadata("/private/vendor/vendor.dovecot/webpush/vapid") or ""
+        print(f"   GETMETADATA .../webpush/vapid -> {pem.splitlines()[0] if pem else None} ...")
+        status, text = c.setmetadata(SUBSCRIPTIONS + sub.id, sub.client_json("chat"))
+        print(f'   C: SETMETADATA "" ({SUBSCRIPTIONS}{sub.id} {{"msgtype":"chat",...}})')
+        print(f"   S: {status} {text}")
+        try:
+            req = push.wait_for(1, sub, timeout=20)[0]
+            secret = req.json()["validation"]
+        except (TimeoutError, AssertionError, KeyError) as exc:
+            print(f"   no validation push arrived: {exc}")
+            return sub
+        print(f"   push service got the validation push (WebPush-Validation header, "
+              f"decrypted by the phone: {{\"validation\": \"{secret[:8]}...\"}})")
+        status, text = c.setmetadata(SUBSCRIPTIONS + sub.id + "/validate", secret)
+        print(f'   C: SETMETADATA "" ({SUBSCRIPTIONS}{sub.id}/validate "{secret[:8]}...")')
+        print(f"   S: {status} {text}")
+    return sub
+
+
+def show_pushes(push: PushReceiver, sub, sent: dict[str, M.TestMessage]) -> bool:
+    """The notifications the phone got: decrypted with the phone's own keys,
+    VAPID JWT checked against the key IMAP served."""
+    title("5. Web Push notifications on the phone (decrypted, VAPID signature checked)")
+    chats = [m for m in sent.values() if m.is_chat]
+    try:
+        push.wait_for(1 + len(chats), sub, timeout=30)
+    except TimeoutError as exc:
+        print(f"   {exc}")
+    reqs = push.requests(sub)[1:]
+    ok = len(reqs) == len(chats)
+    for req in reqs:
+        if req.errors:
+            print(f"   BAD PUSH: {req.errors}")
+            ok = False
+            continue
+        p = req.json()
+        print(f"   POST {req.path} TTL={req.header('ttl')} {len(req.body)} bytes aes128gcm, "
+              f"JWT aud={req.claims.get('aud')}")
+        print(f"      from={p.get('from-email')} subject={p.get('subject')!r} folder={p.get('folder')} "
+              f"uid={p.get('uid')} msg-id={p.get('msg-id')}")
+    mids = {r.json().get("msg-id") for r in reqs if not r.errors}
+    ok &= mids == {m.message_id for m in chats}
+    print(f"   {len(reqs)} push(es) for {len(chats)} chat(s); the plain mail is not pushed "
+          f"(msgtype chat)")
+    return ok
+
+
 def deliver(dc: DovecotInstance, user: str) -> dict[str, M.TestMessage]:
-    title("2. Mail arrives")
+    title("3. Mail arrives")
     to = dc.address(user)
     sent = {
         "plain mail (LMTP)": M.plain_mail(subject="Invoice for March", to=to),
@@ -84,7 +145,7 @@ def deliver(dc: DovecotInstance, user: str) -> dict[str, M.TestMessage]:
 
 
 def show_mailbox(dc: DovecotInstance, user: str) -> dict:
-    title(f"3. What {user}'s IMAP client sees")
+    title(f"4. What {user}'s IMAP client sees")
     with dc.imap(user) as c:
         entries = c.list_entries()
         subscribed = set(c.subscribed())
@@ -103,7 +164,7 @@ def show_mailbox(dc: DovecotInstance, user: str) -> dict:
 
 
 def show_plugin_log(dc: DovecotInstance) -> None:
-    title("4. The coi plugin's log lines (mail_debug = yes)")
+    title("6. The coi plugin's log lines (mail_debug = yes)")
     lines = dc.log.plugin_lines()
     if not lines:
         print("   (no lines from the coi plugin)")
@@ -115,12 +176,13 @@ SHOWN_METRICS = (
     "coi_intake_events_total", "coi_plugin_messages_classified_total",
     "coi_plugin_messages_routed_total", "coi_plugin_messages_tagged_total",
     "coi_delivery_attempts_total", "coi_queue_depth_events", "coi_dead_letters_pending",
+    "coi_push_requests_total",
 )
 
 
 def show_sidecar(sidecar: SidecarProcess, receiver: WebhookReceiver, expected: int) -> bool:
     """The events of step 2, as the operator's systems and Prometheus see them."""
-    title("5. Webhooks pushed by coi-sidecar (Standard Webhooks, signature verified)")
+    title("7. Webhooks pushed by coi-sidecar (Standard Webhooks, signature verified)")
     try:
         delivered = receiver.wait_delivered(expected, timeout=30)
     except AssertionError as exc:
@@ -140,9 +202,10 @@ def show_sidecar(sidecar: SidecarProcess, receiver: WebhookReceiver, expected: i
               f"kind={data.get('kind')} $Chat={data.get('chat_keyword')} "
               f"routed={data.get('routed')} subject={data.get('subject')!r}")
 
-    title("6. coi-sidecar /metrics (excerpt)")
+    title("8. coi-sidecar /metrics (excerpt)")
     for line in sidecar.metrics_text().splitlines():
-        if line.startswith(SHOWN_METRICS) and not line.startswith("#"):
+        # zero-valued series are pre-registered label values: skip them
+        if line.startswith(SHOWN_METRICS) and not line.endswith(" 0"):
             print("   " + line)
     return ok
 
@@ -168,14 +231,19 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     user = "alice"
     receiver = WebhookReceiver()
-    sidecar = dc = None
+    sidecar = dc = push = None
     ok = False
     try:
         try:
-            sidecar = SidecarProcess([Webhook("demo", receiver.url("/coi/events"))],
-                                     keep_tmp=args.keep).start()
+            sidecar = PushSidecar([Webhook("demo", receiver.url("/coi/events"))],
+                                  keep_tmp=args.keep, subject=VAPID_SUBJECT)
+            sidecar.push_sections = sidecar.push_config()
+            sidecar.start()
+            push = PushReceiver(vapid_public_key=sidecar.vapid_public_key, subject=VAPID_SUBJECT)
+            settings = dict(sidecar.plugin_settings())
+            settings["coi_webpush_vapid_key"] = str(sidecar.vapid_public_key)
             dc = DovecotInstance(plugin=True, mail_debug=True, keep_tmp=args.keep,
-                                 plugin_settings=sidecar.plugin_settings())
+                                 plugin_settings=settings)
             dc.start()
         except Exception as exc:  # noqa: BLE001 - human-facing script
             print(f"could not start Dovecot and coi-sidecar: {exc}", file=sys.stderr)
@@ -186,11 +254,13 @@ def main(argv: list[str] | None = None) -> int:
               f"metrics http://127.0.0.1:{sidecar.metrics_port}/metrics, "
               f"webhook receiver {receiver.url('/coi/events')}")
         enable_coi(dc, user)
+        phone = register_phone(dc, user, push)
         sent = deliver(dc, user)
         folders = show_mailbox(dc, user)
+        notified = show_pushes(push, phone, sent)
         show_plugin_log(dc)
         pushed = show_sidecar(sidecar, receiver, expected=len(sent))
-        ok = verdict(folders, sent) and pushed
+        ok = verdict(folders, sent) and pushed and notified
         bad = dc.log.panics_and_fatals()
         if bad:
             print("   Dovecot logged Panic/Fatal:\n   " + "\n   ".join(bad))
@@ -203,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
             sidecar.failed = not ok
             sidecar.close()
         receiver.close()
+        if push is not None:
+            push.close()
         print("\nDovecot and coi-sidecar stopped.")
     return 0 if ok else 1
 
