@@ -165,7 +165,8 @@ def show_mailbox(dc: DovecotInstance, user: str) -> dict:
 
 def show_plugin_log(dc: DovecotInstance) -> None:
     title("6. The coi plugin's log lines (mail_debug = yes)")
-    lines = dc.log.plugin_lines()
+    # Dovecot's own dict debug lines mention our attribute keys; not ours
+    lines = [ln for ln in dc.log.plugin_lines() if "dict(" not in ln]
     if not lines:
         print("   (no lines from the coi plugin)")
     for line in lines:
