@@ -22,6 +22,8 @@ const SHIM_SOURCES: &[&str] = &[
     "plugin/shim/coi-imap.c",
     "plugin/shim/coi-lifecycle.c",
     "plugin/shim/coi-seen.c",
+    // Dovecot 2.4 settings; empty with 2.3 headers
+    "plugin/shim/coi-settings24.c",
 ];
 const SHIM_PRIVATE_HEADER: &str = "plugin/shim/coi-private.h";
 const SHIM_HEADER: &str = "include/coi-shim.h";

@@ -111,7 +111,7 @@ def env(dovecot_factory):
         "coi_sidecar_socket": str(root / "no-sidecar.sock"),
         "coi_webpush_vapid_key": str(vapid),
         "coi_webpush_subscription_limit": "3",
-        "coi_webpush_validation_timeout": "10",
+        "coi_webpush_validation_timeout": "10s",
         "coi_deltachat_push": "yes",
     }, users=["alice", "bob", "carol", "dave", "erin", "frank", "gina"])
     d._chown_mail(spool)

@@ -175,8 +175,12 @@ static int coi_config_set(struct mailbox_transaction_context *t,
 			const char *contacts_name =
 				t_strndup(contacts.ptr, contacts.len);
 
-			if (coi_folder_ensure(user, chats_name, TRUE, &errstr) < 0 ||
-			    coi_folder_ensure(user, contacts_name, FALSE, &errstr) < 0) {
+			bool was_quiet = coi_lifecycle_quiet(TRUE);
+			int ret = coi_folder_ensure(user, chats_name, TRUE, &errstr) < 0 ||
+				coi_folder_ensure(user, contacts_name, FALSE, &errstr) < 0 ? -1 : 0;
+
+			(void)coi_lifecycle_quiet(was_quiet);
+			if (ret < 0) {
 				mail_storage_set_error(box->storage,
 					MAIL_ERROR_TEMP, t_strdup_printf(
 					"Cannot create the COI folders: %s",
@@ -393,7 +397,7 @@ static int coi_subscriptions_iter(struct mailbox *box, const char *key_prefix,
 	if (coi_raw_list(box, COI_PVT_SUBSCRIPTIONS, &ids) < 0)
 		return -1;
 	array_foreach(&ids, id) {
-		if (str_begins(*id, key_prefix)) {
+		if (coi_str_begins(*id, key_prefix)) {
 			const char *name = p_strdup(pool, *id);
 			array_push_back(keys, &name);
 		}
@@ -464,7 +468,7 @@ static int coi_tokens_iter(struct mailbox *box, const char *key_prefix,
 	if (coi_raw_list(box, COI_PVT_TOKENS, &names) < 0)
 		return -1;
 	array_foreach(&names, name) {
-		if (str_begins(*name, key_prefix)) {
+		if (coi_str_begins(*name, key_prefix)) {
 			const char *copy = p_strdup(pool, *name);
 			array_push_back(keys, &copy);
 		}

@@ -69,6 +69,30 @@ int coi_folder_ensure(struct mail_user *user, const char *vname,
 	return -1;
 }
 
+#if DOVECOT_PREREQ(2, 4, 0)
+/* 2.4: the namespace's mailbox {} filters, parsed by lib-storage; each
+   special_use is a list of flags. */
+const char *coi_trash_name(struct mail_user *user)
+{
+	struct mail_namespace *ns = mail_namespace_find_inbox(user->namespaces);
+	const struct mailbox_settings *box_set;
+	const char *use;
+
+	if (ns == NULL || ns->set == NULL ||
+	    !array_is_created(&ns->set->parsed_mailboxes))
+		return NULL;
+	array_foreach_elem(&ns->set->parsed_mailboxes, box_set) {
+		if (!array_is_created(&box_set->special_use))
+			continue;
+		array_foreach_elem(&box_set->special_use, use) {
+			if (strcasecmp(use, "\\Trash") == 0)
+				return t_strconcat(ns->prefix, box_set->name,
+						   NULL);
+		}
+	}
+	return NULL;
+}
+#else
 const char *coi_trash_name(struct mail_user *user)
 {
 	struct mail_namespace *ns = mail_namespace_find_inbox(user->namespaces);
@@ -84,3 +108,4 @@ const char *coi_trash_name(struct mail_user *user)
 	}
 	return NULL;
 }
+#endif

@@ -11,6 +11,14 @@
    Contacts), so those creations are not taken for a user's CREATE. */
 static bool coi_lifecycle_busy;
 
+bool coi_lifecycle_quiet(bool quiet)
+{
+	bool was = coi_lifecycle_busy;
+
+	coi_lifecycle_busy = quiet;
+	return was;
+}
+
 static int coi_folder_action(struct mailbox *box, enum coi_folder_op op,
 			     struct mailbox *dest, const char **error_r)
 {

@@ -10,6 +10,9 @@
 #include "coi-private.h"
 #include "mail-storage-hooks.h"
 #include "mail-namespace.h"
+#if DOVECOT_PREREQ(2, 4, 0)
+#  include "settings.h"
+#endif
 
 /* Declared in coi-private.h with extern MODULE_CONTEXT_DEFINE(); this is
    MODULE_CONTEXT_DEFINE_INIT() split in two, as Dovecot's quota plugin does. */
@@ -34,11 +37,58 @@ static void coi_user_deinit(struct mail_user *user)
 	cuser->module_ctx.super.deinit(user);
 }
 
+#if DOVECOT_PREREQ(2, 4, 0)
+/* Dovecot 2.4: the typed settings (coi-settings24.c), turned into the
+   strings Rust parses for 2.3's plugin {} values: booleans as yes/no,
+   sizes in bytes, times in seconds. */
+static void coi_user_new_24(struct mail_user *user, struct coi_user *cuser)
+{
+	const struct coi_settings *cset;
+	struct coi_user_settings set;
+	const char *error;
+
+	if (settings_get(user->event, &coi_setting_parser_info, 0,
+			 &cset, &error) < 0) {
+		e_error(user->event, "coi: %s; COI is inactive for this user",
+			error);
+		return;
+	}
+	T_BEGIN {
+		i_zero(&set);
+		set.username = coi_bytes_from_str(user->username);
+		set.default_enabled = coi_bytes_from_str(
+			cset->coi_default_enabled ? "yes" : "no");
+		set.default_message_filter =
+			coi_bytes_from_str(cset->coi_default_message_filter);
+		set.mailbox_root = coi_bytes_from_str(cset->coi_mailbox_root);
+		set.spool_path = coi_bytes_from_str(cset->coi_spool_path);
+		set.spool_max_size = coi_bytes_from_str(t_strdup_printf(
+			"%"PRIuUOFF_T, cset->coi_spool_max_size));
+		set.sidecar_socket = coi_bytes_from_str(cset->coi_sidecar_socket);
+		set.fast_notify = coi_bytes_from_str(cset->coi_fast_notify);
+		set.webpush_vapid_key =
+			coi_bytes_from_str(cset->coi_webpush_vapid_key);
+		set.webpush_subscription_limit = coi_bytes_from_str(
+			t_strdup_printf("%u",
+				cset->coi_webpush_subscription_limit));
+		set.webpush_validation_timeout = coi_bytes_from_str(
+			t_strdup_printf("%u",
+				cset->coi_webpush_validation_timeout));
+		set.deltachat_push = coi_bytes_from_str(
+			cset->coi_deltachat_push ? "yes" : "no");
+		cuser->rs = coi_ops->user_new(user->event, &set);
+	} T_END;
+	settings_free(cset);
+}
+#endif
+
 static void coi_mail_user_created(struct mail_user *user)
 {
 	struct mail_user_vfuncs *v = user->vlast;
 	struct coi_user *cuser;
+#if !DOVECOT_PREREQ(2, 4, 0)
 	struct coi_user_settings set;
+#endif
 
 	cuser = p_new(user->pool, struct coi_user, 1);
 	cuser->module_ctx.super = *v;
@@ -50,6 +100,9 @@ static void coi_mail_user_created(struct mail_user *user)
 		/* shared-namespace owners and similar: never delivered to */
 		return;
 	}
+#if DOVECOT_PREREQ(2, 4, 0)
+	coi_user_new_24(user, cuser);
+#else
 	const struct {
 		const char *name;
 		struct coi_bytes *value;
@@ -77,6 +130,7 @@ static void coi_mail_user_created(struct mail_user *user)
 			mail_user_plugin_getenv(user, settings[i].name));
 	}
 	cuser->rs = coi_ops->user_new(user->event, &set);
+#endif
 }
 
 void *coi_user_rs(struct mail_user *user)

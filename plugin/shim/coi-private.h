@@ -13,6 +13,30 @@
 
 #include "coi-shim.h"
 
+#if DOVECOT_PREREQ(2, 4, 0)
+/* coi-settings24.c: the plugin's settings as Dovecot 2.4 declares them
+   (settings_get()); field names are the setting keys. */
+struct coi_settings {
+	pool_t pool;
+	bool coi_default_enabled;
+	const char *coi_default_message_filter;
+	const char *coi_mailbox_root;
+	const char *coi_spool_path;
+	uoff_t coi_spool_max_size;
+	const char *coi_sidecar_socket;
+	const char *coi_fast_notify;
+	const char *coi_webpush_vapid_key;
+	unsigned int coi_webpush_subscription_limit;
+	unsigned int coi_webpush_validation_timeout;
+	bool coi_deltachat_push;
+};
+extern const struct setting_parser_info coi_setting_parser_info;
+/* 2.4's str_begins() has a third (suffix) parameter */
+#  define coi_str_begins(str, prefix) str_begins_with(str, prefix)
+#else
+#  define coi_str_begins(str, prefix) str_begins(str, prefix)
+#endif
+
 #define COI_USER_CONTEXT(obj) \
 	MODULE_CONTEXT(obj, coi_user_module)
 #define COI_USER_CONTEXT_REQUIRE(obj) \
@@ -106,6 +130,9 @@ int coi_create_box(struct mailbox *box, const struct mailbox_update *update,
 		   bool directory);
 int coi_delete_box(struct mailbox *box);
 int coi_rename_box(struct mailbox *src, struct mailbox *dest);
+/* While quiet, folder operations are COI's own (enabling creates the
+   folders) and are not taken for a user's CREATE. Returns the old state. */
+bool coi_lifecycle_quiet(bool quiet);
 
 /* coi-seen.c: seen mode (read chats move from INBOX to the chats folder). */
 void coi_seen_mail_allocated(struct mail *mail);
