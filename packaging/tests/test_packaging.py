@@ -1,0 +1,166 @@
+"""Fast checks of the packaging files (the full install test is
+packaging/install-test, which boots a Debian 12 container).
+
+Owns: the packaged sidecar config staying in step with
+sidecar/sidecar.example.toml, every plugin setting being documented in the
+Dovecot snippet, the snippet loading the plugin for every protocol without
+Dovecot warnings, the ABI dependency being read from the built module, the
+systemd unit's exposure, and the Debian version matching Cargo.toml.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PKG = REPO / "packaging"
+EXAMPLE = REPO / "sidecar" / "sidecar.example.toml"
+GEN = PKG / "sidecar" / "gen-config"
+SNIPPET = PKG / "dovecot" / "95-coi.conf"
+LOAD = PKG / "dovecot" / "load.conf"
+UNIT = PKG / "systemd" / "coi-sidecar.service"
+
+
+def sidecar_bin() -> Path:
+    path = Path(os.environ.get("COI_SIDECAR_BIN", REPO / "target" / "release" / "coi-sidecar"))
+    assert path.is_file(), f"{path} missing: build the sidecar or set COI_SIDECAR_BIN"
+    return path
+
+
+def keys_of(path: Path) -> list[str]:
+    p = subprocess.run([sys.executable, str(GEN), "--keys", str(path)],
+                       capture_output=True, text=True, check=True)
+    return p.stdout.split()
+
+
+@pytest.fixture(scope="module")
+def packaged_config(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pkg") / "sidecar.toml"
+    subprocess.run([sys.executable, str(GEN), str(EXAMPLE), str(out)], check=True)
+    return out
+
+
+def test_packaged_config_shows_every_option_of_the_example(packaged_config):
+    example, packaged = keys_of(EXAMPLE), keys_of(packaged_config)
+    assert example, "no keys found in the example"
+    assert sorted(packaged) == sorted(example), (
+        f"only in the example: {sorted(set(example) - set(packaged))}; "
+        f"only packaged: {sorted(set(packaged) - set(example))}")
+
+
+def test_packaged_config_sets_only_the_package_layout(packaged_config):
+    active = [line for line in packaged_config.read_text().splitlines()
+              if line.strip() and not line.lstrip().startswith("#")]
+    assert active == ["[socket]", 'group = "coi-events"'], active
+
+
+def test_packaged_config_is_valid_for_the_sidecar(packaged_config):
+    p = subprocess.run([str(sidecar_bin()), "check-config", "--config", str(packaged_config)],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "ok (0 webhook endpoint(s))" in p.stdout
+
+
+def test_gen_config_refuses_a_package_value_without_its_table(tmp_path):
+    example = tmp_path / "example.toml"
+    example.write_text("# header\n\nspool_dir = \"/x\"\n")
+    p = subprocess.run([sys.executable, str(GEN), str(example), str(tmp_path / "out.toml")],
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and "[socket] group" in (p.stderr + p.stdout)
+
+
+def plugin_settings() -> set[str]:
+    """Every coi_* setting name the shim reads (its settings table)."""
+    names = set()
+    for c in (REPO / "plugin" / "shim").glob("*.c"):
+        names.update(re.findall(r'\{\s*"(coi_[a-z0-9_]+)"', c.read_text()))
+    return names
+
+
+def test_every_plugin_setting_is_documented_in_the_snippet():
+    settings = plugin_settings()
+    assert "coi_default_enabled" in settings and len(settings) >= 7, settings
+    text = SNIPPET.read_text()
+    missing = sorted(s for s in settings if not re.search(rf"^\s*#{s} =", text, re.M))
+    assert not missing, f"95-coi.conf does not document: {missing}"
+    documented = set(re.findall(r"^\s*#(coi_[a-z0-9_]+) =", text, re.M))
+    assert documented <= settings, f"95-coi.conf documents unknown settings: {documented - settings}"
+
+
+def test_snippet_loads_the_plugin_for_every_protocol_without_warnings(tmp_path):
+    doveconf = shutil.which("doveconf")
+    assert doveconf, "doveconf missing (dovecot-core)"
+    load = tmp_path / "load.conf"
+    load.write_text(LOAD.read_text())
+    snippet = tmp_path / "95-coi.conf"
+    snippet.write_text(SNIPPET.read_text().replace("/var/lib/dovecot-coi/load.conf", str(load)))
+    # What an operator with Sieve has in 20-lmtp.conf, before our snippet.
+    conf = tmp_path / "dovecot.conf"
+    conf.write_text("protocol lmtp {\n  mail_plugins = $mail_plugins sieve\n}\n"
+                    f"!include {snippet}\n")
+
+    def plugins(proto: str) -> tuple[list[str], str]:
+        p = subprocess.run([doveconf, "-c", str(conf), "-f", f"protocol={proto}", "-h", "mail_plugins"],
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        return p.stdout.split(), p.stderr.strip()
+
+    for proto in ("lmtp", "lda", "imap", "doveadm"):
+        names, warnings = plugins(proto)
+        assert "coi" in names, (proto, names)
+        assert not warnings, warnings
+    assert plugins("lmtp")[0] == ["sieve", "coi"]
+    groups = subprocess.run([doveconf, "-c", str(conf), "-h", "mail_access_groups"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert groups == ["coi-events"]
+    # Package removed: load.conf gone, !include_try finds nothing.
+    load.unlink()
+    for proto in ("lmtp", "imap"):
+        names, warnings = plugins(proto)
+        assert "coi" not in names and not warnings, (proto, names, warnings)
+
+
+def test_abi_dependency_is_read_from_the_built_module():
+    so = Path(os.environ.get("COI_PLUGIN_SO", REPO / "target" / "release" / "libcoi_plugin.so"))
+    assert so.is_file(), f"{so} missing: build the plugin or set COI_PLUGIN_SO"
+    config_h = Path("/usr/include/dovecot/config.h").read_text()
+    abi = re.search(r'#define DOVECOT_ABI_VERSION "([^"(]+)', config_h).group(1).lower()
+    p = subprocess.run([str(PKG / "debian" / "dovecot-abi"), str(so)],
+                       capture_output=True, text=True, check=True)
+    assert p.stdout.strip() == f"dovecot:Depends=dovecot-core, dovecot-abi-{abi}"
+    # Debian's dovecot-core provides exactly that name.
+    provides = subprocess.run(["dpkg-query", "-W", "-f=${Provides}", "dovecot-core"],
+                              capture_output=True, text=True, check=True).stdout
+    assert f"dovecot-abi-{abi}" in provides, provides
+
+
+def test_abi_script_fails_on_a_file_without_an_abi(tmp_path):
+    bogus = tmp_path / "not-a-plugin.so"
+    bogus.write_bytes(b"\x7fELF no version here")
+    p = subprocess.run([str(PKG / "debian" / "dovecot-abi"), str(bogus)], capture_output=True, text=True)
+    assert p.returncode != 0 and "found 0" in p.stderr
+
+
+def test_unit_exposure_is_below_2():
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze missing"
+    p = subprocess.run([analyze, "security", "--offline=true", "--no-pager", str(UNIT)],
+                       capture_output=True, text=True)
+    m = re.search(r"Overall exposure level for coi-sidecar\.service: ([0-9.]+)", p.stdout)
+    assert m, p.stdout + p.stderr
+    assert float(m.group(1)) < 2.0, p.stdout
+
+
+def test_debian_version_matches_cargo():
+    cargo = re.search(r'^version = "([^"]+)"', (REPO / "Cargo.toml").read_text(), re.M).group(1)
+    first = (PKG / "debian" / "changelog").read_text().splitlines()[0]
+    assert first.startswith(f"coi ({cargo}-"), first
+    spec = (PKG / "rpm" / "coi.spec").read_text()
+    assert re.search(rf"^Version:\s+{re.escape(cargo)}$", spec, re.M), "packaging/rpm/coi.spec Version"
