@@ -29,7 +29,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
 /// Name of the active spool file inside the spool directory.
@@ -117,7 +117,15 @@ impl SpoolWriter {
                 // (or has been) drained; appending to it could lose the record.
                 continue;
             }
-            let size = file.metadata()?.len();
+            let meta = file.metadata()?;
+            let size = meta.len();
+            // Dovecot's mail processes run with umask 0077, which turns the
+            // 0660 of a file we just created into 0600: every other mail
+            // uid would then be refused. The creator (the only one allowed
+            // to, while the file is still empty) puts the group bits back.
+            if size == 0 && meta.permissions().mode() & 0o777 != FILE_MODE {
+                let _ = file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE));
+            }
             if size.saturating_add(record.len() as u64) > self.max_bytes {
                 return Err(SpoolError::Full);
             }
@@ -351,13 +359,14 @@ mod tests {
     }
 
     #[test]
-    fn new_file_mode_is_0660_before_umask() {
-        use std::os::unix::fs::PermissionsExt;
+    fn new_file_mode_is_0660_whatever_the_umask() {
         let dir = tempdir("mode");
         let w = SpoolWriter::new(&dir, 1 << 20);
         w.append(&record("w", 1, 1)).unwrap();
         let mode = fs::metadata(w.path()).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode & !0o660, 0, "mode {mode:o} grants more than 0660");
+        // the creator restores the group bits a umask (0077 in Dovecot's
+        // mail processes) takes away
+        assert_eq!(mode, 0o660, "mode {mode:o}");
         fs::remove_dir_all(&dir).unwrap();
     }
 }
