@@ -269,6 +269,14 @@ def _mail_ids():
     return ident.uid, ident.gid
 
 
+
+def _spool_writable(env, writable: bool) -> None:
+    """Make the sidecar's spool unwritable for the mail uid (root-owned 0755)
+    or give it back (mail uid, 0775)."""
+    uid, gid = _mail_ids() if writable else (0, 0)
+    os.chown(env.sc.spool_dir, uid, gid)
+    os.chmod(env.sc.spool_dir, 0o775 if writable else 0o755)
+
 def _mount_small(attr: str, size: int, **kw):
     """``before_dovecot`` hook: a SmallFs of ``size`` over ``env.sc.<attr>``."""
     def hook(env: Env) -> None:
@@ -416,9 +424,7 @@ def test_spool_dir_unwritable_drops_are_counted(make_env):
     if not ensure_mail_identity().running_as_root:
         pytest.skip("needs root: the mail processes must run as another uid")
     env = make_env()
-    spool = env.sc.spool_dir
-    os.chown(spool, 0, 0)
-    os.chmod(spool, 0o755)
+    _spool_writable(env, False)
     mark = env.dc.log.mark()
     jobs = env.make_jobs(40)
     env.burst(jobs, 2)
@@ -432,9 +438,7 @@ def test_spool_dir_unwritable_drops_are_counted(make_env):
     warnings = plugin_drop_warnings(env.dc, mark)
     assert any("Permission denied" in w for w in warnings), warnings[:2]
     mails = env.check_stored_once()
-    uid, gid = _mail_ids()
-    os.chown(spool, uid, gid)
-    os.chmod(spool, 0o775)
+    _spool_writable(env, True)
     env.sent.clear()
     more = env.make_jobs(10)
     env.burst(more, 2)
@@ -736,18 +740,14 @@ def test_drops_of_an_exiting_process_are_logged_with_their_count(make_env):
     if not ensure_mail_identity().running_as_root:
         pytest.skip("needs root: the mail processes must run as another uid")
     env = make_env(start=False)
-    spool = env.sc.spool_dir
-    os.chown(spool, 0, 0)
-    os.chmod(spool, 0o755)
+    _spool_writable(env, False)
     mark = env.dc.log.mark()
     for _ in range(3):
         env.lda(M.coi_chat(to=env.dc.address("alice")), "alice")
     text = env.dc.log_text(since=mark)
     lost = re.findall(r"(\d+) dropped event\(s\) could not be reported to coi-sidecar", text)
     assert [int(n) for n in lost] == [1, 1, 1], text[-2000:]
-    uid, gid = _mail_ids()
-    os.chown(spool, uid, gid)
-    os.chmod(spool, 0o775)
+    _spool_writable(env, True)
 
 
 # =========================================================================== defects (xfail)
@@ -764,16 +764,12 @@ def test_drops_of_a_process_that_exits_while_sidecar_down_are_counted(make_env):
     if not ensure_mail_identity().running_as_root:
         pytest.skip("needs root: the mail processes must run as another uid")
     env = make_env(start=False)
-    spool = env.sc.spool_dir
-    os.chown(spool, 0, 0)
-    os.chmod(spool, 0o755)
+    _spool_writable(env, False)
     mark = env.dc.log.mark()
     for _ in range(4):
         env.lda(M.coi_chat(to=env.dc.address("alice")), "alice")
     warnings = plugin_drop_warnings(env.dc, mark)
-    uid, gid = _mail_ids()
-    os.chown(spool, uid, gid)
-    os.chmod(spool, 0o775)
+    _spool_writable(env, True)
     env.sc.start()
     env.lda(M.coi_chat(to=env.dc.address("alice")), "alice")
     env.wait_for(lambda: env.delivered_count() >= 1, "the event after the repair", 15)

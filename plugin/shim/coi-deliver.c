@@ -171,7 +171,7 @@ coi_transaction_commit(struct mailbox_transaction_context *t,
 
 /* ---- delivery ---- */
 
-static int coi_get_header(struct mail *mail, const char *field,
+static int coi_get_header(struct mail *mail, const char *field, bool copy,
 			  struct coi_bytes *value_r)
 {
 	const char *value;
@@ -180,18 +180,19 @@ static int coi_get_header(struct mail *mail, const char *field,
 	ret = mail_get_first_header(mail, field, &value);
 	if (ret < 0)
 		return -1;
-	*value_r = coi_bytes_from_str(ret > 0 ? value : NULL);
+	*value_r = coi_bytes_from_str(ret == 0 ? NULL :
+				      copy ? t_strdup(value) : value);
 	return 0;
 }
 
-static int coi_read_headers(struct mail *mail,
-			    struct coi_message_headers *headers_r)
+int coi_read_headers(struct mail *mail, bool copy,
+		     struct coi_message_headers *headers_r)
 {
 	i_zero(headers_r);
-	if (coi_get_header(mail, "Chat-Version", &headers_r->chat_version) < 0 ||
-	    coi_get_header(mail, "Message-ID", &headers_r->message_id) < 0 ||
-	    coi_get_header(mail, "References", &headers_r->references) < 0 ||
-	    coi_get_header(mail, "Content-Type", &headers_r->content_type) < 0)
+	if (coi_get_header(mail, "Chat-Version", copy, &headers_r->chat_version) < 0 ||
+	    coi_get_header(mail, "Message-ID", copy, &headers_r->message_id) < 0 ||
+	    coi_get_header(mail, "References", copy, &headers_r->references) < 0 ||
+	    coi_get_header(mail, "Content-Type", copy, &headers_r->content_type) < 0)
 		return -1;
 	return 0;
 }
@@ -243,7 +244,7 @@ static void coi_deliver_prepare(struct mail_deliver_context *ctx)
 	facts.from = coi_bytes_from_str(ctx->fields.from != NULL ||
 		ctx->mail_from == NULL ? ctx->fields.from :
 		smtp_address_encode(ctx->mail_from));
-	if (coi_read_headers(ctx->src_mail, &headers) < 0) {
+	if (coi_read_headers(ctx->src_mail, FALSE, &headers) < 0) {
 		e_warning(ctx->event, "coi: cannot read headers: %s"
 			  " - delivering as usual",
 			  mailbox_get_last_internal_error(ctx->src_mail->box, NULL));

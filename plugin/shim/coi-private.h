@@ -155,6 +155,11 @@ int coi_read_metadata(struct mail_user *user,
 void coi_deliver_hook_install(void);
 void coi_deliver_hook_uninstall(void);
 void coi_deliver_forget_user(struct mail_user *user);
+/* The header fields the classifier reads (coi_message_headers). `copy`
+   puts them on the data stack, for callers that move `mail` on before
+   using them. Returns -1 when the mail cannot be read. */
+int coi_read_headers(struct mail *mail, bool copy,
+		     struct coi_message_headers *headers_r);
 int coi_mailbox_copy(struct mail_save_context *ctx, struct mail *mail);
 struct mailbox_transaction_context *
 coi_transaction_begin(struct mailbox *box,

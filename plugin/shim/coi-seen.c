@@ -63,17 +63,6 @@ void coi_seen_mail_allocated(struct mail *mail)
 	MODULE_CONTEXT_SET_SELF(pmail, coi_mail_module, cmail);
 }
 
-static void coi_header(struct mail *mail, const char *field,
-		       struct coi_bytes *value_r)
-{
-	const char *value;
-
-	/* copied: the mail's buffers go when it moves to the next UID */
-	*value_r = coi_bytes_from_str(
-		mail_get_first_header(mail, field, &value) > 0 ?
-		t_strdup(value) : NULL);
-}
-
 static const char *coi_from_address(struct mail *mail)
 {
 	const char *value;
@@ -160,10 +149,9 @@ static void coi_seen_move(struct mailbox *box, const uint32_t *uids,
 		    !coi_mail_has_chat_keyword(mail))
 			continue;
 		m = array_append_space(&moved);
-		coi_header(mail, "Chat-Version", &m->headers.chat_version);
-		coi_header(mail, "Message-ID", &m->headers.message_id);
-		coi_header(mail, "References", &m->headers.references);
-		coi_header(mail, "Content-Type", &m->headers.content_type);
+		/* copied: the mail's buffers go when it moves to the next UID */
+		if (coi_read_headers(mail, TRUE, &m->headers) < 0)
+			i_zero(&m->headers);
 		m->facts.message_id = m->headers.message_id;
 		m->facts.from = coi_bytes_from_str(coi_from_address(mail));
 		{

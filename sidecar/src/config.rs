@@ -252,20 +252,20 @@ fn default_shutdown_grace_secs() -> u64 {
 fn default_format() -> String {
     "standard".into()
 }
-fn default_timeout_secs() -> u64 {
+pub(crate) fn default_timeout_secs() -> u64 {
     10
 }
 /// Requests in flight per endpoint. Little's law: with 10 ms per request,
 /// 32 in flight carry about 3,000 events/s; 4 (the first default) capped an
 /// endpoint at a few hundred per second and made latency queue up at 500/s.
-fn default_concurrency() -> usize {
+pub(crate) fn default_concurrency() -> usize {
     32
 }
 /// About 3 days of retries in all, before the 24 h deadline usually wins.
-fn default_retry_schedule_secs() -> Vec<u64> {
+pub(crate) fn default_retry_schedule_secs() -> Vec<u64> {
     vec![5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 43200]
 }
-fn default_deadline_secs() -> u64 {
+pub(crate) fn default_deadline_secs() -> u64 {
     86_400
 }
 

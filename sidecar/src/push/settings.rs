@@ -28,6 +28,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+// Timeouts, concurrency and retries default as for webhooks.
+use crate::config::{default_concurrency, default_deadline_secs, default_retry_schedule_secs, default_timeout_secs};
+
 /// Default public key path (the plugin's `coi_webpush_vapid_key` default).
 pub const DEFAULT_VAPID_PUBLIC_KEY: &str = "/var/lib/coi-sidecar/webpush/vapid-public.pem";
 
@@ -138,20 +141,8 @@ fn default_ttl_secs() -> u64 {
 fn default_urgency() -> String {
     "normal".into()
 }
-fn default_timeout_secs() -> u64 {
-    10
-}
-fn default_concurrency() -> usize {
-    32
-}
 fn default_doveadm_concurrency() -> usize {
     4
-}
-fn default_retry_schedule_secs() -> Vec<u64> {
-    vec![5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 43200]
-}
-fn default_deadline_secs() -> u64 {
-    86_400
 }
 /// The client's answer is accepted for about 5 minutes (the COI spec's
 /// recommendation), so a validation push arriving later is useless.

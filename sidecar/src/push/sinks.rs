@@ -191,6 +191,23 @@ async fn settle(
     }
 }
 
+/// The common start of a push attempt: a row past its deadline or whose
+/// job cannot be read is buried (`None`); otherwise its job and deadline.
+async fn open_job(ledger: &Ledger, d: &DueDelivery, deadline: Duration) -> Result<Option<(Job, u64)>, AttemptError> {
+    let deadline_ms = Ledger::deadline_ms(d, deadline);
+    if now_ms() >= deadline_ms {
+        ledger.bury(d, d.attempts, "deadline passed before the next attempt".into()).await?;
+        return Ok(None);
+    }
+    match serde_json::from_str(&d.payload) {
+        Ok(job) => Ok(Some((job, deadline_ms))),
+        Err(e) => {
+            ledger.bury(d, d.attempts, format!("unreadable queued job: {e}")).await?;
+            Ok(None)
+        }
+    }
+}
+
 /// Web Push: new-message pushes or validation pushes.
 pub struct WebPushSink {
     /// `WebPush` or `Validation`.
@@ -230,17 +247,8 @@ impl WebPushSink {
     }
 
     async fn attempt_inner(&self, d: &DueDelivery) -> Result<bool, AttemptError> {
-        let deadline_ms = Ledger::deadline_ms(d, self.deadline());
-        if now_ms() >= deadline_ms {
-            self.ledger.bury(d, d.attempts, "deadline passed before the next attempt".into()).await?;
+        let Some((job, deadline_ms)) = open_job(&self.ledger, d, self.deadline()).await? else {
             return Ok(false);
-        }
-        let job: Job = match serde_json::from_str(&d.payload) {
-            Ok(j) => j,
-            Err(e) => {
-                self.ledger.bury(d, d.attempts, format!("unreadable queued job: {e}")).await?;
-                return Ok(false);
-            }
         };
         let (target, plaintext, validation) = match (&job, self.channel) {
             (Job::Webpush { message, target, .. }, Channel::WebPush) => match payload::message(message) {
@@ -337,23 +345,13 @@ impl Sink for DeltaChatSink {
 
 impl DeltaChatSink {
     async fn attempt_inner(&self, d: &DueDelivery) -> Result<bool, AttemptError> {
-        let deadline_ms = Ledger::deadline_ms(d, self.settings.tuning.deadline);
-        if now_ms() >= deadline_ms {
-            self.ledger.bury(d, d.attempts, "deadline passed before the next attempt".into()).await?;
+        let Some((job, deadline_ms)) = open_job(&self.ledger, d, self.settings.tuning.deadline).await? else {
             return Ok(false);
-        }
-        let job: Job = match serde_json::from_str(&d.payload) {
-            Ok(j @ Job::Deltachat { .. }) => j,
-            Ok(_) => {
-                self.ledger.bury(d, d.attempts, "job of another channel".into()).await?;
-                return Ok(false);
-            }
-            Err(e) => {
-                self.ledger.bury(d, d.attempts, format!("unreadable queued job: {e}")).await?;
-                return Ok(false);
-            }
         };
-        let Job::Deltachat { token, .. } = &job else { return Ok(false) };
+        let Job::Deltachat { token, .. } = &job else {
+            self.ledger.bury(d, d.attempts, "job of another channel".into()).await?;
+            return Ok(false);
+        };
         // The raw token is the whole body; chatmail's notifier sends it
         // without a content type, and so do we.
         let request = self
