@@ -104,6 +104,29 @@ static int coi_raw_list(struct mailbox *box, const char *prefix,
 	return box->v.attribute_iter_deinit(iter);
 }
 
+/* The iter() of an internal attribute whose children are the raw keys
+   below `prefix`: adds those starting with `key_prefix` to `keys`. */
+static int coi_raw_iter(struct mailbox *box, const char *prefix,
+			const char *key_prefix, pool_t pool,
+			ARRAY_TYPE(const_string) *keys)
+{
+	ARRAY_TYPE(const_string) names;
+	const char *const *name;
+
+	if (coi_box_rs(box) == NULL)
+		return 0;
+	t_array_init(&names, 16);
+	if (coi_raw_list(box, prefix, &names) < 0)
+		return -1;
+	array_foreach(&names, name) {
+		if (coi_str_begins(*name, key_prefix)) {
+			const char *copy = p_strdup(pool, *name);
+			array_push_back(keys, &copy);
+		}
+	}
+	return 0;
+}
+
 /* Deletes one raw key in a transaction of its own (expired values found
    while reading). Failures only mean it is tried again next time. */
 static void coi_raw_delete(struct mailbox *box, const char *key)
@@ -388,21 +411,7 @@ static int coi_subscriptions_set(struct mailbox_transaction_context *t,
 static int coi_subscriptions_iter(struct mailbox *box, const char *key_prefix,
 				  pool_t pool, ARRAY_TYPE(const_string) *keys)
 {
-	ARRAY_TYPE(const_string) ids;
-	const char *const *id;
-
-	if (coi_box_rs(box) == NULL)
-		return 0;
-	t_array_init(&ids, 16);
-	if (coi_raw_list(box, COI_PVT_SUBSCRIPTIONS, &ids) < 0)
-		return -1;
-	array_foreach(&ids, id) {
-		if (coi_str_begins(*id, key_prefix)) {
-			const char *name = p_strdup(pool, *id);
-			array_push_back(keys, &name);
-		}
-	}
-	return 0;
+	return coi_raw_iter(box, COI_PVT_SUBSCRIPTIONS, key_prefix, pool, keys);
 }
 
 /* ---- Delta Chat device tokens ---- */
@@ -459,21 +468,7 @@ static int coi_tokens_set(struct mailbox_transaction_context *t,
 static int coi_tokens_iter(struct mailbox *box, const char *key_prefix,
 			   pool_t pool, ARRAY_TYPE(const_string) *keys)
 {
-	ARRAY_TYPE(const_string) names;
-	const char *const *name;
-
-	if (coi_box_rs(box) == NULL)
-		return 0;
-	t_array_init(&names, 8);
-	if (coi_raw_list(box, COI_PVT_TOKENS, &names) < 0)
-		return -1;
-	array_foreach(&names, name) {
-		if (coi_str_begins(*name, key_prefix)) {
-			const char *copy = p_strdup(pool, *name);
-			array_push_back(keys, &copy);
-		}
-	}
-	return 0;
+	return coi_raw_iter(box, COI_PVT_TOKENS, key_prefix, pool, keys);
 }
 
 static int coi_devicetoken_get(struct mailbox *box ATTR_UNUSED,
