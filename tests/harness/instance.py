@@ -338,7 +338,10 @@ class DovecotInstance:
                     f"dovecot exited with {rc} during startup (config {self.conf_path}):\n"
                     f"{self._stderr_path.read_text(errors='replace')}\n"
                     f"--- log tail ---\n{self.log.tail()}")
-            if _port_open(self.imap_port) and _port_open(self.lmtp_port):
+            # The master binds its listeners before it writes master.pid:
+            # "started" means both, or a stop right away finds no pid.
+            if (_port_open(self.imap_port) and _port_open(self.lmtp_port)
+                    and self.master_pid() is not None):
                 return self
             if time.monotonic() > deadline:
                 self.failed = True
