@@ -416,7 +416,7 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: parse_message(text, &e),
         })?;
         Validator {
             path: path.to_path_buf(),
@@ -727,6 +727,23 @@ pub(crate) fn check_url_address(
     }
 }
 
+/// The parser's message with its line and column, without the quoted
+/// source line toml's `Display` adds: that line may hold a webhook URL
+/// with a secret in its path, or a `whsec_` secret, and the message goes to
+/// stderr, the journal and the reload log.
+fn parse_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    let Some(span) = e.span() else {
+        return message.to_string();
+    };
+    let Some(before) = text.get(..span.start) else {
+        return message.to_string();
+    };
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {column}: {message}")
+}
+
 /// Decodes `whsec_<base64>` into the HMAC key.
 fn decode_secret(s: &str) -> Result<Vec<u8>, String> {
     let b64 = s
@@ -892,6 +909,17 @@ mod tests {
         assert!(!format!("{:?}", c.push.dovecot).contains("s3cret"), "the key is not printed");
         std::fs::write(&key, "\n").unwrap();
         assert!(parse(&text).unwrap_err().to_string().contains("one line"));
+    }
+
+    #[test]
+    fn parse_errors_name_the_line_but_never_quote_it() {
+        let text = "spool_dir = \"/x\"\n[[webhook]]\nname = \"a\"\nurl = https://hooks.example.org/Path-Secret-4e\n\
+                    secrets = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("line 4"), "{err}");
+        assert!(!err.contains("Path-Secret") && !err.contains("whsec_"), "{err}");
+        let err = parse("spool_dir = \"/x\"\nunknown_key = 1\n").unwrap_err().to_string();
+        assert!(err.contains("unknown_key") && err.contains("line 2"), "{err}");
     }
 
     #[test]

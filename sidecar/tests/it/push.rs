@@ -416,3 +416,37 @@ fn push_channels_refuse_private_endpoints_unless_allowed() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("deltachat.allow_private_addresses"), "{out:?}");
 }
+
+#[test]
+fn endpoint_paths_never_reach_logs_metrics_or_dead_letters() {
+    // Issue 12 item 7: a Web Push endpoint's path is the device's push
+    // token, a webhook's may hold a secret; only scheme and host may show.
+    let env = Env::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let push_secret = "Device-Push-Token-5d2e";
+    let hook_secret = "Hook-Path-Secret-0b7a";
+    let hook = crate::harness::Hook::new("ops", &format!("http://{closed}/hooks/{hook_secret}?sig=Query-Secret-31"))
+        .extra("retry_schedule_secs = [1]\ntimeout_secs = 2\n");
+    let sections = webpush_section(&env).replace("retry_schedule_secs = [1, 1, 1]", "retry_schedule_secs = [1]");
+    env.write_config_with(&[hook], &sections);
+    let sc = env.start();
+    let target = Subscriber::new().target("subscription-1", &format!("http://{closed}/wpush/{push_secret}?auth=Query-Secret-92"));
+    env.append_record(&push_record(vec![target], vec![]));
+    env.append("chat", "INBOX");
+    env.ring();
+    wait_for("both dead letters", LONG, || {
+        let m = sc.scrape();
+        m.value("coi_dead_letters_total", &[("endpoint", "push:webpush")]) == 1.0
+            && m.value("coi_dead_letters_total", &[("endpoint", "ops")]) == 1.0
+    });
+    let out = env.cli(&["dead-letters", "list"]);
+    let list = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(list.contains(&format!("http://{closed}")), "the origin is named: {list}");
+    let metrics = sc.metrics_text();
+    let log = sc.log();
+    for secret in [push_secret, hook_secret, "Query-Secret", "/wpush", "/hooks"] {
+        assert!(!list.contains(secret), "{secret} in the dead letters:\n{list}");
+        assert!(!log.contains(secret), "{secret} in the log (debug level):\n{log}");
+        assert!(!metrics.contains(secret), "{secret} in the metrics");
+    }
+}
