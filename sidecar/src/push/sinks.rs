@@ -45,7 +45,7 @@ use super::vapid::VapidKeys;
 use crate::delivery::driver::Sink;
 use crate::delivery::http::{HttpSender, Response};
 use crate::delivery::retry::{Outcome, RetryLogic, StandardRetryLogic, Verdict};
-use crate::delivery::settle::{AttemptError, Ledger};
+use crate::delivery::settle::{AttemptError, Attempted, Ledger};
 use crate::queue::deliveries::DueDelivery;
 use crate::time::{now_ms, now_secs};
 
@@ -233,7 +233,7 @@ impl Sink for WebPushSink {
         self.settings.tuning.concurrency
     }
 
-    async fn attempt(self: Arc<Self>, d: DueDelivery) -> bool {
+    async fn attempt(self: Arc<Self>, d: DueDelivery) -> Attempted {
         self.ledger.settled(&d, self.attempt_inner(&d)).await
     }
 }
@@ -338,7 +338,7 @@ impl Sink for DeltaChatSink {
         self.settings.tuning.concurrency
     }
 
-    async fn attempt(self: Arc<Self>, d: DueDelivery) -> bool {
+    async fn attempt(self: Arc<Self>, d: DueDelivery) -> Attempted {
         self.ledger.settled(&d, self.attempt_inner(&d)).await
     }
 }
@@ -398,7 +398,7 @@ impl Sink for UnsetSink {
         self.settings.tuning.concurrency
     }
 
-    async fn attempt(self: Arc<Self>, d: DueDelivery) -> bool {
+    async fn attempt(self: Arc<Self>, d: DueDelivery) -> Attempted {
         self.ledger.settled(&d, self.attempt_inner(&d)).await
     }
 }
