@@ -782,7 +782,14 @@ mod tests {
         let text = include_str!("../sidecar.example.toml");
         let c = parse(text).unwrap();
         assert_eq!(c.webhooks.len(), 1);
-        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        // The example's host is a name (documentation addresses are refused
+        // like every special-purpose block): offline, or where it has no
+        // record, it only earns the "does not resolve now" warning.
+        assert!(
+            c.warnings.iter().all(|w| w.contains("hooks.example.org does not resolve now")),
+            "{:?}",
+            c.warnings
+        );
     }
 
     #[test]
