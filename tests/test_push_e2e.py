@@ -171,3 +171,53 @@ def test_deltachat_tokens_self_sent_and_410(env):
     time.sleep(1.0)
     assert len(proxy.requests) == n, env.diag()
     dc.assert_no_panic_or_fatal()
+
+
+def test_no_validation_push_after_the_subscription_window(tmp_path):
+    """Issue 12 item 12. The validation window counts from the subscription's
+    ``created``: with the sidecar down while a client subscribes and back only
+    after the plugin's window (coi_webpush_validation_timeout = 10 s) closed,
+    the sidecar sends no validation push the plugin would refuse to accept
+    (before the fix its deadline counted from when it queued the job, so it
+    pushed). The subscription is gone from METADATA; a fresh one validates."""
+    sc = PushSidecar(log_level="debug", subject=SUBJECT)
+    rx = PushReceiver(vapid_public_key=sc.vapid_public_key, subject=SUBJECT)
+    sc.push_sections = sc.push_config(validation_deadline_secs=10)
+    dc = None
+    try:
+        sc.start()
+        wait_until("the VAPID key", sc.vapid_public_key.exists)
+        sc.stop()
+        settings = dict(sc.plugin_settings())
+        settings.update({"coi_webpush_vapid_key": str(sc.vapid_public_key),
+                         "coi_webpush_validation_timeout": "10"})
+        dc = DovecotInstance(plugin_settings=settings, users=["erin"])
+        dc.start()
+        late = rx.make_subscription("erin-late-1")
+        with dc.imap("erin") as c:
+            c.setmetadata_ok(SUBS + late.id, late.client_json("chat"))
+            assert json.loads(c.getmetadata(SUBS + late.id))["resource"]["endpoint"] == late.endpoint
+            time.sleep(11.0)                       # the window closes while the sidecar is down
+            assert c.conn.noop()[0] == "OK"
+            sc.start()
+            wait_until("the late validation given up",
+                       lambda: sc.metrics().value("coi_dead_letters_total", endpoint="push:validation") == 1,
+                       diag=lambda: sc.log_tail() + rx.log_tail())
+            time.sleep(0.5)
+            assert rx.requests(late) == [], rx.log_tail()
+            assert c.getmetadata(SUBS + late.id) is None, "an expired subscription is discarded"
+
+            fresh = rx.make_subscription("erin-fresh-1")
+            c.setmetadata_ok(SUBS + fresh.id, fresh.client_json("chat"))
+            req = rx.wait_for(1, fresh)[0]
+            assert not req.errors, req.errors
+            assert 1 <= int(req.header("ttl")) <= 10, req.header("ttl")
+            c.setmetadata_ok(SUBS + fresh.id + "/validate", req.json()["validation"])
+            assert c.conn.noop()[0] == "OK"
+        assert rx.requests(late) == []
+        dc.assert_no_panic_or_fatal()
+    finally:
+        if dc is not None:
+            dc.stop()
+        rx.close()
+        sc.close()

@@ -191,21 +191,36 @@ async fn settle(
     }
 }
 
-/// The common start of a push attempt: a row past its deadline or whose
-/// job cannot be read is buried (`None`); otherwise its job and deadline.
+/// The common start of a push attempt: a row whose job cannot be read or
+/// that is past its deadline is buried (`None`); otherwise its job and
+/// deadline. The deadline counts from the row's enqueue time, except for
+/// validations: the client's answer is accepted for a while after the
+/// subscription was made (the plugin's `coi_webpush_validation_timeout`,
+/// from the subscription's `created`), so their deadline counts from the
+/// record's time, which the plugin takes at that moment. Counting from the
+/// enqueue time sent validations after a backlog that the plugin would
+/// refuse to accept.
 async fn open_job(ledger: &Ledger, d: &DueDelivery, deadline: Duration) -> Result<Option<(Job, u64)>, AttemptError> {
-    let deadline_ms = Ledger::deadline_ms(d, deadline);
-    if now_ms() >= deadline_ms {
-        ledger.bury(d, d.attempts, "deadline passed before the next attempt".into()).await?;
-        return Ok(None);
-    }
-    match serde_json::from_str(&d.payload) {
-        Ok(job) => Ok(Some((job, deadline_ms))),
+    let job: Job = match serde_json::from_str(&d.payload) {
+        Ok(job) => job,
         Err(e) => {
             ledger.bury(d, d.attempts, format!("unreadable queued job: {e}")).await?;
-            Ok(None)
+            return Ok(None);
         }
+    };
+    let deadline_ms = match &job {
+        Job::Validation { ts_ms, .. } => ts_ms.saturating_add(deadline.as_millis() as u64),
+        _ => Ledger::deadline_ms(d, deadline),
+    };
+    if now_ms() >= deadline_ms {
+        let why = match job {
+            Job::Validation { .. } => "the subscription's validation window closed before the next attempt",
+            _ => "deadline passed before the next attempt",
+        };
+        ledger.bury(d, d.attempts, why.into()).await?;
+        return Ok(None);
     }
+    Ok(Some((job, deadline_ms)))
 }
 
 /// Web Push: new-message pushes or validation pushes.
@@ -284,7 +299,10 @@ impl WebPushSink {
             }
         };
         let s = &self.settings;
-        let ttl = if validation { s.ttl.min(s.validation_deadline) } else { s.ttl };
+        // A validation the push service delivers after the window closed
+        // is useless: its TTL is what is left of the window.
+        let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms()));
+        let ttl = if validation { s.ttl.min(left).max(Duration::from_secs(1)) } else { s.ttl };
         let mut request = self
             .sender
             .request(reqwest::Method::POST, url.clone())
