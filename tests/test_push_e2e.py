@@ -26,6 +26,9 @@ TOKENS = "/private/vendor/vendor.dovecot/coi/devicetokens"
 API_KEY = "e2e-doveadm-key"
 SUBJECT = "mailto:postmaster@example.org"
 WAIT = 20.0
+#: Longer than the 32 bytes the old encoder cut a user to when 32 large
+#: device tokens overflowed a record (issue 12, item 11).
+LONG_USER = "frank-with-a-rather-long-login-name"
 
 
 def wait_until(what: str, cond, timeout: float = WAIT, diag=lambda: "") -> None:
@@ -76,7 +79,7 @@ def env(tmp_path_factory):
         settings.update({"coi_webpush_vapid_key": str(sc.vapid_public_key),
                          "coi_deltachat_push": "yes"})
         dc = DovecotInstance(plugin_settings=settings, extra_config=doveadm_http_config(port, API_KEY),
-                             users=["alice", "bob", "carol", "dave"])
+                             users=["alice", "bob", "carol", "dave", LONG_USER])
         dc.start()
         yield Env(dc, sc, rx, proxy)
     finally:
@@ -172,6 +175,56 @@ def test_deltachat_tokens_self_sent_and_410(env):
     assert len(proxy.requests) == n, env.diag()
     dc.assert_no_panic_or_fatal()
 
+
+def test_32_large_tokens_keep_the_user_whole_and_drop_targets_counted(env):
+    """Issue 12 item 11. A user with 32 Delta Chat tokens of 1000 bytes: the push
+    record would exceed 16 KiB. The plugin must never cut the user (the old
+    encoder cut it to 32 bytes, so the 410 clean-up asked doveadm about a user that
+    does not exist and the dead token stayed); it leaves trailing tokens out,
+    counts them (coi_plugin_push_targets_dropped_total) and logs it."""
+    dc, proxy = env.dc, env.proxy
+    tokens = [f"frank-token-{i:02d}-" + "x" * 985 for i in range(32)]
+    assert all(len(t) == 1000 for t in tokens)
+    with dc.imap(LONG_USER) as c:
+        for tok in tokens:
+            c.setmetadata_ok("/private/devicetoken", tok, mailbox="INBOX")
+    dropped0 = env.sc.metrics().value("coi_plugin_push_targets_dropped_total")
+    chosen: dict[str, bytes] = {}
+
+    def policy(req, i):
+        if req.body.startswith(b"frank-token-") and not chosen:
+            chosen["dead"] = req.body
+        return Reply(410 if req.body == chosen.get("dead") else 200)
+    before = len(proxy.requests)
+    proxy.set_policy(policy)
+    try:
+        dc.lmtp_deliver(M.coi_chat().raw, [dc.rcpt(LONG_USER)])
+        wait_until("a token posted", lambda: "dead" in chosen, diag=env.diag)
+
+        def stored() -> list[str]:
+            with dc.imap(LONG_USER) as c:
+                from tests.test_imap_coi import metadata_depth
+                return sorted(v for v in metadata_depth(c, TOKENS).values() if v)
+        # The 410 clean-up names the right user, so the dead token goes.
+        wait_until("the dead token unset for the right user",
+                   lambda: chosen["dead"].decode() not in stored(),
+                   diag=lambda: env.diag() + str(env.sc.metrics().by_label(
+                       "coi_push_metadata_removals_total", "result")))
+        assert len(stored()) == 31
+        removals = env.sc.metrics().by_label("coi_push_metadata_removals_total", "result")
+        assert removals.get("no_user", 0) == 0, removals
+        dropped = env.sc.metrics().value("coi_plugin_push_targets_dropped_total") - dropped0
+        assert 0 < dropped < 32, dropped
+        wait_until("every kept token posted", lambda: len(proxy.requests) - before >= 32 - dropped)
+        time.sleep(0.3)
+        posted = [r.body for r in proxy.requests[before:]]
+        assert len(posted) == 32 - dropped, (dropped, len(posted))
+        assert set(posted) <= {t.encode() for t in tokens}, "tokens are posted whole"
+        warnings = [ln for ln in dc.log.text().splitlines() if "push target(s) left out" in ln]
+        assert warnings, "the plugin logs the targets it left out"
+    finally:
+        proxy.set_policy(lambda req, i: Reply(410 if req.body == b"token-dead" else 200))
+    dc.assert_no_panic_or_fatal()
 
 def test_no_validation_push_after_the_subscription_window(tmp_path):
     """Issue 12 item 12. The validation window counts from the subscription's

@@ -59,6 +59,8 @@ pub enum Name {
     PluginFallbacks,
     /// Plugin: events it could not append.
     PluginDropped,
+    /// Plugin: push targets left out of records that would not fit.
+    PluginPushTargetsDropped,
     /// Push targets seen at intake, by channel and result.
     PushTargets,
     /// Push requests (and doveadm clean-ups) by channel and outcome.
@@ -96,6 +98,7 @@ impl Name {
             Name::PluginTagged => "coi_plugin_messages_tagged_total",
             Name::PluginFallbacks => "coi_plugin_fallbacks_total",
             Name::PluginDropped => "coi_plugin_events_dropped_total",
+            Name::PluginPushTargetsDropped => "coi_plugin_push_targets_dropped_total",
             Name::PushTargets => "coi_push_targets_total",
             Name::PushRequests => "coi_push_requests_total",
             Name::PushLatency => "coi_push_latency_seconds",
@@ -124,6 +127,7 @@ impl Name {
             Name::PluginTagged => "Messages the plugin tagged with $Chat.",
             Name::PluginFallbacks => "Deliveries where the plugin fell back to ordinary delivery, by reason.",
             Name::PluginDropped => "Events the plugin could not append to the spool (as it reported them).",
+            Name::PluginPushTargetsDropped => "Push targets the plugin left out of push records that would have exceeded 16 KiB (identity fields are never cut).",
             Name::PushTargets => "Push targets in the plugin's push records, by channel (webpush, validation, deltachat) and result (queued, deduplicated, known_dead, disabled, invalid_target, private_address).",
             Name::PushRequests => "Push requests by channel (webpush, validation, deltachat, metadata_unset) and outcome (delivery outcomes, gone, no_user).",
             Name::PushLatency => "Time from the plugin's push record to the push service's 2xx answer, by channel.",
@@ -205,6 +209,8 @@ pub struct Metrics {
     pub plugin_fallbacks: IntCounterVec,
     /// See [`Name::PluginDropped`].
     pub plugin_dropped: IntCounter,
+    /// See [`Name::PluginPushTargetsDropped`].
+    pub plugin_push_targets_dropped: IntCounter,
     /// See [`Name::PushTargets`].
     pub push_targets: IntCounterVec,
     /// See [`Name::PushRequests`].
@@ -249,6 +255,7 @@ impl Metrics {
             plugin_tagged: IntCounter::with_opts(Name::PluginTagged.opts())?,
             plugin_fallbacks: IntCounterVec::new(Name::PluginFallbacks.opts(), &["reason"])?,
             plugin_dropped: IntCounter::with_opts(Name::PluginDropped.opts())?,
+            plugin_push_targets_dropped: IntCounter::with_opts(Name::PluginPushTargetsDropped.opts())?,
             push_targets: IntCounterVec::new(Name::PushTargets.opts(), &["channel", "result"])?,
             push_requests: IntCounterVec::new(Name::PushRequests.opts(), &["channel", "outcome"])?,
             push_latency: HistogramVec::new(
@@ -278,6 +285,7 @@ impl Metrics {
         r.register(Box::new(m.plugin_tagged.clone()))?;
         r.register(Box::new(m.plugin_fallbacks.clone()))?;
         r.register(Box::new(m.plugin_dropped.clone()))?;
+        r.register(Box::new(m.plugin_push_targets_dropped.clone()))?;
         r.register(Box::new(m.push_targets.clone()))?;
         r.register(Box::new(m.push_requests.clone()))?;
         r.register(Box::new(m.push_latency.clone()))?;

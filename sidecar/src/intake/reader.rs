@@ -160,6 +160,7 @@ struct Tally {
     routed: u64,
     tagged: u64,
     dropped: u64,
+    push_targets_dropped: u64,
     fallbacks: Vec<(&'static str, u64)>,
     rejected: Vec<(&'static str, u64)>,
     /// (channel, result) of push targets.
@@ -191,6 +192,7 @@ impl Tally {
         m.plugin_routed.inc_by(self.routed);
         m.plugin_tagged.inc_by(self.tagged);
         m.plugin_dropped.inc_by(self.dropped);
+        m.plugin_push_targets_dropped.inc_by(self.push_targets_dropped);
         for (r, n) in &self.fallbacks {
             m.plugin_fallbacks.with_label_values(&[r]).inc_by(*n);
         }
@@ -367,6 +369,7 @@ fn collect(items: Vec<ScanItem>, endpoints: &[Arc<Endpoint>], routing: &Routing,
             ScanItem::Record(Record::Push(p)) => {
                 bump(&mut tally.kinds, "push");
                 tally.dropped = tally.dropped.saturating_add(p.dropped_before);
+                tally.push_targets_dropped += u64::from(p.targets_dropped);
                 if p.id.is_empty() {
                     bump(&mut tally.rejected, "json");
                     continue;

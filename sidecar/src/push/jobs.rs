@@ -472,6 +472,7 @@ mod tests {
             deltachat,
             pid: 1,
             dropped_before: 0,
+            targets_dropped: 0,
         }
     }
 

@@ -110,6 +110,7 @@ fn push_record(webpush: Vec<WebPushTargetV1>, deltachat: Vec<DeltaChatTargetV1>)
         deltachat,
         pid: std::process::id(),
         dropped_before: 0,
+        targets_dropped: 0,
     })
 }
 
