@@ -79,7 +79,7 @@ def env(tmp_path_factory):
         settings.update({"coi_webpush_vapid_key": str(sc.vapid_public_key),
                          "coi_deltachat_push": "yes"})
         dc = DovecotInstance(plugin_settings=settings, extra_config=doveadm_http_config(port, API_KEY),
-                             users=["alice", "bob", "carol", "dave", LONG_USER])
+                             users=["alice", "bob", "carol", "dave", "grace", LONG_USER])
         dc.start()
         yield Env(dc, sc, rx, proxy)
     finally:
@@ -149,6 +149,42 @@ def test_410_removes_the_subscription_from_metadata(env):
     time.sleep(1.0)
     assert len(rx.requests(sub)) == 2, env.diag()   # validation + the one 410
 
+
+def test_410_clean_up_keeps_a_subscription_renewed_under_the_same_id(env):
+    """Issue 12 item 8. A push to subscription <id> (endpoint A) is answered 410, but
+    only after the client re-subscribed under the same <id> with endpoint B and
+    validated it. The clean-up may remove only what is still the dead target: it
+    reads the key through doveadm, sees endpoint B and keeps it (before the fix it
+    removed <id> by id alone and the client lost its new subscription)."""
+    dc, rx = env.dc, env.rx
+    sub_id = "grace-phone-01"
+    old, new = rx.make_subscription("grace-endpoint-a"), rx.make_subscription("grace-endpoint-b")
+    changed0 = env.sc.metrics().value("coi_push_metadata_removals_total", result="changed")
+    with dc.imap("grace") as c:
+        c.setmetadata_ok(SUBS + sub_id, old.client_json("all"))
+        secret = rx.wait_for(1, old)[0].json()["validation"]
+        c.setmetadata_ok(SUBS + sub_id + "/validate", secret)
+    rx.hold(old)
+    try:
+        dc.lmtp_deliver(M.plain_mail().raw, [dc.rcpt("grace")])
+        rx.wait_for(2, old)                       # the message push, held
+        with dc.imap("grace") as c:               # meanwhile: the same id, a new endpoint
+            c.setmetadata_ok(SUBS + sub_id, new.client_json("all"))
+            secret = rx.wait_for(1, new)[0].json()["validation"]
+            c.setmetadata_ok(SUBS + sub_id + "/validate", secret)
+            assert c.conn.noop()[0] == "OK"
+    finally:
+        rx.release(old, 410)
+    wait_until("the clean-up decided", lambda: env.sc.metrics().value(
+        "coi_push_metadata_removals_total", result="changed") == changed0 + 1, diag=env.diag)
+    with dc.imap("grace") as c:
+        shown = c.getmetadata(SUBS + sub_id)
+        assert shown is not None, "the renewed subscription was removed\n" + env.diag()
+        assert json.loads(shown)["resource"]["endpoint"] == new.endpoint
+    dc.lmtp_deliver(M.coi_chat(subject="still here").raw, [dc.rcpt("grace")])
+    req = rx.wait_for(2, new)[1]
+    assert req.json()["subject"] == "still here"
+    assert len(rx.requests(old)) == 2, rx.log_tail()
 
 def test_deltachat_tokens_self_sent_and_410(env):
     dc, proxy = env.dc, env.proxy

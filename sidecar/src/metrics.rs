@@ -159,8 +159,10 @@ pub const TARGET_KNOWN_DEAD: &str = "known_dead";
 /// Extra outcomes of [`Name::PushRequests`].
 pub const PUSH_EXTRA_OUTCOMES: [&str; 2] = ["gone", "no_user"];
 
-/// Results of [`Name::PushMetadataRemovals`].
-pub const REMOVAL_RESULTS: [&str; 4] = ["removed", "no_user", "dead_letter", "not_configured"];
+/// Results of [`Name::PushMetadataRemovals`]: `changed` = the key holds
+/// another target now (a client re-subscribed under the same id) and is
+/// kept; `absent` = nothing was there any more.
+pub const REMOVAL_RESULTS: [&str; 6] = ["removed", "changed", "absent", "no_user", "dead_letter", "not_configured"];
 
 /// Outcome labels of [`Name::IntakeDatagrams`].
 pub const DATAGRAM_OUTCOMES: [&str; 5] = ["accepted", "peer", "oversized", "garbage", "version"];

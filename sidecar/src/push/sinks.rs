@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::doveadm::{self, UnsetResult};
+use super::doveadm::{self, GetResult, UnsetResult};
 use super::ece::{self, Subscriber};
 use super::jobs::{decode_key, gone_target, unset_jobs, Channel, Job, TargetKind};
 use super::payload;
@@ -114,7 +114,7 @@ impl Retirer {
         let target = dead.target;
         let user = dead.user.clone();
         let unset = if self.doveadm {
-            unset_jobs(&user, target, &keys, now_ms())
+            unset_jobs(&user, target, &keys, &dead.fingerprint, now_ms())
         } else {
             Vec::new()
         };
@@ -421,13 +421,73 @@ impl Sink for UnsetSink {
     }
 }
 
+/// What one doveadm request came to, short of a 200 answer body.
+type Refused = (Verdict, String);
+
 impl UnsetSink {
+    /// POSTs one doveadm command; the 200 answer's body, or how the failure
+    /// is to be judged.
+    async fn call(&self, body: Vec<u8>) -> Result<Vec<u8>, Refused> {
+        let request = self
+            .sender
+            .request(reqwest::Method::POST, self.url.clone())
+            .header(reqwest::header::AUTHORIZATION, &self.authorization)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let (response, body) = self.sender.execute(request).await;
+        match &response {
+            Response::Status { code: 200, .. } => Ok(body),
+            // A wrong API key is a configuration error: a dead letter an
+            // operator replays after fixing it, not a day of retries.
+            Response::Status { code: 401 | 403, .. } => {
+                Err((Verdict::Permanent { outcome: Outcome::PermanentStatus }, detail(&response)))
+            }
+            Response::Status { code, retry_after } => {
+                match StandardRetryLogic.classify_status(*code, *retry_after) {
+                    // Another 2xx: no body to read.
+                    Verdict::Delivered => Err((
+                        Verdict::Retry { outcome: Outcome::RetriableStatus, retry_after: None },
+                        detail(&response),
+                    )),
+                    v => Err((v, detail(&response))),
+                }
+            }
+            Response::Failure { failure, .. } => Err((StandardRetryLogic.classify_failure(*failure), detail(&response))),
+        }
+    }
+
+    /// Compare, then delete: reads the key and unsets it only while it
+    /// still holds the dead target (`fingerprint`; `None` = an old job,
+    /// unset unconditionally). The result label, or why not.
+    async fn remove_if_dead(&self, user: &str, key: &str, target: TargetKind, fingerprint: Option<&str>) -> Result<&'static str, Refused> {
+        let retry = |why| (Verdict::Retry { outcome: Outcome::RetriableStatus, retry_after: None }, why);
+        let permanent = |why| (Verdict::Permanent { outcome: Outcome::PermanentStatus }, why);
+        if let Some(dead) = fingerprint {
+            match doveadm::classify_get(&self.call(doveadm::get_body(user, key)).await?) {
+                GetResult::NoUser => return Ok("no_user"),
+                GetResult::Retry(why) => return Err(retry(why)),
+                GetResult::Permanent(why) => return Err(permanent(why)),
+                GetResult::Value(value) => match doveadm::held_fingerprint(target, &value) {
+                    None => return Ok("absent"),
+                    Some(held) if held != dead => return Ok("changed"),
+                    Some(_) => {}
+                },
+            }
+        }
+        match doveadm::classify(&self.call(doveadm::unset_body(user, key)).await?) {
+            UnsetResult::Done => Ok("removed"),
+            UnsetResult::NoUser => Ok("no_user"),
+            UnsetResult::Retry(why) => Err(retry(why)),
+            UnsetResult::Permanent(why) => Err(permanent(why)),
+        }
+    }
+
     async fn attempt_inner(&self, d: &DueDelivery) -> Result<bool, AttemptError> {
         let m = &self.ledger.metrics;
         let channel = Channel::MetadataUnset.label();
         let deadline_ms = Ledger::deadline_ms(d, self.settings.tuning.deadline);
-        let (user, key, target) = match serde_json::from_str::<Job>(&d.payload) {
-            Ok(Job::MetadataUnset { user, key, target }) => (user, key, target),
+        let (user, key, target, fingerprint) = match serde_json::from_str::<Job>(&d.payload) {
+            Ok(Job::MetadataUnset { user, key, target, fingerprint }) => (user, key, target, fingerprint),
             _ => {
                 self.ledger.bury(d, d.attempts, "unreadable or foreign clean-up job".into()).await?;
                 return Ok(false);
@@ -441,56 +501,21 @@ impl UnsetSink {
             buried(target);
             return Ok(false);
         }
-        let request = self
-            .sender
-            .request(reqwest::Method::POST, self.url.clone())
-            .header(reqwest::header::AUTHORIZATION, &self.authorization)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(doveadm::unset_body(&user, &key));
-        let (response, body) = self.sender.execute(request).await;
         let attempts = d.attempts.saturating_add(1);
-        let (outcome, result) = match &response {
-            Response::Status { code: 200, .. } => match doveadm::classify(&body) {
-                UnsetResult::Done => (Outcome::Success.label(), Ok("removed")),
-                UnsetResult::NoUser => ("no_user", Ok("no_user")),
-                UnsetResult::Retry(why) => (
-                    Outcome::RetriableStatus.label(),
-                    Err((Verdict::Retry { outcome: Outcome::RetriableStatus, retry_after: None }, why)),
-                ),
-                UnsetResult::Permanent(why) => (
-                    Outcome::PermanentStatus.label(),
-                    Err((Verdict::Permanent { outcome: Outcome::PermanentStatus }, why)),
-                ),
-            },
-            // A wrong API key is a configuration error: a dead letter an
-            // operator replays after fixing it, not a day of retries.
-            Response::Status { code: 401 | 403, .. } => (
-                Outcome::PermanentStatus.label(),
-                Err((Verdict::Permanent { outcome: Outcome::PermanentStatus }, detail(&response))),
-            ),
-            other => {
-                let verdict = match other {
-                    Response::Status { code, retry_after } => StandardRetryLogic.classify_status(*code, *retry_after),
-                    Response::Failure { failure, .. } => StandardRetryLogic.classify_failure(*failure),
-                };
-                let label = match &verdict {
-                    Verdict::Delivered => Outcome::Success.label(),
-                    Verdict::Retry { outcome, .. } | Verdict::Permanent { outcome } => outcome.label(),
-                };
-                match verdict {
-                    Verdict::Delivered => (label, Ok("removed")),
-                    v => (label, Err((v, detail(other)))),
-                }
-            }
-        };
-        m.push_requests.with_label_values(&[channel, outcome]).inc();
-        match result {
+        match self.remove_if_dead(&user, &key, target, fingerprint.as_deref()).await {
             Ok(how) => {
+                let outcome = if how == "no_user" { "no_user" } else { Outcome::Success.label() };
+                m.push_requests.with_label_values(&[channel, outcome]).inc();
                 m.push_metadata_removals.with_label_values(&[target.label(), how]).inc();
-                tracing::info!(result = how, target_kind = target.label(), "removed a gone push target from METADATA");
+                match how {
+                    "changed" => tracing::info!(target_kind = target.label(),
+                        "a gone push target's METADATA key holds a new target now: kept"),
+                    _ => tracing::info!(result = how, target_kind = target.label(), "removed a gone push target from METADATA"),
+                }
                 Ok(true)
             }
             Err((Verdict::Retry { outcome, retry_after }, why)) => {
+                m.push_requests.with_label_values(&[channel, outcome.label()]).inc();
                 let dead = self
                     .ledger
                     .retry_later(d, attempts, outcome, retry_after, why, &self.settings.tuning.retry_schedule, deadline_ms)
@@ -500,7 +525,12 @@ impl UnsetSink {
                 }
                 Ok(false)
             }
-            Err((_, why)) => {
+            Err((verdict, why)) => {
+                let outcome = match verdict {
+                    Verdict::Permanent { outcome } => outcome,
+                    _ => Outcome::PermanentStatus,
+                };
+                m.push_requests.with_label_values(&[channel, outcome.label()]).inc();
                 self.ledger.bury(d, attempts, format!("{why} (permanent)")).await?;
                 buried(target);
                 Ok(false)

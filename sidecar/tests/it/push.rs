@@ -148,9 +148,63 @@ fn verify_vapid(env: &Env, req: &Request) -> serde_json::Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap()
 }
 
-fn doveadm_ok() -> Receiver {
-    Receiver::with_body(|_, _| (200, vec![], br#"[["doveadmResponse",[],"coi-unset"]]"#.to_vec()))
+/// A doveadm HTTP API over an in-memory METADATA store: answers
+/// `mailboxMetadataGet` (value, `""` when unset) and `mailboxMetadataUnset`
+/// as Dovecot 2.3 does (tests/test_push_sidecar.py checks the real one).
+struct FakeDoveadm {
+    rx: Receiver,
+    store: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), String>>>,
 }
+
+impl FakeDoveadm {
+    fn new() -> FakeDoveadm {
+        let store: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), String>>> = Default::default();
+        let st = store.clone();
+        let rx = Receiver::with_body(move |r, _| {
+            let cmd = r.json();
+            let (name, args, tag) = (cmd[0][0].as_str().unwrap(), &cmd[0][1], cmd[0][2].clone());
+            let id = (args["user"].as_str().unwrap().to_string(), args["key"].as_str().unwrap().to_string());
+            let mut map = st.lock().unwrap();
+            let answer = match name {
+                "mailboxMetadataGet" => {
+                    serde_json::json!([["doveadmResponse", [{"value": map.get(&id).cloned().unwrap_or_default()}], tag]])
+                }
+                _ => {
+                    map.remove(&id);
+                    serde_json::json!([["doveadmResponse", [], tag]])
+                }
+            };
+            (200, vec![], serde_json::to_vec(&answer).unwrap())
+        });
+        FakeDoveadm { rx, store }
+    }
+
+    fn set(&self, user: &str, key: &str, value: &str) {
+        self.store.lock().unwrap().insert((user.into(), key.into()), value.into());
+    }
+
+    fn get(&self, user: &str, key: &str) -> Option<String> {
+        self.store.lock().unwrap().get(&(user.to_string(), key.to_string())).cloned()
+    }
+
+    fn url(&self, path: &str) -> String {
+        self.rx.url(path)
+    }
+
+    /// The unset requests received.
+    fn unsets(&self) -> Vec<Request> {
+        self.rx.requests().into_iter().filter(|r| r.json()[0][0] == "mailboxMetadataUnset").collect()
+    }
+}
+
+/// What GETMETADATA (and doveadm) shows for a subscription to `endpoint`.
+fn public_subscription(endpoint: &str) -> String {
+    serde_json::json!({"msgtype": "chat", "resource": {"endpoint": endpoint, "keys": {"p256dh": "x", "auth": "y"}},
+                       "created": "2026-01-01T00:00:00Z"})
+    .to_string()
+}
+
+const SUBSCRIPTIONS: &str = "/private/vendor/vendor.dovecot/webpush/subscriptions/";
 
 #[test]
 fn web_push_is_encrypted_vapid_signed_and_carries_the_payload() {
@@ -267,7 +321,7 @@ fn validation_window_counts_from_the_subscription_not_from_the_queue() {
 fn gone_subscription_is_unset_through_doveadm_and_not_pushed_again() {
     let env = Env::new();
     let rx = Receiver::with(|r, _| (if r.path == "/gone" { 410 } else { 201 }, vec![]));
-    let doveadm = doveadm_ok();
+    let doveadm = FakeDoveadm::new();
     let key_file = env.dir.path().join("doveadm.key");
     std::fs::write(&key_file, "s3cret\n").unwrap();
     let sections = format!(
@@ -279,19 +333,23 @@ fn gone_subscription_is_unset_through_doveadm_and_not_pushed_again() {
     let sc = env.start();
     let sub = Subscriber::new();
     let gone = sub.target("Subscription-Gone", &rx.url("/gone"));
+    let key = format!("{SUBSCRIPTIONS}Subscription-Gone");
+    doveadm.set("alice@example.org", &key, &public_subscription(&gone.endpoint));
     env.append_record(&push_record(vec![gone.clone(), sub.target("subscription-ok", &rx.url("/ok"))], vec![]));
     env.ring();
-    wait_for("the doveadm clean-up", LONG, || doveadm.count() >= 1);
-    let req = &doveadm.requests()[0];
-    assert_eq!(req.path, "/doveadm/v1");
-    assert_eq!(req.header("authorization"), "X-Dovecot-API czNjcmV0");
-    assert_eq!(
-        req.json(),
-        serde_json::json!([["mailboxMetadataUnset",
-            {"user": "alice@example.org", "mailbox": "",
-             "key": "/private/vendor/vendor.dovecot/webpush/subscriptions/Subscription-Gone",
-             "allowEmptyMailboxName": true}, "coi-unset"]])
-    );
+    wait_for("the doveadm clean-up", LONG, || doveadm.unsets().len() >= 1);
+    let reqs = doveadm.rx.requests();
+    assert_eq!(reqs.len(), 2, "read, then unset");
+    for (req, command) in reqs.iter().zip(["mailboxMetadataGet", "mailboxMetadataUnset"]) {
+        assert_eq!(req.path, "/doveadm/v1");
+        assert_eq!(req.header("authorization"), "X-Dovecot-API czNjcmV0");
+        assert_eq!(
+            req.json(),
+            serde_json::json!([[command,
+                {"user": "alice@example.org", "mailbox": "", "key": key, "allowEmptyMailboxName": true}, "coi-unset"]])
+        );
+    }
+    assert_eq!(doveadm.get("alice@example.org", &key), None);
     wait_for("metrics", LONG, || {
         let m = sc.scrape();
         m.value("coi_push_requests_total", &[("channel", "webpush"), ("outcome", "gone")]) == 1.0
@@ -308,7 +366,38 @@ fn gone_subscription_is_unset_through_doveadm_and_not_pushed_again() {
     });
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(rx.requests().iter().filter(|r| r.path == "/gone").count(), before);
-    assert_eq!(doveadm.count(), 1, "one clean-up");
+    assert_eq!(doveadm.unsets().len(), 1, "one clean-up");
+}
+
+#[test]
+fn gone_subscription_id_that_now_holds_a_new_endpoint_is_kept() {
+    // Issue 12 item 8: the client re-subscribed under the same id (new
+    // endpoint) before the clean-up ran: only the dead target may go.
+    let env = Env::new();
+    let rx = Receiver::with(|r, _| (if r.path == "/gone" { 410 } else { 201 }, vec![]));
+    let doveadm = FakeDoveadm::new();
+    let key_file = env.dir.path().join("doveadm.key");
+    std::fs::write(&key_file, "k\n").unwrap();
+    env.write_config_with(
+        &[],
+        &format!(
+            "{}\n[dovecot]\ndoveadm_url = {:?}\ndoveadm_api_key_file = {key_file:?}\nretry_schedule_secs = [1]\n",
+            webpush_section(&env),
+            doveadm.url("/doveadm/v1")
+        ),
+    );
+    let sc = env.start();
+    let key = format!("{SUBSCRIPTIONS}subscription-1");
+    let renewed = public_subscription(&rx.url("/new-endpoint"));
+    doveadm.set("alice@example.org", &key, &renewed);
+    env.append_record(&push_record(vec![Subscriber::new().target("subscription-1", &rx.url("/gone"))], vec![]));
+    env.ring();
+    wait_for("the clean-up decided", LONG, || {
+        sc.scrape().value("coi_push_metadata_removals_total", &[("target", "webpush"), ("result", "changed")]) == 1.0
+    });
+    assert!(doveadm.unsets().is_empty(), "the new subscription was unset");
+    assert_eq!(doveadm.get("alice@example.org", &key), Some(renewed));
+    assert_eq!(sc.scrape().value("coi_dead_letters_total", &[]), 0.0);
 }
 
 #[test]
@@ -353,7 +442,10 @@ fn rate_limited_push_is_retried_after_retry_after() {
 fn delta_chat_tokens_are_posted_once_and_410_removes_every_key() {
     let env = Env::new();
     let proxy = Receiver::with(|r, _| (if r.body == b"dead-token" { 410 } else { 200 }, vec![]));
-    let doveadm = doveadm_ok();
+    let doveadm = FakeDoveadm::new();
+    for k in ["00000000000000a2", "00000000000000a4"] {
+        doveadm.set("alice@example.org", &format!("/private/vendor/vendor.dovecot/coi/devicetokens/{k}"), "dead-token");
+    }
     let key_file = env.dir.path().join("doveadm.key");
     std::fs::write(&key_file, "k").unwrap();
     env.write_config_with(
@@ -372,12 +464,12 @@ fn delta_chat_tokens_are_posted_once_and_410_removes_every_key() {
         vec![dc("00000000000000a1", "live-token"), dc("00000000000000a2", "dead-token"), dc("00000000000000a3", "live-token"), dc("00000000000000a4", "dead-token")],
     ));
     env.ring();
-    wait_for("two clean-ups", LONG, || doveadm.count() >= 2);
+    wait_for("two clean-ups", LONG, || doveadm.unsets().len() >= 2);
     let posted: Vec<Vec<u8>> = proxy.requests().iter().map(|r| r.body.clone()).collect();
     assert_eq!(posted.iter().filter(|b| b.as_slice() == b"live-token").count(), 1, "deduplicated");
     assert_eq!(posted.iter().filter(|b| b.as_slice() == b"dead-token").count(), 1);
     assert!(proxy.requests().iter().all(|r| r.path == "/notify" && r.method == "POST"));
-    let mut keys: Vec<String> = doveadm.requests().iter().map(|r| r.json()[0][1]["key"].as_str().unwrap().to_string()).collect();
+    let mut keys: Vec<String> = doveadm.unsets().iter().map(|r| r.json()[0][1]["key"].as_str().unwrap().to_string()).collect();
     keys.sort();
     assert_eq!(
         keys,
