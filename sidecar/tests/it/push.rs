@@ -337,7 +337,7 @@ fn gone_subscription_is_unset_through_doveadm_and_not_pushed_again() {
     doveadm.set("alice@example.org", &key, &public_subscription(&gone.endpoint));
     env.append_record(&push_record(vec![gone.clone(), sub.target("subscription-ok", &rx.url("/ok"))], vec![]));
     env.ring();
-    wait_for("the doveadm clean-up", LONG, || doveadm.unsets().len() >= 1);
+    wait_for("the doveadm clean-up", LONG, || !doveadm.unsets().is_empty());
     let reqs = doveadm.rx.requests();
     assert_eq!(reqs.len(), 2, "read, then unset");
     for (req, command) in reqs.iter().zip(["mailboxMetadataGet", "mailboxMetadataUnset"]) {
