@@ -864,6 +864,10 @@ mod tests {
         assert_eq!(p.webpush.vapid_private_key, PathBuf::from("/var/lib/coi-sidecar/webpush/vapid-private.pem"));
         assert_eq!(p.webpush.vapid_public_key, PathBuf::from("/var/lib/coi-sidecar/webpush/vapid-public.pem"));
         assert_eq!(p.webpush.validation_deadline, Duration::from_secs(300));
+        assert_eq!(
+            (p.webpush.requests_in_flight_per_user, p.webpush.requests_in_flight_per_host, p.webpush.validations_per_user_per_hour),
+            (4, 16, 20)
+        );
         assert!(p.deltachat.proxy_url.is_none());
         assert!(p.dovecot.doveadm_url.is_none());
         assert_eq!(p.dovecot.tuning.deadline, Duration::from_secs(7 * 86_400));
@@ -886,6 +890,10 @@ mod tests {
             ("[webpush]\nretry_schedule_secs = []", "webpush.retry_schedule_secs"),
             ("[webpush]\nvapid_private_key = \"relative.pem\"", "webpush.vapid_private_key"),
             ("[webpush]\ncolour = 1", "unknown field"),
+            ("[webpush]\nrequests_in_flight_per_user = 0", "webpush.requests_in_flight_per_user"),
+            ("[webpush]\nconcurrency = 8\nrequests_in_flight_per_user = 9", "webpush.requests_in_flight_per_user"),
+            ("[webpush]\nrequests_in_flight_per_host = 33", "webpush.requests_in_flight_per_host"),
+            ("[webpush]\nvalidations_per_user_per_hour = 0", "webpush.validations_per_user_per_hour"),
             ("[deltachat]\nproxy_url = \"ftp://x.example/\"", "deltachat.proxy_url"),
             ("[deltachat]\nproxy_url = \"http://127.0.0.1:9/notify\"", "deltachat.allow_private_addresses"),
             ("[deltachat]\nconcurrency = 0", "deltachat.concurrency"),
@@ -901,6 +909,9 @@ mod tests {
         }
         let ok = parse("[webpush]\nenabled = true\nvapid_subject = \"https://example.org/contact\"\nurgency = \"high\"").unwrap();
         assert_eq!(ok.push.webpush.urgency, "high");
+        // Unset per-key limits never exceed a smaller concurrency.
+        let small = parse("[webpush]\nconcurrency = 2").unwrap();
+        assert_eq!((small.push.webpush.requests_in_flight_per_user, small.push.webpush.requests_in_flight_per_host), (2, 2));
         let dc = parse("[deltachat]\nproxy_url = \"http://127.0.0.1:9/notify\"\nallow_private_addresses = true").unwrap();
         assert_eq!(dc.push.deltachat.proxy_url.unwrap().as_str(), "http://127.0.0.1:9/notify");
     }

@@ -41,6 +41,17 @@
 //! pending. A queue error backs off for [`DB_ERROR_BACKOFF`] (counted and
 //! logged) instead of spinning.
 //!
+//! Per-key limits: a sink may refuse to start a due row now
+//! ([`Sink::admit`]: the Web Push channels limit requests in flight per user
+//! and per push-service host, so one user's never-answering endpoints
+//! cannot hold the shared slots). A refused row is parked in memory (up to
+//! [`PARK_MAX_PER_SLOT`] x concurrency rows, not handed out, taking no
+//! slot) and started as soon as an attempt ends and the sink admits it;
+//! past that many, refused rows are deferred in the queue by [`PARK_HOLD`]
+//! (no attempt counted), so a flood of one user's rows never blocks the
+//! head of the due list. Each row held back is counted once per fetch in
+//! `coi_delivery_held_back_total{endpoint,limit}`.
+//!
 //! Callers: `delivery::supervisor`.
 
 use std::collections::HashSet;
@@ -75,6 +86,35 @@ pub const COMPLETE_BATCH_MAX: usize = 128;
 /// the row (and its concurrency slot) a little longer.
 pub const COMPLETE_BATCH_WINDOW: Duration = Duration::from_millis(10);
 
+/// Rows refused by the sink's own limits kept in memory, per slot.
+pub const PARK_MAX_PER_SLOT: usize = 4;
+
+/// How long a refused row that does not fit in memory is deferred.
+pub const PARK_HOLD: Duration = Duration::from_secs(5);
+
+/// Held by an attempt while it runs; dropping it (when the attempt ends,
+/// or is aborted) releases what the sink counted for it.
+#[derive(Default)]
+pub struct Permit {
+    _guard: Option<Box<dyn Send>>,
+}
+
+impl Permit {
+    /// A permit that drops `guard` when the attempt ends.
+    pub fn new(guard: impl Send + 'static) -> Permit {
+        Permit { _guard: Some(Box::new(guard)) }
+    }
+}
+
+/// Whether a sink lets a due row start now.
+pub enum Admission {
+    /// Start it, holding the permit until the attempt ends.
+    Start(Permit),
+    /// Not now: the limit named (a bounded label, e.g. `user`, `host`) is
+    /// reached. The driver parks the row until an attempt of its own ends.
+    Wait(&'static str),
+}
+
 /// What a driver drives: one queue endpoint name and how to attempt one
 /// of its rows.
 pub trait Sink: Send + Sync + 'static {
@@ -87,6 +127,19 @@ pub trait Sink: Send + Sync + 'static {
     /// ended: a delivered row is deleted by the driver (batched), an
     /// unrecorded one held back (see the module docs).
     fn attempt(self: Arc<Self>, d: DueDelivery) -> impl Future<Output = Attempted> + Send;
+    /// Whether `d` may start now. Only this driver's own attempts may hold
+    /// what refuses it (a refused row is retried when one of them ends).
+    /// Default: always.
+    fn admit(&self, _d: &DueDelivery) -> Admission {
+        Admission::Start(Permit::default())
+    }
+}
+
+/// Rows the sink refused for now (see the module docs).
+#[derive(Default)]
+struct Parked {
+    rows: std::collections::VecDeque<DueDelivery>,
+    seqs: HashSet<i64>,
 }
 
 /// What an attempt task hands back: its row and how the attempt ended.
@@ -184,6 +237,7 @@ impl<S: Sink> Driver<S> {
         let mut inflight: HashSet<i64> = HashSet::new();
         let mut done = Completions::default();
         let mut held = Held::default();
+        let mut parked = Parked::default();
         let mut tasks: JoinSet<AttemptDone> = JoinSet::new();
         // A query for due rows is needed (start, wake-up, a slot freed, a
         // timer expired); otherwise the last answer still holds.
@@ -210,7 +264,7 @@ impl<S: Sink> Driver<S> {
             }
             if want_fill {
                 want_fill = false;
-                next_due = match self.fill(&mut inflight, &mut tasks, limit).await {
+                next_due = match self.fill(&mut inflight, &mut parked, &mut tasks, limit).await {
                     Ok(next) => next,
                     Err(e) => {
                         self.metrics.error("delivery_queue", e.error_type());
@@ -283,38 +337,77 @@ impl<S: Sink> Driver<S> {
         }
     }
 
-    /// Starts attempts for due rows while slots are free; returns when the
-    /// next not-in-flight row is due (`None`: nothing to wait for but a
-    /// wake-up or a finishing attempt).
+    /// Starts attempts for parked rows the sink admits now, then for due
+    /// rows while slots are free (parking or deferring the ones it
+    /// refuses); returns when the next not-in-flight row is due (`None`:
+    /// nothing to wait for but a wake-up or a finishing attempt).
     async fn fill(
         &self,
         inflight: &mut HashSet<i64>,
+        parked: &mut Parked,
         tasks: &mut JoinSet<AttemptDone>,
         limit: usize,
     ) -> Result<Option<u64>, QueueError> {
         let name = self.sink.name();
-        let free = limit.saturating_sub(inflight.len());
-        if free == 0 {
-            return Ok(None);
+        let mut i = 0;
+        while inflight.len() < limit && i < parked.rows.len() {
+            match self.sink.admit(&parked.rows[i]) {
+                Admission::Start(permit) => {
+                    if let Some(d) = parked.rows.remove(i) {
+                        parked.seqs.remove(&d.event_seq);
+                        self.start(d, permit, inflight, tasks);
+                    }
+                }
+                Admission::Wait(_) => i += 1,
+            }
         }
-        let (due, next) = self
-            .store
-            .due(name, now_ms(), free, inflight.clone())
-            .await?;
-        let got = due.len();
-        for d in due {
-            inflight.insert(d.event_seq);
-            let sink = self.sink.clone();
-            tasks.spawn(async move {
-                let seq = d.event_seq;
-                (seq, sink.attempt(d).await)
-            });
+        let park_max = PARK_MAX_PER_SLOT.saturating_mul(limit);
+        loop {
+            let free = limit.saturating_sub(inflight.len());
+            if free == 0 {
+                return Ok(None);
+            }
+            let skip: HashSet<i64> = inflight.union(&parked.seqs).copied().collect();
+            let (due, next) = self.store.due(name, now_ms(), free, skip).await?;
+            let got = due.len();
+            let mut deferred = Vec::new();
+            for d in due {
+                match self.sink.admit(&d) {
+                    Admission::Start(permit) => self.start(d, permit, inflight, tasks),
+                    Admission::Wait(why) => {
+                        self.metrics.delivery_held_back.with_label_values(&[name, why]).inc();
+                        if parked.rows.len() < park_max {
+                            parked.seqs.insert(d.event_seq);
+                            parked.rows.push_back(d);
+                        } else {
+                            deferred.push(d.event_seq);
+                        }
+                    }
+                }
+            }
+            if !deferred.is_empty() {
+                let until = now_ms() + PARK_HOLD.as_millis() as u64;
+                self.store.defer(name, deferred, until).await?;
+            }
+            if got < free {
+                return Ok(next);
+            }
+            // Every row fetched was started, parked or deferred: fetch on
+            // while slots are free.
         }
-        if got == free {
-            // Possibly more due right now: come back as soon as a slot frees.
-            return Ok(if inflight.len() < limit { Some(now_ms()) } else { None });
-        }
-        Ok(next)
+    }
+
+    fn start(&self, d: DueDelivery, permit: Permit, inflight: &mut HashSet<i64>, tasks: &mut JoinSet<AttemptDone>) {
+        inflight.insert(d.event_seq);
+        let sink = self.sink.clone();
+        tasks.spawn(async move {
+            let seq = d.event_seq;
+            let outcome = sink.attempt(d).await;
+            // Released before the driver learns the outcome, so the next
+            // fill already sees the freed per-key count.
+            drop(permit);
+            (seq, outcome)
+        });
     }
 }
 

@@ -39,15 +39,20 @@ use tokio::sync::Notify;
 use super::doveadm::{self, GetResult, UnsetResult};
 use super::ece::{self, Subscriber};
 use super::jobs::{decode_key, gone_target, unset_jobs, Channel, Job, TargetKind};
+use super::limits::{limit_keys, InFlightLimits, ValidationRate};
 use super::payload;
 use super::settings::{DeltaChatSettings, DovecotSettings, WebPushSettings};
 use super::vapid::VapidKeys;
-use crate::delivery::driver::Sink;
+use crate::delivery::driver::{Admission, Permit, Sink};
 use crate::delivery::http::{HttpSender, Response};
 use crate::delivery::retry::{Outcome, RetryLogic, StandardRetryLogic, Verdict};
 use crate::delivery::settle::{AttemptError, Attempted, Ledger};
 use crate::queue::deliveries::DueDelivery;
 use crate::time::{now_ms, now_secs};
+
+/// `coi_push_requests_total{outcome}` of a validation push not sent
+/// because its user reached `validations_per_user_per_hour`.
+pub const USER_RATE_LIMITED: &str = "user_rate_limited";
 
 /// What an answer means for a push job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,6 +242,10 @@ pub struct WebPushSink {
     pub ledger: Ledger,
     /// Gone targets.
     pub retirer: Arc<Retirer>,
+    /// Requests in flight per user and per push service (this channel's).
+    pub in_flight: Arc<InFlightLimits>,
+    /// Validation pushes per user per hour (the validation channel only).
+    pub validation_rate: Option<ValidationRate>,
 }
 
 impl Sink for WebPushSink {
@@ -250,6 +259,17 @@ impl Sink for WebPushSink {
 
     async fn attempt(self: Arc<Self>, d: DueDelivery) -> Attempted {
         self.ledger.settled(&d, self.attempt_inner(&d)).await
+    }
+
+    fn admit(&self, d: &DueDelivery) -> Admission {
+        // A row that is no job of ours starts (and is buried by the attempt).
+        let Some((user, host)) = limit_keys(&d.payload) else {
+            return Admission::Start(Permit::default());
+        };
+        match self.in_flight.try_acquire(&user, &host) {
+            Ok(guard) => Admission::Start(Permit::new(guard)),
+            Err(limit) => Admission::Wait(limit),
+        }
     }
 }
 
@@ -273,7 +293,22 @@ impl WebPushSink {
                     return Ok(false);
                 }
             },
-            (Job::Validation { target, secret, .. }, Channel::Validation) => (target, payload::validation(secret), true),
+            (Job::Validation { target, secret, user, .. }, Channel::Validation) => {
+                // Counted once per job, at its first attempt.
+                let over = d.attempts == 0
+                    && self.validation_rate.as_ref().is_some_and(|rate| !rate.allow(user, now_ms()));
+                if over {
+                    self.ledger
+                        .metrics
+                        .push_requests
+                        .with_label_values(&[Channel::Validation.label(), USER_RATE_LIMITED])
+                        .inc();
+                    tracing::debug!(subscription = %target.subscription_id, "validation push not sent: the user's hourly limit is reached");
+                    // Done with it: nothing was sent, nothing to retry.
+                    return Ok(true);
+                }
+                (target, payload::validation(secret), true)
+            }
             _ => {
                 self.ledger.bury(d, d.attempts, "job of another channel".into()).await?;
                 return Ok(false);

@@ -582,3 +582,80 @@ fn endpoint_paths_never_reach_logs_metrics_or_dead_letters() {
         assert!(!metrics.contains(secret), "{secret} in the metrics");
     }
 }
+
+#[test]
+fn one_users_hanging_endpoints_cannot_hold_the_shared_web_push_slots() {
+    // Issue 12 item 6: 10 subscriptions of mallory and 10 of trudy on a
+    // server that accepts and never answers, 8 slots in all. Without
+    // per-user and per-host limits they held every slot for the whole
+    // timeout and alice's push waited behind them.
+    let env = Env::new();
+    let hang = Receiver::with(|_, _| {
+        std::thread::sleep(Duration::from_secs(8));
+        (201, vec![])
+    });
+    let fast = Receiver::with(|_, _| (201, vec![]));
+    let sections = webpush_section(&env).replace("timeout_secs = 5\n", "timeout_secs = 5\nconcurrency = 8\nrequests_in_flight_per_host = 6\n");
+    env.write_config_with(&[], &sections);
+    let sc = env.start();
+    let sub = Subscriber::new();
+    let targets = |user: &str, rx: &Receiver, n: usize| -> Vec<WebPushTargetV1> {
+        (0..n).map(|i| sub.target(&format!("{user}-sub-{i:02}"), &rx.url(&format!("/{user}/{i}")))).collect()
+    };
+    let record = |user: &str, t: Vec<WebPushTargetV1>| {
+        let mut r = push_record(t, vec![]);
+        if let Record::Push(p) = &mut r {
+            p.user = user.into();
+        }
+        r
+    };
+    env.append_record(&record("mallory", targets("mallory", &hang, 10)));
+    env.append_record(&record("trudy", targets("trudy", &hang, 10)));
+    env.append_record(&record("alice", targets("alice", &fast, 1)));
+    let start = std::time::Instant::now();
+    env.ring();
+    wait_for("alice's push", Duration::from_secs(4), || fast.count() >= 1);
+    let alice_after = start.elapsed();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Nothing at the hanging server has finished yet (it answers after 8 s,
+    // the sidecar gives up after 5 s): what arrived is what is in flight.
+    let arrived = hang.requests();
+    let of = |user: &str| arrived.iter().filter(|r| r.path.starts_with(&format!("/{user}/"))).count();
+    assert!(of("mallory") <= 4 && of("trudy") <= 4, "per user: mallory {} trudy {}", of("mallory"), of("trudy"));
+    assert!(arrived.len() <= 6, "per host: {} in flight", arrived.len());
+    assert!(alice_after < Duration::from_secs(3), "alice waited {alice_after:?}");
+    let m = sc.scrape();
+    assert!(m.value("coi_delivery_held_back_total", &[("endpoint", "push:webpush"), ("limit", "user")]) >= 1.0);
+    assert!(m.value("coi_delivery_held_back_total", &[("endpoint", "push:webpush"), ("limit", "host")]) >= 1.0);
+}
+
+#[test]
+fn validation_pushes_are_limited_per_user_per_hour() {
+    // Issue 12 item 6: re-setting the same subscription id queues a new
+    // validation each time; past the hourly limit none is sent.
+    let env = Env::new();
+    let rx = Receiver::with(|_, _| (201, vec![]));
+    env.write_config_with(&[], &format!("{}validations_per_user_per_hour = 3\n", webpush_section(&env)));
+    let sc = env.start();
+    let sub = Subscriber::new();
+    for _ in 0..6 {
+        env.append_record(&validation_record(now_ms(), sub.target("subscription-1", &rx.url("/alice"))));
+    }
+    let mut bob = validation_record(now_ms(), sub.target("subscription-1", &rx.url("/bob")));
+    if let Record::WebPushValidation(v) = &mut bob {
+        v.user = "bob@example.org".into();
+    }
+    env.append_record(&bob);
+    env.ring();
+    wait_for("the limited ones counted", LONG, || {
+        sc.scrape().value("coi_push_requests_total", &[("channel", "validation"), ("outcome", "user_rate_limited")]) == 3.0
+    });
+    wait_for("the allowed ones sent", LONG, || rx.count() >= 4);
+    std::thread::sleep(Duration::from_millis(300));
+    let paths: Vec<String> = rx.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths.iter().filter(|p| *p == "/alice").count(), 3, "{paths:?}");
+    assert_eq!(paths.iter().filter(|p| *p == "/bob").count(), 1, "{paths:?}");
+    let m = sc.scrape();
+    assert_eq!(m.value("coi_queue_depth_deliveries", &[("kind", "validation")]), 0.0, "nothing left queued");
+    assert_eq!(m.value("coi_dead_letters_total", &[]), 0.0);
+}
