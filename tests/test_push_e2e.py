@@ -79,7 +79,7 @@ def env(tmp_path_factory):
         settings.update({"coi_webpush_vapid_key": str(sc.vapid_public_key),
                          "coi_deltachat_push": "yes"})
         dc = DovecotInstance(plugin_settings=settings, extra_config=doveadm_http_config(port, API_KEY),
-                             users=["alice", "bob", "carol", "dave", "grace", LONG_USER])
+                             users=["alice", "bob", "carol", "dave", "grace", "heidi", LONG_USER])
         dc.start()
         yield Env(dc, sc, rx, proxy)
     finally:
@@ -185,6 +185,26 @@ def test_410_clean_up_keeps_a_subscription_renewed_under_the_same_id(env):
     req = rx.wait_for(2, new)[1]
     assert req.json()["subject"] == "still here"
     assert len(rx.requests(old)) == 2, rx.log_tail()
+
+def test_resetting_one_subscription_id_cannot_queue_unlimited_validations(env):
+    """Issue 12 item 6. Every SETMETADATA of a subscription, even of the same id,
+    asks for a validation push to a URL the user chose. 25 in a row from one IMAP
+    session: the sidecar sends at most validations_per_user_per_hour (20 by
+    default) and counts the rest; the client is still told OK each time."""
+    dc, rx = env.dc, env.rx
+    sub = rx.make_subscription("heidi-loop-01")
+    limited0 = env.sc.metrics().value("coi_push_requests_total", channel="validation",
+                                      outcome="user_rate_limited")
+    with dc.imap("heidi") as c:
+        for _ in range(25):
+            c.setmetadata_ok(SUBS + sub.id, sub.client_json("chat"))
+        assert c.conn.noop()[0] == "OK"
+    wait_until("the validations past the limit counted", lambda: env.sc.metrics().value(
+        "coi_push_requests_total", channel="validation", outcome="user_rate_limited") == limited0 + 5,
+        diag=env.diag)
+    time.sleep(0.5)
+    assert len(rx.requests(sub)) == 20, rx.log_tail()
+    dc.assert_no_panic_or_fatal()
 
 def test_deltachat_tokens_self_sent_and_410(env):
     dc, proxy = env.dc, env.proxy
