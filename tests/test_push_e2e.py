@@ -299,7 +299,7 @@ def test_no_validation_push_after_the_subscription_window(tmp_path):
         sc.stop()
         settings = dict(sc.plugin_settings())
         settings.update({"coi_webpush_vapid_key": str(sc.vapid_public_key),
-                         "coi_webpush_validation_timeout": "10"})
+                         "coi_webpush_validation_timeout": "10s"})
         dc = DovecotInstance(plugin_settings=settings, users=["erin"])
         dc.start()
         late = rx.make_subscription("erin-late-1")

@@ -430,12 +430,15 @@ class PushReceiver:
 
 # --------------------------------------------------------------------------- helpers
 def doveadm_http_config(port: int, api_key: str) -> str:
-    """dovecot.conf lines that open the doveadm HTTP API on 127.0.0.1:``port``."""
+    """dovecot.conf lines that open the doveadm HTTP API on 127.0.0.1:``port``
+    (in 2.4 syntax, ``listen`` instead of ``address``, when the harness renders
+    2.4: ``$COI_DOVECOT_VERSION``)."""
+    v24 = os.environ.get("COI_DOVECOT_VERSION", "2.3").startswith("2.4")
     return "\n".join([
         f"doveadm_api_key = {api_key}",
         "service doveadm {",
         "  inet_listener http {",
-        "    address = 127.0.0.1",
+        "    listen = 127.0.0.1" if v24 else "    address = 127.0.0.1",
         f"    port = {port}",
         "  }",
         "}",
