@@ -95,8 +95,9 @@ void *coi_user_rs(struct mail_user *user);
 char coi_user_separator(struct mail_user *user);
 
 /* coi-folders.c: makes sure `vname` exists (creating it, subscribed when
-   `subscribe`, and tolerating a concurrent creator). Returns 0 when it
-   exists now, -1 with *error_r. */
+   `subscribe`, and tolerating a concurrent creator). The plugin's own
+   creation: never taken for a user's CREATE. Returns 0 when it exists
+   now, -1 with *error_r. */
 int coi_folder_ensure(struct mail_user *user, const char *vname,
 		      bool subscribe, const char **error_r);
 /* The name of the user's \Trash mailbox, or NULL if none is configured. */
@@ -106,8 +107,9 @@ const char *coi_trash_name(struct mail_user *user);
    Push, Delta Chat tokens), registered for the whole process. */
 void coi_attributes_register(void);
 void coi_attributes_unregister(void);
-/* Sets or clears .../coi/config/enabled as a client would (so enabling
-   creates the folders). Returns 0, or -1 with *error_r. */
+/* Stores .../coi/config/enabled "yes" or "no" as a client would (so
+   enabling creates the folders): the user's own choice, which the site
+   default never overrides. Returns 0, or -1 with *error_r. */
 int coi_set_enabled(struct mail_user *user, bool enabled, const char **error_r);
 /* Collects the user's push targets for a delivered message and hands
    them to Rust (coi-deliver.c calls it after the first stored copy). */
