@@ -228,7 +228,11 @@ def test_dsync_replicated_seen_flag_does_not_move(env):
     d.doveadm.run("sync", "-u", user, location)
     # the chat is read on the replica by something that is not the plugin
     # (here: doveadm with the plugin off there)
-    d.doveadm.run("-o", f"mail_location={location}", "-o", "mail_plugins=",
+    if d.config.dovecot_version.startswith("2.4"):
+        replica_settings = ["-o", "mail_driver=maildir", "-o", f"mail_path={replica}"]
+    else:
+        replica_settings = ["-o", f"mail_location={location}"]
+    d.doveadm.run(*replica_settings, "-o", "mail_plugins=",
                   "flags", "add", "-u", user, "\\Seen", "mailbox", "INBOX", "all")
     with session(d, user) as c:
         assert c.select("INBOX") == 1
