@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 
 from tests.harness import messages as M
+from tests.harness.doveadm import other_maildir_args
 from tests.harness.imap import COI_ENABLED, IdleClient
 
 SITE_ON = {"coi_default_enabled": "yes", "coi_default_message_filter": "active"}
@@ -101,6 +102,29 @@ def test_seen_move_creating_the_folder_stores_no_choice(dovecot_factory):
     with session(d, "u2") as c:
         c.select("INBOX")
         assert getmetadata(c, COI_ENABLED) is None
+    d.assert_no_panic_or_fatal()
+
+
+def test_dsync_creating_the_chats_folder_stores_no_choice(dovecot_factory):
+    """A folder dsync copies in from a replica is the other side's, not a
+    CREATE by this user: it neither enables COI here nor is refused."""
+    d = dovecot_factory(plugin_settings=SITE_OFF, users=["u6"])
+    replica = d.home("u6") / "replica"
+    # a real INBOX first (dsync merges two fresh empty ones only on a rerun)
+    d.lmtp_deliver(M.plain_mail().raw, [d.rcpt("u6")])
+    d.doveadm.run("sync", "-u", "u6", f"maildir:{replica}")
+    d.doveadm.run(*other_maildir_args(d.config.dovecot_version, replica), "-o", "mail_plugins=",
+                  "mailbox", "create", "-u", "u6", "COI/Chats")
+    chat = M.coi_chat()
+    with session(d, "u6") as c:
+        assert c.select("INBOX") == 1
+        d.doveadm.run("sync", "-u", "u6", f"maildir:{replica}")
+        assert b"COI/Chats" in b"\n".join(c.command_ok('LIST "" "*"'))
+        assert getmetadata(c, COI_ENABLED) is None
+        d.lmtp_deliver(chat.raw, [d.rcpt("u6")])
+        assert exists_after(c) == [b"* 2 EXISTS"]
+        assert len(c.check_view()) == 2
+    assert chat.message_id in folders(d, "u6")["INBOX"]
     d.assert_no_panic_or_fatal()
 
 

@@ -21,10 +21,11 @@ import time
 import pytest
 
 from tests.harness import messages as M
+from tests.harness.doveadm import other_maildir_args
 from tests.harness.imap import IdleClient
 from tests.harness.spool import make_spool_dir, seen_moves, wait_records
 
-USERS = ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8"]
+USERS = ["s1", "s2", "s3", "s4", "s5", "s6", "s7"]
 
 
 @pytest.fixture(scope="module")
@@ -228,11 +229,7 @@ def test_dsync_replicated_seen_flag_does_not_move(env):
     d.doveadm.run("sync", "-u", user, location)
     # the chat is read on the replica by something that is not the plugin
     # (here: doveadm with the plugin off there)
-    if d.config.dovecot_version.startswith("2.4"):
-        replica_settings = ["-o", "mail_driver=maildir", "-o", f"mail_path={replica}"]
-    else:
-        replica_settings = ["-o", f"mail_location={location}"]
-    d.doveadm.run(*replica_settings, "-o", "mail_plugins=",
+    d.doveadm.run(*other_maildir_args(d.config.dovecot_version, replica), "-o", "mail_plugins=",
                   "flags", "add", "-u", user, "\\Seen", "mailbox", "INBOX", "all")
     with session(d, user) as c:
         assert c.select("INBOX") == 1
