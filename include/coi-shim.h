@@ -253,8 +253,9 @@ struct coi_rs_ops {
 	   default). Returns 1 with *value_r, 0 for NIL. */
 	int32_t (*config_get)(void *user, int32_t key, struct coi_bytes *value_r);
 	/* Validates a SETMETADATA value for a config key (value->ptr NULL =
-	   NIL). Returns 0 when allowed, -1 with *error_r (a message for the
-	   client) when not. */
+	   NIL). Returns 1 when allowed and the value turns COI on (`enabled`
+	   yes: the shim creates the folders first), 0 when allowed, -1 with
+	   *error_r (a message for the client) when not. */
 	int32_t (*config_check)(void *user, int32_t key,
 				const struct coi_bytes *value,
 				struct coi_bytes *error_r);

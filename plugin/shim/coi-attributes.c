@@ -4,7 +4,7 @@
  * VALIDATED; the values still need mail_attribute_dict to be stored):
  *
  *   server /private/vendor/vendor.dovecot/coi/config/mailbox-root  read-only
- *   server /private/vendor/vendor.dovecot/coi/config/enabled       yes | NIL
+ *   server /private/vendor/vendor.dovecot/coi/config/enabled   yes | no | NIL
  *   server /private/vendor/vendor.dovecot/coi/config/message-filter
  *   server /private/vendor/vendor.dovecot/webpush/vapid            read-only
  *   server /private/vendor/vendor.dovecot/webpush/subscriptions/<id>[/validate]
@@ -182,28 +182,27 @@ static int coi_config_set(struct mailbox_transaction_context *t,
 	void *rs = coi_box_rs(box);
 	struct coi_bytes bytes, error, chats, contacts;
 	const char *str, *errstr;
+	int32_t check;
 
 	if (coi_value_string(box, value, &str) < 0)
 		return -1;
 	if (rs != NULL) {
 		bytes = coi_bytes_from_str(str);
 		i_zero(&error);
-		if (coi_ops->config_check(rs, config_key, &bytes, &error) < 0)
+		check = coi_ops->config_check(rs, config_key, &bytes, &error);
+		if (check < 0)
 			return coi_refuse(box, MAIL_ERROR_PARAMS, &error);
 		/* enabled=yes: the folders exist before the tagged OK */
-		if (config_key == COI_CONFIG_ENABLED && str != NULL &&
+		if (check == 1 &&
 		    coi_ops->folder_names(rs, (uint8_t)coi_user_separator(user),
 					  &chats, &contacts) == 0) {
 			const char *chats_name = t_strndup(chats.ptr, chats.len);
 			const char *contacts_name =
 				t_strndup(contacts.ptr, contacts.len);
 
-			bool was_quiet = coi_lifecycle_quiet(TRUE);
-			int ret = coi_folder_ensure(user, chats_name, TRUE, &errstr) < 0 ||
-				coi_folder_ensure(user, contacts_name, FALSE, &errstr) < 0 ? -1 : 0;
-
-			(void)coi_lifecycle_quiet(was_quiet);
-			if (ret < 0) {
+			if (coi_folder_ensure(user, chats_name, TRUE, &errstr) < 0 ||
+			    coi_folder_ensure(user, contacts_name, FALSE,
+					      &errstr) < 0) {
 				mail_storage_set_error(box->storage,
 					MAIL_ERROR_TEMP, t_strdup_printf(
 					"Cannot create the COI folders: %s",

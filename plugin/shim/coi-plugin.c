@@ -173,8 +173,7 @@ static void coi_mailbox_allocated(struct mailbox *box)
 		v->delete_box = coi_delete_box;
 		v->rename_box = coi_rename_box;
 		if (box->inbox_user) {
-			p_array_init(&cbox->seen_uids, box->pool, 8);
-			p_array_init(&cbox->seen_pending, box->pool, 8);
+			cbox->seen_mode = TRUE;
 			v->transaction_commit = coi_seen_transaction_commit;
 			v->transaction_rollback = coi_seen_transaction_rollback;
 		}

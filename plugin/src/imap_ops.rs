@@ -11,7 +11,7 @@ use std::ffi::c_void;
 
 use coi_core::classify::{classify as classify_headers, ChatHeaders, Kind};
 use coi_core::folder_lifecycle::{folder_action, FolderAction, FolderOp};
-use coi_core::imap_config::{check_value, default_value, ConfigKey};
+use coi_core::imap_config::{check_value, default_value, ConfigEffect, ConfigKey};
 use coi_core::route::{resolve_policy, UserMetadata};
 use coi_core::settings::MessageFilter;
 use coi_core::wire::{new_event_id, MessageEventV1, MessageOrigin, Record};
@@ -76,7 +76,8 @@ pub(crate) unsafe extern "C" fn config_check(
         // SAFETY: the value bytes are alive during this call.
         let value = unsafe { value.as_option() };
         match check_value(key, value) {
-            Ok(()) => 0,
+            Ok(ConfigEffect::TurnsOn) => 1,
+            Ok(ConfigEffect::Stored) => 0,
             Err(message) => {
                 *error_r = handle.lend(0, message);
                 -1
