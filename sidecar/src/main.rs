@@ -31,9 +31,13 @@ enum Command {
     Run,
     /// Validate the configuration file and exit (0 = valid).
     CheckConfig,
-    /// Show whether the daemon runs and is healthy, the queue, every
-    /// endpoint's health and the spool lag. Reads only. Exit status: 0
-    /// running and healthy, 3 not running, 4 unhealthy, 1 queue unreadable.
+    /// Show whether the daemon runs, the queue, each endpoint's health and the spool lag.
+    ///
+    /// Reads the queue database (read-only) and asks /healthz; changes
+    /// nothing, so it is safe as root and while the daemon runs. Exit
+    /// status: 0 running and healthy, 3 not running, 4 running but
+    /// unhealthy (or /healthz does not answer), 1 the queue could not be
+    /// read.
     Status {
         /// One JSON object instead of text, for scripts.
         #[arg(long)]
