@@ -411,7 +411,7 @@ impl Report {
             if e.pending > 0 {
                 let _ = write!(o, " ({} due now, {} retrying", e.due, e.retrying);
                 if e.retrying > 0 {
-                    let _ = write!(o, ", up to {} attempts", e.max_attempts);
+                    let _ = write!(o, ", up to {}", plural(e.max_attempts, "failed attempt", "failed attempts"));
                 }
                 o.push(')');
             }
