@@ -238,6 +238,25 @@ mod tests {
     }
 
     #[test]
+    fn a_gone_push_target_counts_as_an_answer_for_its_channel() {
+        use crate::push::jobs::TargetKind;
+        use crate::queue::ingest::DeadTargetKey;
+        use crate::queue::targets::retire;
+        let (_d, mut c) = temp_db();
+        let seqs = seed(&mut c, &["p1", "p2"], &["push:webpush"]);
+        reschedule(&mut c, "push:webpush", seqs[0], 1, 5000, "HTTP 503").unwrap();
+        let key = DeadTargetKey {
+            target: TargetKind::Webpush,
+            user: "alice".into(),
+            target_key: "subscription-1".into(),
+            fingerprint: "fp".into(),
+        };
+        retire(&mut c, "push:webpush", seqs[1], &key, &[], 7000).unwrap();
+        let f = &endpoint_figures(&c, 8000).unwrap()["push:webpush"];
+        assert_eq!((f.last_success_ms, f.consecutive_failures, f.pending), (Some(7000), 0, 1));
+    }
+
+    #[test]
     fn a_database_without_the_health_table_still_has_figures() {
         let (_d, mut c) = temp_db();
         let seqs = seed(&mut c, &["a"], &["hook"]);
