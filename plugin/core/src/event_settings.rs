@@ -111,11 +111,7 @@ impl EventSettings {
                 path
             }
         };
-        Ok(EventSettings {
-            spool_dir,
-            spool_max_bytes,
-            sidecar_socket,
-        })
+        Ok(EventSettings { spool_dir, spool_max_bytes, sidecar_socket })
     }
 }
 
@@ -130,19 +126,14 @@ fn shown(raw: &[u8]) -> String {
 fn absolute_path(setting: &'static str, raw: &[u8]) -> Result<PathBuf, EventSettingsError> {
     match std::str::from_utf8(raw) {
         Ok(text) if text.starts_with('/') && !text.contains('\0') => Ok(PathBuf::from(text)),
-        _ => Err(EventSettingsError::NotAbsolutePath {
-            setting,
-            value: shown(raw),
-        }),
+        _ => Err(EventSettingsError::NotAbsolutePath { setting, value: shown(raw) }),
     }
 }
 
 /// Dovecot size syntax: digits, optional space, optional unit (B, k, M, G, T).
 pub fn parse_size(raw: &[u8]) -> Option<u64> {
     let text = std::str::from_utf8(raw).ok()?.trim();
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     if digits_end == 0 {
         return None;
     }
@@ -169,14 +160,8 @@ mod tests {
 
     #[test]
     fn defaults_when_unset_or_empty() {
-        assert_eq!(
-            EventSettings::from_raw(None, None, None),
-            Ok(EventSettings::default())
-        );
-        assert_eq!(
-            EventSettings::from_raw(raw(""), raw("  "), raw("")),
-            Ok(EventSettings::default())
-        );
+        assert_eq!(EventSettings::from_raw(None, None, None), Ok(EventSettings::default()));
+        assert_eq!(EventSettings::from_raw(raw(""), raw("  "), raw("")), Ok(EventSettings::default()));
     }
 
     #[test]
@@ -192,57 +177,28 @@ mod tests {
         ] {
             assert_eq!(parse_size(text.as_bytes()), Some(bytes), "{text}");
         }
-        for text in [
-            "",
-            "M",
-            "-1",
-            "1.5G",
-            "12Q",
-            "99999999999999999999",
-            "1 G B",
-        ] {
+        for text in ["", "M", "-1", "1.5G", "12Q", "99999999999999999999", "1 G B"] {
             assert_eq!(parse_size(text.as_bytes()), None, "{text}");
         }
-        assert_eq!(
-            parse_size(b"18446744073709551615T"),
-            None,
-            "overflow is rejected"
-        );
+        assert_eq!(parse_size(b"18446744073709551615T"), None, "overflow is rejected");
     }
 
     #[test]
     fn values_are_validated() {
-        let ok = EventSettings::from_raw(raw("/tmp/spool"), raw("1M"), raw("/tmp/s.sock"))
-            .unwrap_or_default();
+        let ok = EventSettings::from_raw(raw("/tmp/spool"), raw("1M"), raw("/tmp/s.sock")).unwrap_or_default();
         assert_eq!(ok.spool_dir, PathBuf::from("/tmp/spool"));
         assert_eq!(ok.spool_max_bytes, 1 << 20);
         assert_eq!(ok.sidecar_socket, PathBuf::from("/tmp/s.sock"));
 
         let err = EventSettings::from_raw(raw("relative/dir"), None, None);
-        assert!(matches!(
-            err,
-            Err(EventSettingsError::NotAbsolutePath {
-                setting: SETTING_SPOOL_PATH,
-                ..
-            })
-        ));
+        assert!(matches!(err, Err(EventSettingsError::NotAbsolutePath { setting: SETTING_SPOOL_PATH, .. })));
         let err = EventSettings::from_raw(None, raw("1k"), None);
         assert!(matches!(&err, Err(EventSettingsError::BadSize { .. })));
-        assert!(err
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default()
-            .starts_with("coi_spool_max_size:"));
+        assert!(err.err().map(|e| e.to_string()).unwrap_or_default().starts_with("coi_spool_max_size:"));
         let long = format!("/{}", "s".repeat(120));
         let err = EventSettings::from_raw(None, None, raw(&long));
         assert_eq!(err, Err(EventSettingsError::SocketPathTooLong { len: 121 }));
         let err = EventSettings::from_raw(None, None, Some(b"/run/\xff"));
-        assert!(matches!(
-            err,
-            Err(EventSettingsError::NotAbsolutePath {
-                setting: SETTING_SIDECAR_SOCKET,
-                ..
-            })
-        ));
+        assert!(matches!(err, Err(EventSettingsError::NotAbsolutePath { setting: SETTING_SIDECAR_SOCKET, .. })));
     }
 }

@@ -46,9 +46,7 @@ impl FastNotify {
             b"chats" => Ok(FastNotify::Chats),
             b"all" => Ok(FastNotify::All),
             b"no" | b"none" | b"off" => Ok(FastNotify::No),
-            _ => Err(FastNotifyError {
-                value: String::from_utf8_lossy(value).chars().take(64).collect(),
-            }),
+            _ => Err(FastNotifyError { value: String::from_utf8_lossy(value).chars().take(64).collect() }),
         }
     }
 
@@ -88,13 +86,8 @@ mod tests {
         assert_eq!(FastNotify::from_raw(Some(b"ALL")), Ok(FastNotify::All));
         assert_eq!(FastNotify::from_raw(Some(b"no")), Ok(FastNotify::No));
         assert_eq!(FastNotify::from_raw(Some(b"chats")), Ok(FastNotify::Chats));
-        let err = FastNotify::from_raw(Some(b"yes please"))
-            .err()
-            .map(|e| e.to_string());
-        assert_eq!(
-            err.as_deref(),
-            Some("coi_fast_notify: invalid value \"yes please\"; allowed: chats, all, no")
-        );
+        let err = FastNotify::from_raw(Some(b"yes please")).err().map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("coi_fast_notify: invalid value \"yes please\"; allowed: chats, all, no"));
     }
 
     #[test]
@@ -105,10 +98,7 @@ mod tests {
         assert!(FastNotify::Chats.applies("INBOX", chats, Some(&policy(true))));
         assert!(FastNotify::Chats.applies("inbox", chats, Some(&policy(true))));
         assert!(!FastNotify::Chats.applies("INBOX", chats, Some(&policy(false))));
-        assert!(
-            !FastNotify::Chats.applies("INBOX", chats, None),
-            "unreadable policy: stock behaviour"
-        );
+        assert!(!FastNotify::Chats.applies("INBOX", chats, None), "unreadable policy: stock behaviour");
         assert!(FastNotify::All.applies("Archive", chats, None));
         assert!(!FastNotify::No.applies("COI/Chats", chats, Some(&policy(true))));
     }

@@ -121,81 +121,25 @@ mod tests {
 
     #[test]
     fn rename_under_trash_disables_other_renames_are_refused() {
-        assert_eq!(
-            act(FolderOp::Rename {
-                from: "COI/Chats",
-                to: "Trash/Chats"
-            }),
-            FolderAction::Disable
-        );
-        assert_eq!(
-            act(FolderOp::Rename {
-                from: "COI",
-                to: "Trash/COI"
-            }),
-            FolderAction::Disable
-        );
-        let refused = act(FolderOp::Rename {
-            from: "COI/Chats",
-            to: "Chats",
-        });
+        assert_eq!(act(FolderOp::Rename { from: "COI/Chats", to: "Trash/Chats" }), FolderAction::Disable);
+        assert_eq!(act(FolderOp::Rename { from: "COI", to: "Trash/COI" }), FolderAction::Disable);
+        let refused = act(FolderOp::Rename { from: "COI/Chats", to: "Chats" });
         assert_eq!(refused.code(), 3);
         assert!(matches!(refused, FolderAction::Refuse(m) if m.contains("cannot be renamed")));
-        assert_eq!(
-            act(FolderOp::Rename {
-                from: "COI/Chats",
-                to: "Trash"
-            })
-            .code(),
-            3
-        );
-        assert_eq!(
-            act(FolderOp::Rename {
-                from: "COI",
-                to: "Archive/COI"
-            })
-            .code(),
-            3
-        );
-        assert_eq!(
-            act(FolderOp::Rename {
-                from: "COI/Chats",
-                to: "TrashCan/x"
-            })
-            .code(),
-            3
-        );
+        assert_eq!(act(FolderOp::Rename { from: "COI/Chats", to: "Trash" }).code(), 3);
+        assert_eq!(act(FolderOp::Rename { from: "COI", to: "Archive/COI" }).code(), 3);
+        assert_eq!(act(FolderOp::Rename { from: "COI/Chats", to: "TrashCan/x" }).code(), 3);
     }
 
     #[test]
     fn rename_to_chats_enables() {
-        assert_eq!(
-            act(FolderOp::Rename {
-                from: "Old",
-                to: "COI/Chats"
-            }),
-            FolderAction::Enable
-        );
-        assert_eq!(
-            act(FolderOp::Rename {
-                from: "Old",
-                to: "COI/Other"
-            }),
-            FolderAction::None
-        );
+        assert_eq!(act(FolderOp::Rename { from: "Old", to: "COI/Chats" }), FolderAction::Enable);
+        assert_eq!(act(FolderOp::Rename { from: "Old", to: "COI/Other" }), FolderAction::None);
     }
 
     #[test]
     fn trash_name_and_separator_are_honoured() {
-        let a = folder_action(
-            FolderOp::Rename {
-                from: "COI.Chats",
-                to: "Deleted Items.x",
-            },
-            "COI.Chats",
-            "Deleted Items",
-            '.',
-        );
+        let a = folder_action(FolderOp::Rename { from: "COI.Chats", to: "Deleted Items.x" }, "COI.Chats", "Deleted Items", '.');
         assert_eq!(a, FolderAction::Disable);
     }
 }

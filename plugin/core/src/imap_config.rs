@@ -105,34 +105,20 @@ mod tests {
 
     #[test]
     fn mailbox_root_is_read_only_even_for_nil() {
-        assert!(check_value(ConfigKey::MailboxRoot, None)
-            .unwrap_err()
-            .contains("read-only"));
+        assert!(check_value(ConfigKey::MailboxRoot, None).unwrap_err().contains("read-only"));
         assert!(check_value(ConfigKey::MailboxRoot, Some(b"X")).is_err());
     }
 
     #[test]
     fn defaults_show_the_policy_in_force() {
         let mut s = PluginSettings::default();
-        assert_eq!(
-            default_value(ConfigKey::MailboxRoot, &s).as_deref(),
-            Some("COI")
-        );
+        assert_eq!(default_value(ConfigKey::MailboxRoot, &s).as_deref(), Some("COI"));
         assert_eq!(default_value(ConfigKey::Enabled, &s), None);
-        assert_eq!(
-            default_value(ConfigKey::MessageFilter, &s).as_deref(),
-            Some("none")
-        );
+        assert_eq!(default_value(ConfigKey::MessageFilter, &s).as_deref(), Some("none"));
         s.default_enabled = true;
         s.default_filter = MessageFilter::Seen;
-        assert_eq!(
-            default_value(ConfigKey::Enabled, &s).as_deref(),
-            Some("yes")
-        );
-        assert_eq!(
-            default_value(ConfigKey::MessageFilter, &s).as_deref(),
-            Some("seen")
-        );
+        assert_eq!(default_value(ConfigKey::Enabled, &s).as_deref(), Some("yes"));
+        assert_eq!(default_value(ConfigKey::MessageFilter, &s).as_deref(), Some("seen"));
         assert_eq!(ConfigKey::from_code(3), None);
     }
 }

@@ -190,7 +190,7 @@ mod tests {
             subject: Some("x".repeat(pad % 200)),
             pid: std::process::id(),
             dropped_before: 0,
-            origin: Default::default(),
+        origin: Default::default(),
         }))
     }
 
@@ -276,10 +276,7 @@ mod tests {
                 // times, however the scheduler interleaves the threads.
                 let mut seq = 0u64;
                 while seq < PER_WRITER || rotations.load(Ordering::Relaxed) < MIN_ROTATIONS {
-                    append_retrying(
-                        &w,
-                        &record(&format!("t{t}"), seq, (seq as usize * 53) % 5000),
-                    );
+                    append_retrying(&w, &record(&format!("t{t}"), seq, (seq as usize * 53) % 5000));
                     seq += 1;
                     assert!(seq < 1_000_000, "rotator never ran");
                 }
@@ -290,11 +287,7 @@ mod tests {
         let children: Vec<_> = (0..2)
             .map(|_| {
                 std::process::Command::new(&exe)
-                    .args([
-                        "--exact",
-                        "spool::tests::spool_child_writer",
-                        "--test-threads=1",
-                    ])
+                    .args(["--exact", "spool::tests::spool_child_writer", "--test-threads=1"])
                     .env(CHILD_ENV, &dir)
                     .stdout(std::process::Stdio::null())
                     .spawn()
@@ -322,8 +315,7 @@ mod tests {
                 seen
             })
         };
-        let mut expected: Vec<(String, u64)> =
-            threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let mut expected: Vec<(String, u64)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
         for mut c in children {
             let pid = c.id();
             assert!(c.wait().unwrap().success());

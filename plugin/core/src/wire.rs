@@ -451,35 +451,19 @@ fn to_framed_json(record: &Record) -> Result<Vec<u8>, serde_json::Error> {
     match record {
         Record::Message(m) => serde_json::to_writer(
             &mut out,
-            &Tagged {
-                v: WIRE_VERSION,
-                kind: "message",
-                body: m,
-            },
+            &Tagged { v: WIRE_VERSION, kind: "message", body: m },
         )?,
         Record::Fallback(f) => serde_json::to_writer(
             &mut out,
-            &Tagged {
-                v: WIRE_VERSION,
-                kind: "fallback",
-                body: f,
-            },
+            &Tagged { v: WIRE_VERSION, kind: "fallback", body: f },
         )?,
         Record::Push(p) => serde_json::to_writer(
             &mut out,
-            &Tagged {
-                v: WIRE_VERSION,
-                kind: "push",
-                body: p,
-            },
+            &Tagged { v: WIRE_VERSION, kind: "push", body: p },
         )?,
         Record::WebPushValidation(w) => serde_json::to_writer(
             &mut out,
-            &Tagged {
-                v: WIRE_VERSION,
-                kind: "webpush_validation",
-                body: w,
-            },
+            &Tagged { v: WIRE_VERSION, kind: "webpush_validation", body: w },
         )?,
     }
     out.push(LINE_FEED);
@@ -679,9 +663,7 @@ pub fn decode_doorbell(datagram: &[u8]) -> Result<Doorbell, DoorbellError> {
         serde_json::from_slice(datagram).map_err(|e| DoorbellError::Garbage(e.to_string()))?;
     if wire.v.as_u64() != Some(WIRE_VERSION) {
         let shown = wire.v.to_string();
-        return Err(DoorbellError::Version(
-            truncate_utf8(&shown, 32).to_string(),
-        ));
+        return Err(DoorbellError::Version(truncate_utf8(&shown, 32).to_string()));
     }
     if wire.kind != "ring" {
         return Err(DoorbellError::Garbage(format!(
@@ -721,7 +703,7 @@ mod tests {
             subject: Some("Grüße".into()),
             pid: 4242,
             dropped_before: 0,
-            origin: Default::default(),
+        origin: Default::default(),
         }
     }
 
@@ -736,10 +718,7 @@ mod tests {
         assert_eq!(bytes[0], RECORD_SEPARATOR);
         assert_eq!(*bytes.last().unwrap(), LINE_FEED);
         let text = std::str::from_utf8(body(&bytes)).unwrap();
-        assert!(
-            text.starts_with(r#"{"v":1,"type":"message","id":"#),
-            "{text}"
-        );
+        assert!(text.starts_with(r#"{"v":1,"type":"message","id":"#), "{text}");
         assert_eq!(decode_record(body(&bytes)).unwrap(), rec);
     }
 
@@ -777,12 +756,7 @@ mod tests {
         ];
         for (input, want) in cases {
             let err = decode_record(input).unwrap_err();
-            assert_eq!(
-                err.error_type(),
-                *want,
-                "{:?}: {err}",
-                String::from_utf8_lossy(input)
-            );
+            assert_eq!(err.error_type(), *want, "{:?}: {err}", String::from_utf8_lossy(input));
             assert!(!err.is_retriable());
         }
         let big = vec![b' '; MAX_RECORD_BYTES];
@@ -869,20 +843,8 @@ mod tests {
 
     fn arb_message() -> impl Strategy<Value = MessageEventV1> {
         (
-            (
-                arb_text(),
-                any::<u64>(),
-                arb_text(),
-                arb_text(),
-                any::<u32>(),
-                any::<u32>(),
-            ),
-            (
-                arb_text(),
-                proptest::option::of(arb_text()),
-                any::<bool>(),
-                any::<bool>(),
-            ),
+            (arb_text(), any::<u64>(), arb_text(), arb_text(), any::<u32>(), any::<u32>()),
+            (arb_text(), proptest::option::of(arb_text()), any::<bool>(), any::<bool>()),
             (
                 proptest::option::of(arb_text()),
                 proptest::option::of(arb_text()),
@@ -912,7 +874,7 @@ mod tests {
                     subject,
                     pid,
                     dropped_before,
-                    origin: Default::default(),
+                origin: Default::default(),
                 },
             )
     }

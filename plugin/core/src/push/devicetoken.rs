@@ -39,29 +39,18 @@ pub fn token_key(token: &str) -> String {
 /// Validates a token set by a client and returns its key and stored JSON.
 /// `others` is how many other tokens the user has.
 pub fn accept_token(token: &[u8], others: u32, now_unix: i64) -> Result<(String, String), String> {
-    let text =
-        std::str::from_utf8(token).map_err(|_| "device token must be UTF-8 text".to_string())?;
+    let text = std::str::from_utf8(token).map_err(|_| "device token must be UTF-8 text".to_string())?;
     if text.is_empty() || text.len() > PUSH_TOKEN_MAX_BYTES {
-        return Err(format!(
-            "device token must be 1 to {PUSH_TOKEN_MAX_BYTES} octets"
-        ));
+        return Err(format!("device token must be 1 to {PUSH_TOKEN_MAX_BYTES} octets"));
     }
     if text.chars().any(char::is_control) {
         return Err("device token must not contain control characters".to_string());
     }
     if others >= MAX_TOKENS_PER_USER {
-        return Err(format!(
-            "too many device tokens (at most {MAX_TOKENS_PER_USER})"
-        ));
+        return Err(format!("too many device tokens (at most {MAX_TOKENS_PER_USER})"));
     }
-    let stored = StoredToken {
-        token: text.to_string(),
-        seen_unix: now_unix,
-    };
-    Ok((
-        token_key(text),
-        serde_json::to_string(&stored).unwrap_or_default(),
-    ))
+    let stored = StoredToken { token: text.to_string(), seen_unix: now_unix };
+    Ok((token_key(text), serde_json::to_string(&stored).unwrap_or_default()))
 }
 
 /// Reads a stored value.
@@ -91,14 +80,10 @@ mod tests {
     #[test]
     fn refusals() {
         assert!(accept_token(b"", 0, 0).is_err());
-        assert!(accept_token(&[0xff, 0xfe], 0, 0)
-            .unwrap_err()
-            .contains("UTF-8"));
+        assert!(accept_token(&[0xff, 0xfe], 0, 0).unwrap_err().contains("UTF-8"));
         assert!(accept_token(b"a\nb", 0, 0).unwrap_err().contains("control"));
         assert!(accept_token(&vec![b'a'; 1025], 0, 0).is_err());
-        assert!(accept_token(b"ok", MAX_TOKENS_PER_USER, 0)
-            .unwrap_err()
-            .contains("too many"));
+        assert!(accept_token(b"ok", MAX_TOKENS_PER_USER, 0).unwrap_err().contains("too many"));
         assert!(parse_stored(b"junk").is_none());
     }
 }

@@ -54,26 +54,17 @@ pub fn is_self_sent(from_email: Option<&str>, recipient: Option<&str>) -> bool {
 
 /// The Delta Chat targets: every distinct token, none for self-sent mail
 /// or read receipts.
-pub fn deltachat_targets(
-    tokens: &[StoredTokenRef<'_>],
-    kind: &str,
-    self_sent: bool,
-) -> Vec<DeltaChatTargetV1> {
+pub fn deltachat_targets(tokens: &[StoredTokenRef<'_>], kind: &str, self_sent: bool) -> Vec<DeltaChatTargetV1> {
     if self_sent || kind == "read-receipt" {
         return Vec::new();
     }
     let mut out: Vec<DeltaChatTargetV1> = Vec::new();
     for t in tokens {
-        let Some(stored) = parse_stored(t.stored) else {
-            continue;
-        };
+        let Some(stored) = parse_stored(t.stored) else { continue };
         if out.iter().any(|o| o.token == stored.token) {
             continue;
         }
-        out.push(DeltaChatTargetV1 {
-            token_key: t.key.to_string(),
-            token: stored.token,
-        });
+        out.push(DeltaChatTargetV1 { token_key: t.key.to_string(), token: stored.token });
     }
     out
 }
@@ -90,16 +81,7 @@ pub fn build_push(
     if message.kind == "read-receipt" || (webpush.is_empty() && deltachat.is_empty()) {
         return None;
     }
-    Some(PushEventV1 {
-        id,
-        ts_ms,
-        user: user.to_string(),
-        message,
-        webpush,
-        deltachat,
-        pid: std::process::id(),
-        dropped_before: 0,
-    })
+    Some(PushEventV1 { id, ts_ms, user: user.to_string(), message, webpush, deltachat, pid: std::process::id(), dropped_before: 0 })
 }
 
 #[cfg(test)]
@@ -123,33 +105,13 @@ mod tests {
         let pending = stored("all", false, 990);
         let stale = stored("all", false, 0);
         let subs = [
-            StoredSubscriptionRef {
-                id: "chat0000001",
-                stored: chat.as_bytes(),
-            },
-            StoredSubscriptionRef {
-                id: "mail0000001",
-                stored: mail.as_bytes(),
-            },
-            StoredSubscriptionRef {
-                id: "pend0000001",
-                stored: pending.as_bytes(),
-            },
-            StoredSubscriptionRef {
-                id: "stal0000001",
-                stored: stale.as_bytes(),
-            },
-            StoredSubscriptionRef {
-                id: "junk0000001",
-                stored: b"junk",
-            },
+            StoredSubscriptionRef { id: "chat0000001", stored: chat.as_bytes() },
+            StoredSubscriptionRef { id: "mail0000001", stored: mail.as_bytes() },
+            StoredSubscriptionRef { id: "pend0000001", stored: pending.as_bytes() },
+            StoredSubscriptionRef { id: "stal0000001", stored: stale.as_bytes() },
+            StoredSubscriptionRef { id: "junk0000001", stored: b"junk" },
         ];
-        let ids = |kind| {
-            webpush_targets(&subs, kind, 1000, 300)
-                .into_iter()
-                .map(|t| t.subscription_id)
-                .collect::<Vec<_>>()
-        };
+        let ids = |kind| webpush_targets(&subs, kind, 1000, 300).into_iter().map(|t| t.subscription_id).collect::<Vec<_>>();
         assert_eq!(ids("chat"), ["chat0000001"]);
         assert_eq!(ids("group-chat"), ["chat0000001"]);
         assert_eq!(ids("not-chat"), ["mail0000001"]);
@@ -162,54 +124,27 @@ mod tests {
         let (_, a_again) = accept_token(b"tok-a", 0, 2).unwrap();
         let (k2, b) = accept_token(b"tok-b", 0, 1).unwrap();
         let tokens = [
-            StoredTokenRef {
-                key: &k1,
-                stored: a.as_bytes(),
-            },
-            StoredTokenRef {
-                key: "oldkey",
-                stored: a_again.as_bytes(),
-            },
-            StoredTokenRef {
-                key: &k2,
-                stored: b.as_bytes(),
-            },
-            StoredTokenRef {
-                key: "bad",
-                stored: b"{",
-            },
+            StoredTokenRef { key: &k1, stored: a.as_bytes() },
+            StoredTokenRef { key: "oldkey", stored: a_again.as_bytes() },
+            StoredTokenRef { key: &k2, stored: b.as_bytes() },
+            StoredTokenRef { key: "bad", stored: b"{" },
         ];
         let t = deltachat_targets(&tokens, "chat", false);
-        assert_eq!(
-            t.iter().map(|t| t.token.as_str()).collect::<Vec<_>>(),
-            ["tok-a", "tok-b"]
-        );
+        assert_eq!(t.iter().map(|t| t.token.as_str()).collect::<Vec<_>>(), ["tok-a", "tok-b"]);
         assert!(deltachat_targets(&tokens, "chat", true).is_empty());
         assert!(deltachat_targets(&tokens, "read-receipt", false).is_empty());
         assert!(is_self_sent(Some("Me@Example.org"), Some("me@example.org")));
-        assert!(!is_self_sent(
-            Some("you@example.org"),
-            Some("me@example.org")
-        ));
+        assert!(!is_self_sent(Some("you@example.org"), Some("me@example.org")));
         assert!(!is_self_sent(None, Some("me@example.org")));
     }
 
     #[test]
     fn no_record_without_targets_or_for_receipts() {
-        let m = PushMessageV1 {
-            kind: "chat".into(),
-            ..PushMessageV1::default()
-        };
+        let m = PushMessageV1 { kind: "chat".into(), ..PushMessageV1::default() };
         assert!(build_push("i".into(), 1, "u", m.clone(), vec![], vec![]).is_none());
-        let dc = vec![DeltaChatTargetV1 {
-            token_key: "k".into(),
-            token: "t".into(),
-        }];
+        let dc = vec![DeltaChatTargetV1 { token_key: "k".into(), token: "t".into() }];
         assert!(build_push("i".into(), 1, "u", m, vec![], dc.clone()).is_some());
-        let r = PushMessageV1 {
-            kind: "read-receipt".into(),
-            ..PushMessageV1::default()
-        };
+        let r = PushMessageV1 { kind: "read-receipt".into(), ..PushMessageV1::default() };
         assert!(build_push("i".into(), 1, "u", r, vec![], dc).is_none());
     }
 }

@@ -66,18 +66,12 @@ fn blank_to_none(raw: Option<&[u8]>) -> Option<&[u8]> {
 }
 
 fn refuse(setting: &'static str, raw: &[u8], allowed: &'static str) -> PushSettingsError {
-    PushSettingsError {
-        setting,
-        value: String::from_utf8_lossy(raw).chars().take(64).collect(),
-        allowed,
-    }
+    PushSettingsError { setting, value: String::from_utf8_lossy(raw).chars().take(64).collect(), allowed }
 }
 
 fn parse_duration_secs(raw: &[u8]) -> Option<u64> {
     let text = std::str::from_utf8(raw).ok()?.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let number: u64 = text.get(..split)?.parse().ok()?;
     let scale = match text[split..].trim() {
         "" | "s" | "sec" | "secs" => 1,
@@ -108,28 +102,17 @@ impl PushSettings {
                 .ok()
                 .and_then(|t| t.parse::<u32>().ok())
                 .filter(|n| (1..=100).contains(n))
-                .ok_or_else(|| {
-                    refuse(
-                        "coi_webpush_subscription_limit",
-                        raw,
-                        "a number from 1 to 100",
-                    )
-                })?;
+                .ok_or_else(|| refuse("coi_webpush_subscription_limit", raw, "a number from 1 to 100"))?;
         }
         if let Some(raw) = blank_to_none(validation_timeout) {
             s.validation_timeout_secs = parse_duration_secs(raw)
                 .filter(|n| (10..=86_400).contains(n))
                 .ok_or_else(|| {
-                    refuse(
-                        "coi_webpush_validation_timeout",
-                        raw,
-                        "10 s to 24 h, e.g. 300, 5m or 1h",
-                    )
+                    refuse("coi_webpush_validation_timeout", raw, "10 s to 24 h, e.g. 300, 5m or 1h")
                 })?;
         }
         if let Some(raw) = blank_to_none(deltachat) {
-            s.deltachat =
-                parse_bool(raw).ok_or_else(|| refuse("coi_deltachat_push", raw, "yes or no"))?;
+            s.deltachat = parse_bool(raw).ok_or_else(|| refuse("coi_deltachat_push", raw, "yes or no"))?;
         }
         Ok(s)
     }
@@ -141,65 +124,28 @@ mod tests {
 
     #[test]
     fn defaults_when_unset_or_blank() {
-        assert_eq!(
-            PushSettings::from_raw(None, None, None, None),
-            Ok(PushSettings::default())
-        );
-        assert_eq!(
-            PushSettings::from_raw(Some(b" "), Some(b""), None, Some(b"")),
-            Ok(PushSettings::default())
-        );
+        assert_eq!(PushSettings::from_raw(None, None, None, None), Ok(PushSettings::default()));
+        assert_eq!(PushSettings::from_raw(Some(b" "), Some(b""), None, Some(b"")), Ok(PushSettings::default()));
     }
 
     #[test]
     fn values_parse() {
-        let s =
-            PushSettings::from_raw(Some(b"/k.pem"), Some(b"3"), Some(b"2m"), Some(b"yes")).unwrap();
+        let s = PushSettings::from_raw(Some(b"/k.pem"), Some(b"3"), Some(b"2m"), Some(b"yes")).unwrap();
         assert_eq!(s.vapid_key, PathBuf::from("/k.pem"));
         assert_eq!(s.subscription_limit, 3);
         assert_eq!(s.validation_timeout_secs, 120);
         assert!(s.deltachat);
-        assert_eq!(
-            PushSettings::from_raw(None, None, Some(b"600"), None)
-                .unwrap()
-                .validation_timeout_secs,
-            600
-        );
+        assert_eq!(PushSettings::from_raw(None, None, Some(b"600"), None).unwrap().validation_timeout_secs, 600);
     }
 
     #[test]
     fn bad_values_name_the_setting() {
         let e = PushSettings::from_raw(Some(b"rel.pem"), None, None, None).unwrap_err();
         assert_eq!(e.setting, "coi_webpush_vapid_key");
-        assert_eq!(
-            PushSettings::from_raw(None, Some(b"0"), None, None)
-                .unwrap_err()
-                .setting,
-            "coi_webpush_subscription_limit"
-        );
-        assert_eq!(
-            PushSettings::from_raw(None, Some(b"101"), None, None)
-                .unwrap_err()
-                .setting,
-            "coi_webpush_subscription_limit"
-        );
-        assert_eq!(
-            PushSettings::from_raw(None, None, Some(b"5"), None)
-                .unwrap_err()
-                .setting,
-            "coi_webpush_validation_timeout"
-        );
-        assert_eq!(
-            PushSettings::from_raw(None, None, Some(b"5 days"), None)
-                .unwrap_err()
-                .setting,
-            "coi_webpush_validation_timeout"
-        );
-        assert_eq!(
-            PushSettings::from_raw(None, None, None, Some(b"maybe"))
-                .unwrap_err()
-                .setting,
-            "coi_deltachat_push"
-        );
+        assert_eq!(PushSettings::from_raw(None, Some(b"0"), None, None).unwrap_err().setting, "coi_webpush_subscription_limit");
+        assert_eq!(PushSettings::from_raw(None, Some(b"101"), None, None).unwrap_err().setting, "coi_webpush_subscription_limit");
+        assert_eq!(PushSettings::from_raw(None, None, Some(b"5"), None).unwrap_err().setting, "coi_webpush_validation_timeout");
+        assert_eq!(PushSettings::from_raw(None, None, Some(b"5 days"), None).unwrap_err().setting, "coi_webpush_validation_timeout");
+        assert_eq!(PushSettings::from_raw(None, None, None, Some(b"maybe")).unwrap_err().setting, "coi_deltachat_push");
     }
 }

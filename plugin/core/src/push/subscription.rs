@@ -113,10 +113,7 @@ pub struct StoredSubscription {
 
 /// `[0-9A-Za-z_-]{10,36}`
 pub fn is_valid_id(id: &[u8]) -> bool {
-    (10..=36).contains(&id.len())
-        && id
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+    (10..=36).contains(&id.len()) && id.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
 }
 
 fn decode_b64url(value: &str) -> Option<Vec<u8>> {
@@ -127,25 +124,16 @@ fn decode_b64url(value: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
-fn optional_label(
-    obj: &serde_json::Map<String, serde_json::Value>,
-    key: &str,
-) -> Result<Option<String>, String> {
+fn optional_label(obj: &serde_json::Map<String, serde_json::Value>, key: &str) -> Result<Option<String>, String> {
     match obj.get(key) {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) if s.len() <= MAX_LABEL_BYTES => Ok(Some(s.clone())),
-        Some(serde_json::Value::String(_)) => {
-            Err(format!("\"{key}\" is longer than {MAX_LABEL_BYTES} octets"))
-        }
+        Some(serde_json::Value::String(_)) => Err(format!("\"{key}\" is longer than {MAX_LABEL_BYTES} octets")),
         Some(_) => Err(format!("\"{key}\" must be a string")),
     }
 }
 
-fn required_str<'a>(
-    obj: &'a serde_json::Map<String, serde_json::Value>,
-    key: &str,
-    path: &str,
-) -> Result<&'a str, String> {
+fn required_str<'a>(obj: &'a serde_json::Map<String, serde_json::Value>, key: &str, path: &str) -> Result<&'a str, String> {
     match obj.get(key) {
         Some(serde_json::Value::String(s)) => Ok(s),
         Some(_) => Err(format!("\"{path}\" must be a string")),
@@ -166,9 +154,7 @@ fn required_obj<'a>(
 }
 
 fn valid_endpoint(endpoint: &str) -> bool {
-    let rest = endpoint
-        .strip_prefix("https://")
-        .or_else(|| endpoint.strip_prefix("http://"));
+    let rest = endpoint.strip_prefix("https://").or_else(|| endpoint.strip_prefix("http://"));
     rest.is_some_and(|r| {
         let host = r.split(['/', '?', '#']).next().unwrap_or("");
         !host.is_empty() && !host.contains('@')
@@ -185,32 +171,23 @@ pub fn parse_client_json(json: &[u8], now_unix: i64) -> Result<PublicSubscriptio
     }
     let value: serde_json::Value =
         serde_json::from_slice(json).map_err(|_| fail("not a JSON object".to_string()))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| fail("not a JSON object".to_string()))?;
+    let obj = value.as_object().ok_or_else(|| fail("not a JSON object".to_string()))?;
     let client = optional_label(obj, "client").map_err(fail)?;
     let device = optional_label(obj, "device").map_err(fail)?;
     let msgtype = match obj.get("msgtype") {
-        None => {
-            return Err(fail(
-                "\"msgtype\" is missing (chat, mail or all)".to_string(),
-            ))
+        None => return Err(fail("\"msgtype\" is missing (chat, mail or all)".to_string())),
+        Some(serde_json::Value::String(s)) => {
+            MsgType::parse(s).ok_or_else(|| fail("\"msgtype\" must be chat, mail or all".to_string()))?
         }
-        Some(serde_json::Value::String(s)) => MsgType::parse(s)
-            .ok_or_else(|| fail("\"msgtype\" must be chat, mail or all".to_string()))?,
         Some(_) => return Err(fail("\"msgtype\" must be chat, mail or all".to_string())),
     };
     let resource = required_obj(obj, "resource", "resource").map_err(fail)?;
     let endpoint = required_str(resource, "endpoint", "resource.endpoint").map_err(fail)?;
     if endpoint.len() > MAX_ENDPOINT_BYTES {
-        return Err(fail(format!(
-            "\"resource.endpoint\" is longer than {MAX_ENDPOINT_BYTES} octets"
-        )));
+        return Err(fail(format!("\"resource.endpoint\" is longer than {MAX_ENDPOINT_BYTES} octets")));
     }
     if !valid_endpoint(endpoint) {
-        return Err(fail(
-            "\"resource.endpoint\" must be an https:// URL".to_string(),
-        ));
+        return Err(fail("\"resource.endpoint\" must be an https:// URL".to_string()));
     }
     let keys = required_obj(resource, "keys", "resource.keys").map_err(fail)?;
     let p256dh = required_str(keys, "p256dh", "resource.keys.p256dh").map_err(fail)?;
@@ -219,18 +196,13 @@ pub fn parse_client_json(json: &[u8], now_unix: i64) -> Result<PublicSubscriptio
         Some(k) if k.len() == 65 && k[0] == 0x04 => {}
         _ => {
             return Err(fail(
-                "\"resource.keys.p256dh\" must be an uncompressed P-256 public key in base64url"
-                    .to_string(),
+                "\"resource.keys.p256dh\" must be an uncompressed P-256 public key in base64url".to_string(),
             ))
         }
     }
     match decode_b64url(auth) {
         Some(a) if a.len() == 16 => {}
-        _ => {
-            return Err(fail(
-                "\"resource.keys.auth\" must be 16 octets in base64url".to_string(),
-            ))
-        }
+        _ => return Err(fail("\"resource.keys.auth\" must be 16 octets in base64url".to_string())),
     }
     Ok(PublicSubscription {
         client,
@@ -238,10 +210,7 @@ pub fn parse_client_json(json: &[u8], now_unix: i64) -> Result<PublicSubscriptio
         msgtype,
         resource: Resource {
             endpoint: endpoint.to_string(),
-            keys: Keys {
-                p256dh: p256dh.to_string(),
-                auth: auth.to_string(),
-            },
+            keys: Keys { p256dh: p256dh.to_string(), auth: auth.to_string() },
         },
         created: rfc3339(now_unix),
     })
@@ -255,12 +224,7 @@ pub fn new_secret() -> String {
 impl StoredSubscription {
     /// A freshly accepted, not yet validated subscription.
     pub fn new(public: PublicSubscription, now_unix: i64, secret: String) -> StoredSubscription {
-        StoredSubscription {
-            public,
-            created_unix: now_unix,
-            secret,
-            validated: false,
-        }
+        StoredSubscription { public, created_unix: now_unix, secret, validated: false }
     }
 
     /// Reads a stored value; `None` for anything this module did not write.
@@ -275,18 +239,11 @@ impl StoredSubscription {
 
     /// Unvalidated for longer than `timeout_secs`: to be discarded.
     pub fn is_expired(&self, now_unix: i64, timeout_secs: u64) -> bool {
-        !self.validated
-            && now_unix.saturating_sub(self.created_unix)
-                > i64::try_from(timeout_secs).unwrap_or(i64::MAX)
+        !self.validated && now_unix.saturating_sub(self.created_unix) > i64::try_from(timeout_secs).unwrap_or(i64::MAX)
     }
 
     /// Accepts the client's answer to the validation push.
-    pub fn validate(
-        &mut self,
-        secret: &[u8],
-        now_unix: i64,
-        timeout_secs: u64,
-    ) -> Result<(), String> {
+    pub fn validate(&mut self, secret: &[u8], now_unix: i64, timeout_secs: u64) -> Result<(), String> {
         if self.is_expired(now_unix, timeout_secs) {
             return Err("Web Push validation came too late: subscribe again".to_string());
         }
@@ -346,11 +303,7 @@ pub(crate) mod tests {
 
     #[test]
     fn good_json_is_accepted_unknown_keys_dropped() {
-        let p = parse_client_json(
-            client_json("any", "https://push.example/x").as_bytes(),
-            1_614_265_330,
-        )
-        .unwrap();
+        let p = parse_client_json(client_json("any", "https://push.example/x").as_bytes(), 1_614_265_330).unwrap();
         assert_eq!(p.msgtype, MsgType::All);
         assert_eq!(p.created, "2021-02-25T15:02:10Z");
         let shown = serde_json::to_string(&p).unwrap();
@@ -365,27 +318,11 @@ pub(crate) mod tests {
             ("{".into(), "not a JSON object"),
             (client_json("sms", "https://p/x"), "msgtype"),
             (client_json("chat", "ftp://p/x"), "https://"),
-            (
-                client_json("chat", &format!("https://p/{}", "a".repeat(600))),
-                "512",
-            ),
-            (
-                client_json("chat", "https://p/x").replace(AUTH, "AAAA"),
-                "16 octets",
-            ),
-            (
-                client_json("chat", "https://p/x").replace(P256DH, "BCVx"),
-                "P-256",
-            ),
-            (
-                client_json("chat", "https://p/x")
-                    .replace("\"Delta\"", &format!("\"{}\"", "c".repeat(129))),
-                "128",
-            ),
-            (
-                client_json("chat", "https://p/x").replace("\"Delta\"", "7"),
-                "string",
-            ),
+            (client_json("chat", &format!("https://p/{}", "a".repeat(600))), "512"),
+            (client_json("chat", "https://p/x").replace(AUTH, "AAAA"), "16 octets"),
+            (client_json("chat", "https://p/x").replace(P256DH, "BCVx"), "P-256"),
+            (client_json("chat", "https://p/x").replace("\"Delta\"", &format!("\"{}\"", "c".repeat(129))), "128"),
+            (client_json("chat", "https://p/x").replace("\"Delta\"", "7"), "string"),
             (r#"{"msgtype":"chat"}"#.into(), "resource"),
             (" ".repeat(5000), "4096"),
         ];
@@ -402,14 +339,8 @@ pub(crate) mod tests {
         let round = StoredSubscription::parse(s.to_json().as_bytes()).unwrap();
         assert_eq!(round, s);
         assert!(!s.public_json().contains("s3cret"));
-        assert!(s
-            .validate(b"wrong", 150, 300)
-            .unwrap_err()
-            .contains("wrong secret"));
-        assert!(s
-            .validate(b"s3cret", 500, 300)
-            .unwrap_err()
-            .contains("too late"));
+        assert!(s.validate(b"wrong", 150, 300).unwrap_err().contains("wrong secret"));
+        assert!(s.validate(b"s3cret", 500, 300).unwrap_err().contains("too late"));
         assert!(s.is_expired(401, 300));
         s.validate(b"s3cret", 399, 300).unwrap();
         assert!(!s.is_expired(1_000_000, 300));
