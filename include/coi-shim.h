@@ -56,6 +56,10 @@ struct coi_message_headers {
 	struct coi_bytes message_id;
 	struct coi_bytes references;
 	struct coi_bytes content_type;
+	/* raw, undecoded: the header-protected Delta Chat rule reads them */
+	struct coi_bytes from;
+	struct coi_bytes to;
+	struct coi_bytes subject;
 };
 
 /* Why the plugin fell back to ordinary delivery (counted via the sidecar). */
