@@ -20,6 +20,7 @@ import asyncio
 import email.utils
 import logging
 import threading
+import warnings
 import time
 from dataclasses import dataclass, field
 
@@ -41,6 +42,8 @@ class RelayedMessage:
     rcpts: list[str]
     data: bytes
     results: list[RcptResult] = field(default_factory=list)
+    #: What went to LMTP: the relay's Received line + ``data``.
+    delivered: bytes = b""
     at: float = field(default_factory=time.time)
 
     @property
@@ -107,12 +110,14 @@ class SmtpRelay:
         received = (f"Received: from client (localhost [127.0.0.1])\r\n"
                     f"\tby {RELAY_HOSTNAME} (coi test relay) with ESMTPA;\r\n"
                     f"\t{email.utils.formatdate()}\r\n").encode()
-        return lmtp_deliver(self.lmtp_host, self.lmtp_port, received + msg.data,
+        msg.delivered = received + msg.data
+        return lmtp_deliver(self.lmtp_host, self.lmtp_port, msg.delivered,
                             msg.rcpts, sender=msg.mail_from or "<>")
 
     def start(self) -> "SmtpRelay":
         # aiosmtpd warns about AUTH without TLS; on loopback that is the point.
         logging.getLogger("mail.log").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
         self._controller = Controller(
             _Handler(self), hostname=self.host, port=self.port,
             server_hostname=RELAY_HOSTNAME, authenticator=self._authenticate,
