@@ -17,6 +17,7 @@ announced.
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
@@ -324,3 +325,88 @@ def test_xchatmail_is_never_announced():
         # what it sends to itself and does not call itself a chatmail relay
         info = w.users["alice"].account.get_info()
         assert str(info.get("is_chatmail", "0")) in ("0", "false", "False"), info
+
+
+# ---------------------------------------------------------------- push, server METADATA
+DELTACHAT_SERVER_KEYS = ["/shared/comment", "/shared/admin", "/shared/vendor/deltachat/irohrelay",
+                         "/shared/vendor/deltachat/turn", "/shared/vendor/deltachat/maxsmtprecipients",
+                         "/shared/vendor/deltachat/appversions"]
+
+
+def test_deltachat_push_and_server_metadata_end_to_end():
+    """Real clients, Dovecot + plugin, the real coi-sidecar, a stand-in for
+    Delta Chat's notification proxy. The client reads the server METADATA the
+    plugin serves (maxsmtprecipients = 1 makes it send one SMTP transaction
+    per recipient); a push token registered the way 2.65 registers it is
+    POSTed for every chat delivered to the user, never for the user's own
+    copies."""
+    from tests.harness import WebhookReceiver
+    from tests.harness.pushreceiver import PushSidecar
+    from tests.harness.receiver import Reply
+
+    proxy = WebhookReceiver()
+    proxy.__enter__()
+    proxy.set_policy(lambda req, i: Reply(200))
+    sc = PushSidecar(log_level="debug")
+    sc.push_sections = sc.push_config(deltachat_proxy=proxy.url("/notify"))
+    try:
+        sc.start()
+        settings = dict(sc.plugin_settings())
+        settings.update({"coi_deltachat_push": "yes", "coi_deltachat_max_smtp_recipients": "1"})
+        extra = ('mail_server_comment = "coi test server"\n'
+                 "mail_server_admin = mailto:postmaster@example.org\n")
+        with ChatWorld("active", users=("alice", "bob", "carol"), plugin_settings=settings,
+                       extra_config=extra) as w:
+            with w.dc.imap("alice") as c:
+                caps = c.capabilities()
+                served = {k: c.getmetadata(k) for k in DELTACHAT_SERVER_KEYS}
+            assert "XDELTAPUSH" in caps and "XCHATMAIL" not in caps, caps
+            assert served == {**dict.fromkeys(DELTACHAT_SERVER_KEYS),
+                              "/shared/comment": "coi test server",
+                              "/shared/admin": "mailto:postmaster@example.org",
+                              "/shared/vendor/deltachat/maxsmtprecipients": "1"}, served
+            with w.dc.imap("alice") as c:
+                status, _ = c.setmetadata("/shared/vendor/deltachat/maxsmtprecipients", "5")
+            assert status == "NO"
+
+            w.add_user("alice", coi=True)
+            w.add_user("bob", coi=False)
+            w.add_user("carol", coi=True)
+            # 2.65 registers `openpgp:<base64>` (the token encrypted to the
+            # notification server) with this exact command, but its JSON-RPC
+            # API cannot hand the core a token (docs/deltachat.md), so the
+            # test sends the command the core would send, on alice's login.
+            token = "openpgp:" + base64.b64encode(os.urandom(96)).decode()
+            with w.dc.imap("alice") as c:
+                c.setmetadata_ok("/private/devicetoken", token, mailbox="INBOX")
+
+            group = w.group("alice", "carol", "bob")
+            before = len(w.relay.snapshot())
+            group.send_text("one transaction per recipient")
+            w.wait_text("bob", "one transaction per recipient")
+            w.wait_text("carol", "one transaction per recipient")
+            sends = [m for m in w.relay.snapshot()[before:]
+                     if m.mail_from == w.users["alice"].address]
+            assert sends and all(len(m.rcpts) == 1 for m in sends), [m.rcpts for m in sends]
+            assert {m.rcpts[0] for m in sends} >= {w.users[n].address for n in ("bob", "carol")}
+
+            n0 = len(proxy.requests)
+            a_chat, b_chat = w.contact_chat("alice", "bob")
+            b_chat.send_text("wake alice's phone")
+            w.wait_text("alice", "wake alice's phone")
+            wait_until("the proxy got alice's token", lambda: any(
+                r.body == token.encode() for r in proxy.requests[n0:]), diag=lambda: sc.log_tail())
+            assert all(r.body == token.encode() for r in proxy.requests[n0:])
+            # alice's own copies (bcc_self) are no reason to wake her devices
+            n1 = len(proxy.requests)
+            pushed_before = len([e for e in w.dc.log_text().splitlines() if "saved mail to" in e])
+            a_chat.send_text("alice to bob, own copy stored for alice")
+            w.wait_text("bob", "alice to bob, own copy stored for alice")
+            wait_until("alice's own copy delivered", lambda: len(
+                [e for e in w.dc.log_text().splitlines() if "saved mail to" in e]) >= pushed_before + 2)
+            w.settle(2.0)
+            assert len(proxy.requests) == n1, [r.body[:40] for r in proxy.requests[n1:]]
+            w.dc.assert_no_panic_or_fatal()
+    finally:
+        sc.close()
+        proxy.__exit__(None, None, None)

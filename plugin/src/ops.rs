@@ -51,6 +51,7 @@ pub(crate) static OPS: ffi::coi_rs_ops = ffi::coi_rs_ops {
     webpush_validate: Some(crate::push_ops::webpush_validate),
     webpush_view: Some(crate::push_ops::webpush_view),
     vapid_key: Some(crate::push_ops::vapid_key),
+    deltachat_max_smtp_recipients: Some(crate::push_ops::deltachat_max_smtp_recipients),
     devicetoken_set: Some(crate::push_ops::devicetoken_set),
     devicetoken_view: Some(crate::push_ops::devicetoken_view),
     wants_push: Some(crate::push_ops::wants_push),
@@ -141,6 +142,7 @@ unsafe extern "C" fn user_new(log_event: *mut c_void, settings: *const ffi::coi_
                 raw.webpush_validation_timeout.as_option(),
                 raw.deltachat_push.as_option(),
             )
+            .and_then(|p| p.with_max_smtp_recipients(raw.deltachat_max_smtp_recipients.as_option()))
         };
         // SAFETY: as above.
         let (username, routing, events, fast_notify) = unsafe {
