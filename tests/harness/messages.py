@@ -9,8 +9,10 @@ near-misses that must NOT be classified as chats. Every builder returns a
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from email.utils import format_datetime
 from datetime import datetime, timezone
 
@@ -137,6 +139,19 @@ def deltachat_plain(frm: str = "bot@chat.example.net", to: str = DEFAULT_TO) -> 
     ]
     return TestMessage(_assemble(headers, "hello from delta\n\n-- \nSent with my Delta Chat"),
                        mid, subject, "chat")
+
+
+#: What the real Delta Chat 2.65 sent (tests/capture_deltachat.py).
+CAPTURED_DELTACHAT = Path(__file__).resolve().parents[1] / "fixtures" / "deltachat"
+
+
+def deltachat_captured(name: str = "03-text-bob-to-alice-1.eml") -> TestMessage:
+    """A message the real Delta Chat 2.65 sent, as captured (header-protected:
+    every chat header is inside the encryption; the body is cut short)."""
+    raw = (CAPTURED_DELTACHAT / name).read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    mid = re.search(rb"(?im)^Message-ID:\s*<([^>]+)>", raw)
+    assert mid, name
+    return TestMessage(raw, mid[1].decode(), "[...]", "chat")
 
 
 def deltachat_encrypted(frm: str = "bot@chat.example.net", to: str = DEFAULT_TO) -> TestMessage:
