@@ -226,9 +226,10 @@ class ChatWorld:
         return out
 
     def relayed_to(self, name: str) -> list:
-        """Every message the relay delivered to ``name``, in order."""
+        """Every message a Delta Chat user sent ``name`` through the relay, in order."""
         addr = self.users[name].address if name in self.users else self.dc.address(name)
-        return [m for m in self.relay.snapshot() if addr in m.rcpts]
+        senders = {u.address for u in self.users.values()}
+        return [m for m in self.relay.snapshot() if addr in m.rcpts and m.mail_from in senders]
 
     def events(self) -> list[dict]:
         """Every record the plugin appended to the event spool."""
