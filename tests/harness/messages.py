@@ -129,7 +129,9 @@ def legacy_group_reply(gid: str | None = None, frm: str = "erin@legacy.example.c
 
 
 def deltachat_plain(frm: str = "bot@chat.example.net", to: str = DEFAULT_TO) -> TestMessage:
-    """An unencrypted Delta Chat message: Chat-Version 1.0, random UUID@localhost id."""
+    """An unencrypted Delta Chat message: Chat-Version 1.0, random UUID@localhost id
+    (2.65 sends these only to addresses without a key, and only with
+    force_encryption off)."""
     mid = f"{uuid.uuid4()}@localhost"
     subject = "Message from bot@chat.example.net"
     headers = _base(mid, subject, frm, to) + [
@@ -155,7 +157,8 @@ def deltachat_captured(name: str = "03-text-bob-to-alice-1.eml") -> TestMessage:
 
 
 def deltachat_encrypted(frm: str = "bot@chat.example.net", to: str = DEFAULT_TO) -> TestMessage:
-    """An encrypted Delta Chat message: only outer headers are visible (PGP/MIME)."""
+    """A Delta Chat 1.x encrypted message (PGP/MIME, `Chat-Version` still outside).
+    Delta Chat 2.x hides every chat header: see ``deltachat_captured``."""
     mid = f"{uuid.uuid4()}@localhost"
     subject = "[...]"
     boundary = f"enc-{_token()[:16]}"

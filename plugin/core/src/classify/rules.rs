@@ -256,7 +256,7 @@ mod tests {
                 Kind::Chat,
             ),
             (
-                "Delta Chat encrypted",
+                "Delta Chat 1.x encrypted, Chat-Version outside",
                 b"From: alice@example.org\r\nTo: bob@example.net\r\nDate: Sun, 1 Jun 2025 10:00:00 +0000\r\n\
                   Chat-Version: 1.0\r\nSubject: [...]\r\n\
                   Message-ID: <0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0@localhost>\r\n\
