@@ -245,9 +245,6 @@ def after_relay(raw: bytes) -> bytes:
     return raw[i:]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 1: message-filter seen moves a read chat "
-                   "out of the INBOX that Delta Chat has selected (IDLE), and the imap process "
-                   "panics with 'Message count decreased'; remove this marker with that fix")
 def test_seen_mode_end_to_end():
     """message-filter seen with real clients: chats arrive in INBOX tagged,
     a chat the user read moves to the chats folder, and everything else of
