@@ -22,6 +22,7 @@ const SHIM_SOURCES: &[&str] = &[
     "plugin/shim/coi-imap.c",
     "plugin/shim/coi-lifecycle.c",
     "plugin/shim/coi-seen.c",
+    "plugin/shim/coi-replication.c",
     // Dovecot 2.4 settings; empty with 2.3 headers
     "plugin/shim/coi-settings24.c",
 ];

@@ -141,6 +141,9 @@ def test_setmetadata_enable_roundtrip(dc):
         c.setmetadata_ok(COI_MESSAGE_FILTER, "active")
         assert c.getmetadata(COI_ENABLED) == "yes"
         assert c.getmetadata(COI_MESSAGE_FILTER) == "active"
+        # the session goes on; enabling made the folders before the OK
+        assert c.noop() == []
+        assert {"COI/Chats", "COI/Contacts"} <= set(c.list_folders())
 
 
 @pytest.mark.parametrize("kind", CHAT_KINDS)

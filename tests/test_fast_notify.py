@@ -427,13 +427,16 @@ def test_fast_watch_is_where_the_setting_says(dc):
     deliver(dc, u(dc, "root_u"), M.coi_chat(to=dc.address(u(dc, "root_u"))))
     with dc.imap(u(dc, "scope_on")) as s:
         s.create("Work")
+        assert s.noop() == []
     for user in (u(dc, "scope_off"), u(dc, "root_u")):
         with dc.imap(user) as s:
             s.create(CHATS)
+            assert s.noop() == [] and CHATS in s.list_folders()
     # CREATE of the chats folder enables COI (DESIGN §3); scope_off turns
-    # it off again, keeping the folder.
+    # it off again (NIL: the site default, off here), keeping the folder.
     with dc.imap(u(dc, "scope_off")) as s:
         s.setmetadata_ok("/private/vendor/vendor.dovecot/coi/config/enabled", None)
+        assert s.noop() == []
     wrong = []
     for base, folder, in_chats_scope in _scope_cases():
         user = u(dc, base)

@@ -6,7 +6,11 @@ no``), the chats folder's life cycle (CREATE/RENAME/DELETE), seen mode, Web
 Push subscriptions (validation, limits, expiry, listing) and Delta Chat
 device tokens, and the ``push`` records a delivery writes to the spool.
 Every expectation is checked over real IMAP (and, for records, by reading
-the spool file the plugin appended to).
+the spool file the plugin appended to). Sessions go on after every change
+they make, as clients do: NOOP (``ImapClient.noop`` returns what the server
+said unasked), a delivery into a selected folder (``* n EXISTS``), seen-mode
+moves (``* n EXPUNGE``). More of that in test_seen_mode.py and
+test_coi_enabled.py.
 """
 
 from __future__ import annotations
@@ -163,10 +167,12 @@ def test_config_defaults_and_read_only_root(env):
         typ, text = c.setmetadata(CONFIG + "mailbox-root", None)
         assert typ == "NO" and "[CANNOT]" in text, text
         assert c.getmetadata(CONFIG + "mailbox-root") == "COI"
+        assert c.noop() == []
 
 
 @pytest.mark.parametrize("entry,value,allowed", [
-    ("enabled", "no", '"yes"'), ("enabled", "", '"yes"'), ("enabled", "true", '"yes"'),
+    ("enabled", "false", '"no"'), ("enabled", "", '"yes"'), ("enabled", "true", '"yes"'),
+    ("enabled", "NIL", "NIL"),
     ("message-filter", "all", '"seen"'), ("message-filter", "", '"seen"'),
     ("message-filter", " seen", '"seen"'),
 ])
@@ -177,6 +183,7 @@ def test_invalid_config_values_are_refused_with_what_is_allowed(env, entry, valu
         typ, text = c.setmetadata(CONFIG + entry, value)
         assert typ == "NO" and "[CANNOT]" in text and allowed in text, text
         assert c.getmetadata(CONFIG + entry) == before
+        assert c.noop() == []
 
 
 def test_enabled_yes_creates_folders_before_ok_and_nil_disables(env):
@@ -197,9 +204,11 @@ def test_enabled_yes_creates_folders_before_ok_and_nil_disables(env):
         assert listed.get(CONFIG + "mailbox-root") == "COI", listed
         c.setmetadata_ok(CONFIG + "enabled", None)
         assert c.getmetadata(CONFIG + "enabled") is None
-    # delivery agrees: a chat now stays in INBOX
-    msg = M.coi_chat()
-    d.lmtp_deliver(msg.raw, [d.rcpt("carol")])
+        # delivery agrees: a chat now stays in INBOX, and the session hears it
+        assert c.select("INBOX") == 0
+        msg = M.coi_chat()
+        d.lmtp_deliver(msg.raw, [d.rcpt("carol")])
+        assert b"* 1 EXISTS" in c.noop()
     folders = d.folders("carol")
     assert mids(folders["INBOX"]) == [msg.message_id]
 
@@ -217,8 +226,10 @@ def test_config_keys_work_with_imap_metadata_off(dovecot_factory):
         # general METADATA stays off
         typ, text = c.setmetadata("/private/comment", "hello")
         assert typ != "OK", text
-    msg = M.coi_chat()
-    d.lmtp_deliver(msg.raw, [d.rcpt("alice")])
+        assert c.select("COI/Chats") == 0
+        msg = M.coi_chat()
+        d.lmtp_deliver(msg.raw, [d.rcpt("alice")])
+        assert b"* 1 EXISTS" in c.noop()
     assert mids(d.folders("alice")["COI/Chats"]) == [msg.message_id]
 
 
@@ -232,11 +243,14 @@ def test_create_chats_enables_and_delete_disables(env):
         assert "COI/Contacts" in c.list_folders()
         typ, text = raw_command(c, "DELETE", "COI/Chats")
         assert typ == "OK", text
-        assert c.getmetadata(CONFIG + "enabled") is None
+        # the user's explicit no (NIL would be the site default)
+        assert c.getmetadata(CONFIG + "enabled") == "no"
+        assert c.noop() == []
         c.create("Old")
         typ, text = raw_command(c, "RENAME", "Old", "COI/Chats")
         assert typ == "OK", text
         assert c.getmetadata(CONFIG + "enabled") == "yes"
+        assert "COI/Chats" in c.list_folders() and c.noop() == []
 
 
 def test_rename_of_chats_under_trash_disables_other_renames_refused(env):
@@ -253,8 +267,9 @@ def test_rename_of_chats_under_trash_disables_other_renames_refused(env):
         c.create("Trash")
         typ, text = raw_command(c, "RENAME", "COI/Chats", "Trash/Chats")
         assert typ == "OK", text
-        assert c.getmetadata(CONFIG + "enabled") is None
+        assert c.getmetadata(CONFIG + "enabled") == "no"
         assert "Trash/Chats" in c.list_folders()
+        assert c.noop() == []
 
 
 # -- 4. seen mode --------------------------------------------------------------
@@ -269,9 +284,13 @@ def test_seen_mode_moves_read_chats_and_reports_the_move(env):
     folders = d.folders("frank")
     assert sorted(mids(folders["INBOX"])) == sorted([chat.message_id, plain.message_id])
     with d.imap("frank") as c:
-        c.select("INBOX")
+        assert c.select("INBOX") == 2
         typ, text = raw_command(c, "UID", "STORE", "1:*", "+FLAGS", "(\\Seen)")
         assert typ == "OK", text
+        # the session lives on and is told the chat left (issue 12 item 1)
+        told = list(c.conn.untagged_lines) + c.noop()
+        assert len([ln for ln in told if ln.endswith(b" EXPUNGE")]) == 1, told
+        assert c.select("COI/Chats") == 1
     folders = d.folders("frank")
     assert mids(folders["INBOX"]) == [plain.message_id]
     moved = folders["COI/Chats"]
@@ -296,6 +315,7 @@ def test_seen_mode_off_leaves_read_chats_in_inbox(env):
         c.select("INBOX")
         typ, _ = raw_command(c, "UID", "STORE", "1:*", "+FLAGS", "(\\Seen)")
         assert typ == "OK"
+        assert not [ln for ln in c.noop() if ln.endswith(b" EXPUNGE")]
     folders = d.folders("gina")
     assert mids(folders["INBOX"]) == [chat.message_id]
     assert not folders.get("COI/Chats")
@@ -362,6 +382,7 @@ def test_subscribe_validate_list_and_unsubscribe(env):
         c.setmetadata_ok(SUBS + sub_id, None)
         assert c.getmetadata(SUBS + sub_id) is None
         assert metadata_depth(c, SUBS.rstrip("/")) == {}
+        assert c.noop() == []
 
 
 def test_subscription_limit(env):
@@ -375,6 +396,8 @@ def test_subscription_limit(env):
         c.setmetadata_ok(SUBS + "limit-sub-1", subscription(msgtype="mail"))
         c.setmetadata_ok(SUBS + "limit-sub-0", None)
         c.setmetadata_ok(SUBS + "limit-sub-3", subscription())
+        assert sorted(metadata_depth(c, SUBS.rstrip("/"))) == [SUBS + f"limit-sub-{i}" for i in (1, 2, 3)]
+        assert c.noop() == []
 
 
 def test_unvalidated_subscription_expires(env):
@@ -401,9 +424,11 @@ def test_delivery_writes_push_records_by_msgtype_never_for_mdns(env):
                                   and r["target"]["subscription_id"] == s)[0]["secret"]
             c.setmetadata_ok(SUBS + sub_id + "/validate", secret)
         c.setmetadata_ok(SUBS + "erin-pending", subscription(msgtype="all"))
-    chat, plain, mdn = M.coi_chat(body="hello push"), M.plain_mail(), M.deltachat_mdn()
-    for m in (chat, plain, mdn):
-        d.lmtp_deliver(m.raw, [d.rcpt(user)])
+        assert c.select("INBOX") == 0
+        chat, plain, mdn = M.coi_chat(body="hello push"), M.plain_mail(), M.deltachat_mdn()
+        for m in (chat, plain, mdn):
+            d.lmtp_deliver(m.raw, [d.rcpt(user)])
+        assert b"* 3 EXISTS" in c.noop()
     pushes = wait_records(spool, lambda r: r.get("type") == "push" and r.get("user", "").split("@")[0] == user, n=2)
     by_mid = {p["message"]["message_id"]: p for p in pushes}
     assert set(by_mid) == {f"<{chat.message_id}>", f"<{plain.message_id}>"}, pushes
@@ -434,6 +459,7 @@ def test_devicetokens_are_kept_per_device_and_pushed_except_self_sent(env):
         assert typ == "NO" and "control" in text, text
         typ, _ = c.setmetadata(TOKENS + "/0000000000000000", "x")
         assert typ == "NO"
+        assert c.noop() == []
     other, own = M.coi_chat(), M.coi_chat(frm=d.address(user))
     d.lmtp_deliver(other.raw, [d.rcpt(user)])
     d.lmtp_deliver(own.raw, [d.rcpt(user)], sender=d.address(user))
@@ -450,6 +476,7 @@ def test_devicetokens_are_kept_per_device_and_pushed_except_self_sent(env):
         key = next(k for k, v in metadata_depth(c, TOKENS).items() if v == "token-tablet")
         c.setmetadata_ok(key, None)
         assert sorted(metadata_depth(c, TOKENS).values()) == ["token-phone"]
+        assert c.noop() == []
     d.assert_no_panic_or_fatal()
 
 

@@ -55,7 +55,9 @@ class Env:
             assert req.header("webpush-validation") is not None, req.headers
             secret = req.json()["validation"]
             c.setmetadata_ok(SUBS + sub.id + "/validate", secret)
-            return json.loads(c.getmetadata(SUBS + sub.id))
+            shown = json.loads(c.getmetadata(SUBS + sub.id))
+            assert c.noop() == []
+            return shown
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +130,7 @@ def test_unvalidated_subscription_gets_no_message_pushes(env):
     sub = rx.make_subscription("bob-tablet-1")
     with dc.imap("bob") as c:
         c.setmetadata_ok(SUBS + sub.id, sub.client_json("all"))
+        assert c.noop() == []
     rx.wait_for(1, sub)                          # the validation push only
     dc.lmtp_deliver(M.coi_chat().raw, [dc.rcpt("bob")])
     time.sleep(1.5)
@@ -212,6 +215,7 @@ def test_deltachat_tokens_self_sent_and_410(env):
         assert "XDELTAPUSH" in c.capabilities()
         for tok in ("token-phone", "token-dead", "token-phone"):
             c.setmetadata_ok("/private/devicetoken", tok, mailbox="INBOX")
+        assert c.noop() == []
     before = len(proxy.requests)
     dc.lmtp_deliver(M.coi_chat().raw, [dc.rcpt("dave")])
     wait_until("two proxy POSTs", lambda: len(proxy.requests) >= before + 2, diag=env.diag)

@@ -343,6 +343,7 @@ struct ArbMessage {
     pid: u32,
     dropped_before: u64,
     seen_move: bool,
+    headers_protected: bool,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -438,6 +439,7 @@ impl ArbRecord {
                 pid: m.pid,
                 dropped_before: m.dropped_before,
                 origin: if m.seen_move { MessageOrigin::SeenMove } else { MessageOrigin::Delivery },
+                headers_protected: m.headers_protected,
             }),
             ArbShape::Fallback(f) => Record::Fallback(FallbackEventV1 {
                 id: f.id,

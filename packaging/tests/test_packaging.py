@@ -3,9 +3,11 @@ packaging/install-test, which boots a Debian 12 container).
 
 Owns: the packaged sidecar config staying in step with
 sidecar/sidecar.example.toml, every plugin setting being documented in the
-Dovecot snippet, the snippet loading the plugin for every protocol without
-Dovecot warnings, the ABI dependency being read from the built module, the
-systemd unit's exposure, and the Debian version matching Cargo.toml.
+Dovecot snippets (2.3 and 2.4) and in docs/dovecot-2.4.md's 2.3-to-2.4 guide
+(whose blocks the Debian 13 install test runs), the snippet loading the
+plugin for every protocol without Dovecot warnings, the ABI dependency being
+read from the built module, the systemd unit's exposure, and the Debian
+version matching Cargo.toml.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ PKG = REPO / "packaging"
 EXAMPLE = REPO / "sidecar" / "sidecar.example.toml"
 GEN = PKG / "sidecar" / "gen-config"
 SNIPPET = PKG / "dovecot" / "95-coi.conf"
+SETTINGS_24 = PKG / "dovecot24" / "coi-settings.conf.ext"
+DOC_24 = REPO / "docs" / "dovecot-2.4.md"
 LOAD = PKG / "dovecot" / "load.conf"
 UNIT = PKG / "systemd" / "coi-sidecar.service"
 
@@ -94,6 +98,59 @@ def test_every_plugin_setting_is_documented_in_the_snippet():
     assert documented <= settings, f"95-coi.conf documents unknown settings: {documented - settings}"
 
 
+def test_every_plugin_setting_is_documented_in_the_24_settings_file():
+    settings = plugin_settings()
+    text = SETTINGS_24.read_text()
+    documented = re.findall(r"^#(coi_[a-z0-9_]+) = ", text, re.M)
+    assert sorted(documented) == sorted(settings), (
+        f"coi-settings.conf.ext: missing {sorted(settings - set(documented))}, "
+        f"unknown {sorted(set(documented) - settings)}")
+    active = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    assert not active, f"the packaged 2.4 settings file sets something: {active}"
+
+
+def scenario():
+    """packaging/tests/install_scenario.py as a module (its doc-block parser)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("install_scenario", PKG / "tests" / "install_scenario.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_24_guide_covers_every_setting_in_its_checked_blocks():
+    text = DOC_24.read_text()
+    settings = plugin_settings()
+    table = set(re.findall(r"^\| `(coi_[a-z0-9_]+)` \|", text, re.M))
+    assert table == settings, f"table: missing {sorted(settings - table)}, unknown {sorted(table - settings)}"
+    blocks = scenario().doc_blocks(text)
+    appended = [body for d, body in blocks if d.startswith("install-test:append=")]
+    assert len(appended) == 1, [d for d, _ in blocks]
+    set_24 = set(re.findall(r"^(coi_[a-z0-9_]+) = ", appended[0], re.M))
+    assert set_24 == settings, f"the 2.4 block leaves out {sorted(settings - set_24)}"
+    plugin_23 = [body for d, body in blocks if d == "install-test:refused" and "plugin {" in body]
+    assert len(plugin_23) == 1
+    set_23 = set(re.findall(r"^  (coi_[a-z0-9_]+) = ", plugin_23[0], re.M))
+    assert set_23 == settings, f"the 2.3 block leaves out {sorted(settings - set_23)}"
+
+
+def test_every_checked_block_of_the_24_guide_has_a_known_directive():
+    mod = scenario()
+    blocks = mod.doc_blocks(DOC_24.read_text())
+    fenced = DOC_24.read_text().count("install-test")
+    assert len(blocks) >= 10 and len(blocks) <= fenced, "a fence with install-test the parser missed"
+    for directive, body in blocks:
+        kind = directive.split("=", 1)[0]
+        assert kind in ("install-test", "install-test:refused", "install-test:shows",
+                        "install-test:append"), directive
+        if kind in ("install-test:refused", "install-test:shows"):
+            want = mod.expectation(body)
+            assert want, body
+            if kind == "install-test:shows":
+                cmd, sep, shows = want.partition(" prints ")
+                assert sep and cmd.startswith("doveconf ") and shows, want
+
+
 def test_snippet_loads_the_plugin_for_every_protocol_without_warnings(tmp_path):
     doveconf = shutil.which("doveconf")
     assert doveconf, "doveconf missing (dovecot-core)"
@@ -139,6 +196,15 @@ def test_abi_dependency_is_read_from_the_built_module():
     provides = subprocess.run(["dpkg-query", "-W", "-f=${Provides}", "dovecot-core"],
                               capture_output=True, text=True, check=True).stdout
     assert f"dovecot-abi-{abi}" in provides, provides
+
+
+def test_abi_script_names_the_series_for_debian_rules():
+    so = Path(os.environ.get("COI_PLUGIN_SO", REPO / "target" / "release" / "libcoi_plugin.so"))
+    config_h = Path("/usr/include/dovecot/config.h").read_text()
+    series = re.search(r'#define DOVECOT_ABI_VERSION "(\d+\.\d+)\.', config_h).group(1)
+    p = subprocess.run([str(PKG / "debian" / "dovecot-abi"), "--series", str(so)],
+                       capture_output=True, text=True, check=True)
+    assert p.stdout.strip() == series == "2.3"
 
 
 def test_abi_script_fails_on_a_file_without_an_abi(tmp_path):

@@ -4,12 +4,14 @@
  * VALIDATED; the values still need mail_attribute_dict to be stored):
  *
  *   server /private/vendor/vendor.dovecot/coi/config/mailbox-root  read-only
- *   server /private/vendor/vendor.dovecot/coi/config/enabled       yes | NIL
+ *   server /private/vendor/vendor.dovecot/coi/config/enabled   yes | no | NIL
  *   server /private/vendor/vendor.dovecot/coi/config/message-filter
  *   server /private/vendor/vendor.dovecot/webpush/vapid            read-only
  *   server /private/vendor/vendor.dovecot/webpush/subscriptions/<id>[/validate]
  *   server /private/vendor/vendor.dovecot/coi/devicetokens/<key>   read, unset
  *   INBOX  /private/devicetoken                                    Delta Chat
+ *   server /shared/vendor/deltachat/maxsmtprecipients              read-only,
+ *          from coi_deltachat_max_smtp_recipients (Delta Chat reads it)
  *
  * All are RANK_AUTHORITY: this file stores and reads the values itself,
  * through the storage's own attribute vfuncs. Config values live where
@@ -182,28 +184,27 @@ static int coi_config_set(struct mailbox_transaction_context *t,
 	void *rs = coi_box_rs(box);
 	struct coi_bytes bytes, error, chats, contacts;
 	const char *str, *errstr;
+	int32_t check;
 
 	if (coi_value_string(box, value, &str) < 0)
 		return -1;
 	if (rs != NULL) {
 		bytes = coi_bytes_from_str(str);
 		i_zero(&error);
-		if (coi_ops->config_check(rs, config_key, &bytes, &error) < 0)
+		check = coi_ops->config_check(rs, config_key, &bytes, &error);
+		if (check < 0)
 			return coi_refuse(box, MAIL_ERROR_PARAMS, &error);
 		/* enabled=yes: the folders exist before the tagged OK */
-		if (config_key == COI_CONFIG_ENABLED && str != NULL &&
+		if (check == 1 &&
 		    coi_ops->folder_names(rs, (uint8_t)coi_user_separator(user),
 					  &chats, &contacts) == 0) {
 			const char *chats_name = t_strndup(chats.ptr, chats.len);
 			const char *contacts_name =
 				t_strndup(contacts.ptr, contacts.len);
 
-			bool was_quiet = coi_lifecycle_quiet(TRUE);
-			int ret = coi_folder_ensure(user, chats_name, TRUE, &errstr) < 0 ||
-				coi_folder_ensure(user, contacts_name, FALSE, &errstr) < 0 ? -1 : 0;
-
-			(void)coi_lifecycle_quiet(was_quiet);
-			if (ret < 0) {
+			if (coi_folder_ensure(user, chats_name, TRUE, &errstr) < 0 ||
+			    coi_folder_ensure(user, contacts_name, FALSE,
+					      &errstr) < 0) {
 				mail_storage_set_error(box->storage,
 					MAIL_ERROR_TEMP, t_strdup_printf(
 					"Cannot create the COI folders: %s",
@@ -250,6 +251,26 @@ static int coi_vapid_set(struct mailbox_transaction_context *t,
 {
 	return coi_refuse_str(t->box, "The VAPID public key is read-only: "
 			      "the server's coi-sidecar owns it");
+}
+
+static int coi_max_rcpt_get(struct mailbox *box, const char *key ATTR_UNUSED,
+			    struct mail_attribute_value *value_r)
+{
+	void *rs = coi_box_rs(box);
+	struct coi_bytes value;
+
+	if (rs == NULL || coi_ops->deltachat_max_smtp_recipients(rs, &value) != 1)
+		return 0;
+	value_r->value = t_strndup(value.ptr, value.len);
+	return 1;
+}
+
+static int coi_max_rcpt_set(struct mailbox_transaction_context *t,
+			    const char *key ATTR_UNUSED,
+			    const struct mail_attribute_value *value ATTR_UNUSED)
+{
+	return coi_refuse_str(t->box, "maxsmtprecipients is read-only: "
+			      "the server's coi_deltachat_max_smtp_recipients");
 }
 
 /* Splits "<id>" or "<id>/validate" (relative to the subscriptions key).
@@ -662,6 +683,11 @@ static const struct mailbox_attribute_internal coi_internal_attributes[] = {
 	COI_ATTR(COI_ATTR_VAPID, 0, 0, coi_vapid_get, coi_vapid_set, NULL),
 	COI_ATTR("devicetoken", 0, 0,
 		 coi_devicetoken_get, coi_devicetoken_set, NULL),
+	{ .type = MAIL_ATTRIBUTE_TYPE_SHARED,
+	  .key = COI_SERVER_ATTR("vendor/deltachat/maxsmtprecipients"),
+	  .rank = MAIL_ATTRIBUTE_INTERNAL_RANK_AUTHORITY,
+	  .flags = MAIL_ATTRIBUTE_INTERNAL_FLAG_VALIDATED,
+	  .get = coi_max_rcpt_get, .set = coi_max_rcpt_set },
 };
 
 void coi_attributes_register(void)

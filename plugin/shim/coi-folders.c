@@ -2,6 +2,9 @@
  *
  * Shared by delivery (the chats folder on first chat), the `enabled`
  * config key (Chats and Contacts before the tagged OK) and seen mode.
+ * The plugin's own creations are never a user's choice: they run with the
+ * folder life cycle quiet (coi-lifecycle.c), so creating the chats folder
+ * here never stores `enabled` in the user's METADATA.
  */
 #include "coi-private.h"
 #include "mail-namespace.h"
@@ -45,13 +48,12 @@ static int coi_folder_create(struct mail_user *user, const char *vname,
 	return ret;
 }
 
-int coi_folder_ensure(struct mail_user *user, const char *vname,
-		      bool subscribe, const char **error_r)
+static int coi_folder_ensure_quiet(struct mail_user *user, const char *vname,
+				   bool subscribe, const char **error_r)
 {
 	unsigned int attempt;
 	int ret;
 
-	*error_r = "unknown error";
 	if ((ret = coi_folder_exists(user, vname, error_r)) > 0)
 		return 0;
 	/* Concurrent first deliveries race to create the folder (and, in
@@ -67,6 +69,19 @@ int coi_folder_ensure(struct mail_user *user, const char *vname,
 			return 0;
 	}
 	return -1;
+}
+
+int coi_folder_ensure(struct mail_user *user, const char *vname,
+		      bool subscribe, const char **error_r)
+{
+	bool was_quiet;
+	int ret;
+
+	*error_r = "unknown error";
+	was_quiet = coi_lifecycle_quiet(TRUE);
+	ret = coi_folder_ensure_quiet(user, vname, subscribe, error_r);
+	(void)coi_lifecycle_quiet(was_quiet);
+	return ret;
 }
 
 #if DOVECOT_PREREQ(2, 4, 0)

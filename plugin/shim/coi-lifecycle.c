@@ -3,6 +3,11 @@
  * DELETE of it or RENAME under Trash disables it, any other RENAME of it
  * is refused. Rust decides (folder_change); this file carries it out:
  * refusals before Dovecot acts, enable/disable after it succeeded.
+ *
+ * Only a user's own operations count. The plugin's own folder creation
+ * runs quiet (coi_lifecycle_quiet), and dsync replaying the other side's
+ * folder changes is no choice either (coi-replication.c): it is neither
+ * refused nor taken to enable or disable anything.
  */
 #include "coi-private.h"
 #include "mail-namespace.h"
@@ -30,8 +35,8 @@ static int coi_folder_action(struct mailbox *box, enum coi_folder_op op,
 	int32_t action;
 
 	*error_r = NULL;
-	if (rs == NULL || coi_lifecycle_busy || ns == NULL ||
-	    (ns->flags & NAMESPACE_FLAG_INBOX_USER) == 0)
+	if (rs == NULL || coi_lifecycle_busy || coi_user_is_dsync(user) ||
+	    ns == NULL || (ns->flags & NAMESPACE_FLAG_INBOX_USER) == 0)
 		return COI_FOLDER_ACTION_NONE;
 	i_zero(&change);
 	i_zero(&error);

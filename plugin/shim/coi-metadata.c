@@ -71,7 +71,8 @@ int coi_set_enabled(struct mail_user *user, bool enabled, const char **error_r)
 	int ret;
 
 	i_zero(&value);
-	value.value = enabled ? "yes" : NULL;
+	/* "no", not NIL: NIL is the site default, which may be on */
+	value.value = enabled ? "yes" : "no";
 	imtrans = imap_metadata_transaction_begin_server(user);
 	ret = imap_metadata_set(imtrans, COI_METADATA_ENABLED, &value);
 	if (ret < 0) {

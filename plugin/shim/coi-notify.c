@@ -174,6 +174,5 @@ void coi_notify_close(struct mailbox *box)
 	struct coi_mailbox *cbox = COI_MAILBOX_CONTEXT_REQUIRE(box);
 
 	coi_notify_stop(cbox);
-	coi_seen_close(box);
 	cbox->module_ctx.super.close(box);
 }

@@ -76,6 +76,11 @@ static void coi_user_new_24(struct mail_user *user, struct coi_user *cuser)
 				cset->coi_webpush_validation_timeout));
 		set.deltachat_push = coi_bytes_from_str(
 			cset->coi_deltachat_push ? "yes" : "no");
+		if (cset->coi_deltachat_max_smtp_recipients > 0) {
+			set.deltachat_max_smtp_recipients = coi_bytes_from_str(
+				t_strdup_printf("%u",
+					cset->coi_deltachat_max_smtp_recipients));
+		}
 		cuser->rs = coi_ops->user_new(user->event, &set);
 	} T_END;
 	settings_free(cset);
@@ -120,6 +125,8 @@ static void coi_mail_user_created(struct mail_user *user)
 		{ "coi_webpush_validation_timeout",
 		  &set.webpush_validation_timeout },
 		{ "coi_deltachat_push", &set.deltachat_push },
+		{ "coi_deltachat_max_smtp_recipients",
+		  &set.deltachat_max_smtp_recipients },
 	};
 	unsigned int i;
 
@@ -173,8 +180,7 @@ static void coi_mailbox_allocated(struct mailbox *box)
 		v->delete_box = coi_delete_box;
 		v->rename_box = coi_rename_box;
 		if (box->inbox_user) {
-			p_array_init(&cbox->seen_uids, box->pool, 8);
-			p_array_init(&cbox->seen_pending, box->pool, 8);
+			cbox->seen_mode = TRUE;
 			v->transaction_commit = coi_seen_transaction_commit;
 			v->transaction_rollback = coi_seen_transaction_rollback;
 		}

@@ -29,6 +29,7 @@ struct coi_settings {
 	unsigned int coi_webpush_subscription_limit;
 	unsigned int coi_webpush_validation_timeout;
 	bool coi_deltachat_push;
+	unsigned int coi_deltachat_max_smtp_recipients;
 };
 extern const struct setting_parser_info coi_setting_parser_info;
 /* 2.4's str_begins() has a third (suffix) parameter */
@@ -63,14 +64,8 @@ struct coi_mailbox {
 	dev_t notify_dev;
 	/* the notify callback we relay to (see coi_notify_relay) */
 	mailbox_notify_callback_t *notify_callback;
-	/* seen mode: UIDs of $Chat messages in INBOX that became \Seen in
-	   the transaction being committed (coi-seen.c) */
-	ARRAY_TYPE(uint32_t) seen_uids;
-	/* committed, waiting for the session to be idle (no open
-	   transactions) so INBOX can be synced before the move */
-	ARRAY_TYPE(uint32_t) seen_pending;
-	struct timeout *seen_to;
-	unsigned int seen_tries;
+	/* seen mode applies: INBOX of an IMAP or doveadm session (coi-seen.c) */
+	bool seen_mode;
 };
 
 extern MODULE_CONTEXT_DEFINE(coi_user_module, &mail_user_module_register);
@@ -101,8 +96,9 @@ void *coi_user_rs(struct mail_user *user);
 char coi_user_separator(struct mail_user *user);
 
 /* coi-folders.c: makes sure `vname` exists (creating it, subscribed when
-   `subscribe`, and tolerating a concurrent creator). Returns 0 when it
-   exists now, -1 with *error_r. */
+   `subscribe`, and tolerating a concurrent creator). The plugin's own
+   creation: never taken for a user's CREATE. Returns 0 when it exists
+   now, -1 with *error_r. */
 int coi_folder_ensure(struct mail_user *user, const char *vname,
 		      bool subscribe, const char **error_r);
 /* The name of the user's \Trash mailbox, or NULL if none is configured. */
@@ -112,8 +108,9 @@ const char *coi_trash_name(struct mail_user *user);
    Push, Delta Chat tokens), registered for the whole process. */
 void coi_attributes_register(void);
 void coi_attributes_unregister(void);
-/* Sets or clears .../coi/config/enabled as a client would (so enabling
-   creates the folders). Returns 0, or -1 with *error_r. */
+/* Stores .../coi/config/enabled "yes" or "no" as a client would (so
+   enabling creates the folders): the user's own choice, which the site
+   default never overrides. Returns 0, or -1 with *error_r. */
 int coi_set_enabled(struct mail_user *user, bool enabled, const char **error_r);
 /* Collects the user's push targets for a delivered message and hands
    them to Rust (coi-deliver.c calls it after the first stored copy). */
@@ -139,9 +136,12 @@ void coi_seen_mail_allocated(struct mail *mail);
 int coi_seen_transaction_commit(struct mailbox_transaction_context *t,
 				struct mail_transaction_commit_changes *changes_r);
 void coi_seen_transaction_rollback(struct mailbox_transaction_context *t);
-/* Moves what is still pending (if the session allows) and stops the
-   timer; called when the mailbox closes. */
-void coi_seen_close(struct mailbox *box);
+
+/* coi-replication.c: whether a change is replication (dsync) rather than
+   the user's own. Everything the plugin does in reaction to a change asks
+   this first: replication brings the results along. */
+bool coi_user_is_dsync(const struct mail_user *user);
+bool coi_transaction_is_replication(const struct mailbox_transaction_context *t);
 
 /* coi-metadata.c: reads the user's COI server METADATA. Returns 0 with the
    values (NULL = NIL; copied to the data stack), or -1 with *error_r set. */

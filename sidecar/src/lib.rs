@@ -13,7 +13,8 @@
 //! HTTP, signing, payloads), [`push`] (Web Push, Delta Chat, METADATA
 //! clean-up), [`metrics`] and [`server`] (`/metrics`,
 //! `/healthz`), [`shutdown`] and [`systemd`] (lifecycle), [`logging`],
-//! [`admin`] (dead-letter commands), [`app`] (wiring), [`time`].
+//! [`admin`] (dead-letter commands), [`status`] (the `status` command),
+//! [`app`] (wiring), [`time`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -29,5 +30,6 @@ pub mod push;
 pub mod queue;
 pub mod server;
 pub mod shutdown;
+pub mod status;
 pub mod systemd;
 pub mod time;

@@ -1,5 +1,5 @@
 //! `coi-sidecar` command line: run the daemon, check a config, handle dead
-//! letters. Startup errors are reported with `anyhow` here and nowhere else.
+//! letters, show the status. Startup errors are reported with `anyhow` here and nowhere else.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -13,7 +13,7 @@ use coi_sidecar::config::{Config, DEFAULT_CONFIG_PATH};
 use coi_sidecar::delivery::http::origin;
 use coi_sidecar::push::vapid::VapidKeys;
 use coi_sidecar::queue::dead_letters::Selection;
-use coi_sidecar::{admin, app, logging};
+use coi_sidecar::{admin, app, logging, status};
 
 /// Chat over IMAP sidecar: durable event queue, signed webhooks, metrics.
 #[derive(Parser)]
@@ -32,6 +32,18 @@ enum Command {
     Run,
     /// Validate the configuration file and exit (0 = valid).
     CheckConfig,
+    /// Show whether the daemon runs, the queue, each endpoint's health and the spool lag.
+    ///
+    /// Reads the queue database (read-only) and asks /healthz; changes
+    /// nothing, so it is safe as root and while the daemon runs. Exit
+    /// status: 0 running and healthy, 3 not running, 4 running but
+    /// unhealthy (or /healthz does not answer), 1 the queue could not be
+    /// read.
+    Status {
+        /// One JSON object instead of text, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect or replay deliveries that were given up.
     DeadLetters {
         #[command(subcommand)]
@@ -95,6 +107,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => {
+            let config = load(&cli.config)?;
+            let report = status::report::collect(&config);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).context("rendering JSON")?);
+            } else {
+                print!("{}", report.render_text());
+            }
+            Ok(ExitCode::from(report.exit_code()))
         }
         Command::Run => run(&cli.config),
     }

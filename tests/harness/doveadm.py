@@ -96,6 +96,15 @@ class Doveadm:
         self.run("reload", timeout=30)
 
 
+def other_maildir_args(dovecot_version: str, maildir: Path) -> list[str]:
+    """``-o`` options that point a doveadm command at another Maildir of the
+    same user (a dsync replica): 2.3's mail_location, 2.4's mail_driver and
+    mail_path. Its location for ``doveadm sync`` is ``maildir:<path>`` on both."""
+    if dovecot_version.startswith("2.4"):
+        return ["-o", "mail_driver=maildir", "-o", f"mail_path={maildir}"]
+    return ["-o", f"mail_location=maildir:{maildir}"]
+
+
 def _parse_tab(out: str, key: str | None = None):
     lines = [ln for ln in out.splitlines() if ln]
     if not lines:

@@ -5,7 +5,12 @@ folders as ``Message(uid, flags, raw)``, CAPABILITY, and RFC 5464
 SETMETADATA/GETMETADATA (imaplib has no methods for those, so the two
 commands are registered in imaplib's command table and sent raw).
 ``IdleClient`` is a separate raw-socket connection for IDLE (RFC 2177):
-imaplib cannot wait for untagged responses with a timeout.
+imaplib cannot wait for untagged responses with a timeout. It keeps a
+``MailboxView`` of the selected mailbox built from nothing but the server's
+untagged responses, as a real client must, so a test can go on after a state
+change (NOOP, IDLE, FETCH) and check that what the client was told matches
+the server (``check_view``). ``ImapClient.noop`` returns the untagged lines a
+NOOP brought.
 """
 
 from __future__ import annotations
@@ -102,12 +107,27 @@ def _parse_list(data: list) -> list[ListEntry]:
     return entries
 
 
+class _RecordingIMAP4(imaplib.IMAP4):
+    """imaplib.IMAP4 that also keeps every untagged line, in order (imaplib
+    itself only keeps them grouped by type)."""
+
+    def __init__(self, *args, **kwargs):
+        self.untagged_lines: list[bytes] = []
+        super().__init__(*args, **kwargs)
+
+    def _get_line(self):
+        line = super()._get_line()
+        if line.startswith(b"* "):
+            self.untagged_lines.append(line)
+        return line
+
+
 class ImapClient:
     """A logged-in (or not yet) IMAP connection to one instance."""
 
     def __init__(self, host: str, port: int, user: str | None = None,
                  password: str = PASSWORD, timeout: float = 30.0):
-        self.conn = imaplib.IMAP4(host, port, timeout=timeout)
+        self.conn = _RecordingIMAP4(host, port, timeout=timeout)
         self.user = None
         if user is not None:
             self.login(user, password)
@@ -133,6 +153,22 @@ class ImapClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def noop(self) -> list[bytes]:
+        """NOOP; returns the untagged lines it brought (EXPUNGE, EXISTS, FETCH, ...).
+
+        Lines that arrived with earlier commands are not included. Raises if
+        the session is gone or NOOP fails: a test that goes on after a state
+        change learns both that the session survived and what it was told.
+        """
+        self.conn.untagged_lines.clear()
+        typ, data = self.conn.noop()
+        if typ != "OK":
+            raise ImapCommandFailed(f"NOOP: {typ} {data}")
+        lines = list(self.conn.untagged_lines)
+        # imaplib keeps them by type too; drop those so they do not pile up
+        self.conn.untagged_responses.clear()
+        return lines
 
     def capabilities(self) -> list[str]:
         """CAPABILITY, asked afresh (so post-login capabilities show)."""
@@ -262,6 +298,54 @@ class ImapClient:
             self.setmetadata_ok(COI_MESSAGE_FILTER, message_filter)
 
 
+_SEQ_RE = re.compile(rb"^\* (\d+) (EXPUNGE|EXISTS|FETCH)\b(.*)$", re.I)
+_FETCH_UID_RE = re.compile(rb"\bUID (\d+)", re.I)
+_FETCH_FLAGS_RE = re.compile(rb"\bFLAGS \(([^)]*)\)", re.I)
+
+
+class MailboxView:
+    """The selected mailbox as a client knows it: only from what the server said.
+
+    ``uids[i]`` is the UID of sequence number ``i + 1`` (None until a FETCH
+    told it); ``flags`` maps UIDs to their last reported flags. ``expunged``
+    lists the UIDs the client was told are gone (None for unknown ones), in
+    order; ``violations`` what a client could not make sense of (a shrinking
+    EXISTS, an EXPUNGE or FETCH beyond the message count).
+    """
+
+    def __init__(self, exists: int = 0):
+        self.uids: list[int | None] = [None] * exists
+        self.flags: dict[int, list[str]] = {}
+        self.expunged: list[int | None] = []
+        self.violations: list[str] = []
+
+    def apply(self, line: bytes) -> None:
+        m = _SEQ_RE.match(line)
+        if not m:
+            return
+        n, kind, rest = int(m[1]), m[2].upper(), m[3]
+        if kind == b"EXPUNGE":
+            if not 1 <= n <= len(self.uids):
+                self.violations.append(f"EXPUNGE {n} with {len(self.uids)} messages")
+                return
+            self.expunged.append(self.uids.pop(n - 1))
+        elif kind == b"EXISTS":
+            if n < len(self.uids):
+                self.violations.append(f"EXISTS {n} after {len(self.uids)} without EXPUNGE")
+                del self.uids[n:]
+            self.uids.extend([None] * (n - len(self.uids)))
+        else:
+            if not 1 <= n <= len(self.uids):
+                self.violations.append(f"FETCH {n} with {len(self.uids)} messages")
+                return
+            uid_m, flags_m = _FETCH_UID_RE.search(rest), _FETCH_FLAGS_RE.search(rest)
+            if uid_m:
+                self.uids[n - 1] = int(uid_m[1])
+            uid = self.uids[n - 1]
+            if flags_m and uid is not None:
+                self.flags[uid] = flags_m[1].decode().split()
+
+
 class IdleTimeout(AssertionError):
     """The server did not send what an ``IdleClient`` waited for in time."""
 
@@ -292,6 +376,8 @@ class IdleClient:
         self.idle_tag: str | None = None
         self.exists: int | None = None
         self.seen: list[tuple[float, bytes]] = []
+        #: the selected mailbox as this client knows it (see ``select``)
+        self.view: MailboxView | None = None
         _, greeting = self.read_line()
         if not greeting.startswith(b"* OK"):
             self.close()
@@ -348,6 +434,8 @@ class IdleClient:
             m = _EXISTS_RE.match(line)
             if m:
                 self.exists = int(m[1])
+            if self.view is not None:
+                self.view.apply(line)
         return t, line
 
     def command(self, cmd: str, timeout: float | None = None) -> tuple[str, str, list[bytes]]:
@@ -388,13 +476,52 @@ class IdleClient:
     def login(self, user: str, password: str = PASSWORD) -> None:
         self.command_ok(f"LOGIN {quote(user)} {quote(password)}")
 
-    def select(self, folder: str) -> int:
-        """SELECT; returns the message count (EXISTS)."""
+    def select(self, folder: str, readonly: bool = False) -> int:
+        """SELECT (EXAMINE with ``readonly``); returns the message count (EXISTS).
+
+        Starts a fresh ``view`` and fills in every UID and flag with a FETCH,
+        as a client does when it opens a folder.
+        """
         self.exists = None
-        self.command_ok(f"SELECT {quote(folder)}")
+        self.view = MailboxView()
+        self.command_ok(f"{'EXAMINE' if readonly else 'SELECT'} {quote(folder)}")
         if self.exists is None:
             raise ImapCommandFailed(f"SELECT {folder}: no EXISTS in the answer")
+        if self.exists:
+            self.command_ok("FETCH 1:* (UID FLAGS)")
         return self.exists
+
+    def noop(self) -> list[bytes]:
+        """NOOP; returns the untagged lines it brought (the view follows them)."""
+        return self.command_ok("NOOP")
+
+    def server_uids(self) -> list[int]:
+        """The UIDs the server has in this session, by sequence (``FETCH 1:* (UID)``).
+
+        A non-UID FETCH never reports expunges, so this is the session's
+        message list as the server keeps it for this client; ``check_view``
+        compares it with what the client was told.
+        """
+        if not self.view or not self.view.uids:
+            return []
+        out: dict[int, int] = {}
+        for line in self.command_ok("FETCH 1:* (UID)"):
+            m = _SEQ_RE.match(line)
+            uid_m = _FETCH_UID_RE.search(line)
+            if m and m[2].upper() == b"FETCH" and uid_m:
+                out[int(m[1])] = int(uid_m[1])
+        return [out[n] for n in sorted(out)]
+
+    def check_view(self) -> list[int]:
+        """Asserts the client's view agrees with the server's session state
+        and that nothing the server said was nonsense; returns the UIDs."""
+        assert self.view is not None, "no mailbox selected"
+        assert not self.view.violations, self.view.violations
+        told = list(self.view.uids)  # before the FETCH below fills it in
+        server = self.server_uids()
+        assert len(server) == len(told), (server, told)
+        assert all(t is None or t == s for t, s in zip(told, server)), (server, told)
+        return server
 
     def idle(self, timeout: float | None = None) -> list[bytes]:
         """Send IDLE and wait for the continuation; returns untagged lines before it."""

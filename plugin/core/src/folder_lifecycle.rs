@@ -9,6 +9,11 @@
 //!   Trash folder disables COI; any other rename of it is refused, because
 //!   clients and the delivery plugin find chats by that name.
 //!
+//! Enabling and disabling are the user's choice and are stored as such
+//! (`enabled` `yes` / `no`, crate::imap_config), so a site default never
+//! overrides them. The plugin's own folder creations (delivery, seen mode,
+//! `enabled yes`) never reach these rules.
+//!
 //! Invariants: pure and total; names are compared as the UTF-8 mailbox
 //! names Dovecot shows clients (case-sensitive, except that `INBOX` is not
 //! involved here).

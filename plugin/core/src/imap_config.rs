@@ -5,6 +5,13 @@
 //! client gets for anything else (sent as `NO [CANNOT] <message>`), and what
 //! GETMETADATA shows for a key nobody set.
 //!
+//! `enabled` is a tri-state: `yes` (the user wants COI), `no` (the user does
+//! not, whatever the site default says) and NIL (no choice stored: the site
+//! default, `coi_default_enabled`, applies). The COI specification knows only
+//! `yes` and NIL; both keep their meaning where the site default is off, and
+//! `no` is how a user opts out where it is on. DELETE of the chats folder
+//! stores `no` too (crate::folder_lifecycle).
+//!
 //! Invariants: total and allocation-free on the accepting path; a refusal
 //! message names the key and lists what is allowed, never echoes the value
 //! (it may be binary or huge).
@@ -19,7 +26,7 @@ use crate::settings::{MessageFilter, PluginSettings};
 pub enum ConfigKey {
     /// `mailbox-root`: read-only.
     MailboxRoot,
-    /// `enabled`: `yes` or NIL.
+    /// `enabled`: `yes`, `no` or NIL (the site default).
     Enabled,
     /// `message-filter`: `none`, `active` or `seen`.
     MessageFilter,
@@ -46,19 +53,30 @@ impl ConfigKey {
     }
 }
 
+/// What storing an accepted value means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigEffect {
+    /// `enabled yes`: COI is on, so its folders must exist before the
+    /// client's tagged OK.
+    TurnsOn,
+    /// Anything else that is accepted: just stored.
+    Stored,
+}
+
 /// Checks a SETMETADATA value (`None` = NIL). `Ok` means it may be stored.
-pub fn check_value(key: ConfigKey, value: Option<&[u8]>) -> Result<(), String> {
+pub fn check_value(key: ConfigKey, value: Option<&[u8]>) -> Result<ConfigEffect, String> {
     match (key, value) {
         (ConfigKey::MailboxRoot, _) => Err(
             "COI mailbox-root is read-only: it is set by the server administrator (coi_mailbox_root)"
                 .to_string(),
         ),
-        (_, None) => Ok(()),
-        (ConfigKey::Enabled, Some(v)) if v.eq_ignore_ascii_case(b"yes") => Ok(()),
-        (ConfigKey::Enabled, Some(_)) => {
-            Err("COI enabled accepts only \"yes\" (or NIL to disable)".to_string())
-        }
-        (ConfigKey::MessageFilter, Some(v)) if MessageFilter::parse_exact(v).is_some() => Ok(()),
+        (_, None) => Ok(ConfigEffect::Stored),
+        (ConfigKey::Enabled, Some(v)) if v.eq_ignore_ascii_case(b"yes") => Ok(ConfigEffect::TurnsOn),
+        (ConfigKey::Enabled, Some(v)) if v.eq_ignore_ascii_case(b"no") => Ok(ConfigEffect::Stored),
+        (ConfigKey::Enabled, Some(_)) => Err(
+            "COI enabled accepts only \"yes\", \"no\" or NIL (NIL: the server default)".to_string(),
+        ),
+        (ConfigKey::MessageFilter, Some(v)) if MessageFilter::parse_exact(v).is_some() => Ok(ConfigEffect::Stored),
         (ConfigKey::MessageFilter, Some(_)) => Err(
             "COI message-filter accepts only \"none\", \"active\" or \"seen\" (or NIL for the server default)"
                 .to_string(),
@@ -81,20 +99,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn enabled_accepts_yes_or_nil_only() {
-        assert!(check_value(ConfigKey::Enabled, Some(b"yes")).is_ok());
-        assert!(check_value(ConfigKey::Enabled, Some(b"YES")).is_ok());
-        assert!(check_value(ConfigKey::Enabled, None).is_ok());
-        for bad in [&b"no"[..], b"", b"true", b"yes ", b"\0yes"] {
+    fn enabled_is_yes_no_or_nil() {
+        assert_eq!(check_value(ConfigKey::Enabled, Some(b"yes")), Ok(ConfigEffect::TurnsOn));
+        assert_eq!(check_value(ConfigKey::Enabled, Some(b"YES")), Ok(ConfigEffect::TurnsOn));
+        assert_eq!(check_value(ConfigKey::Enabled, Some(b"no")), Ok(ConfigEffect::Stored));
+        assert_eq!(check_value(ConfigKey::Enabled, Some(b"No")), Ok(ConfigEffect::Stored));
+        assert_eq!(check_value(ConfigKey::Enabled, None), Ok(ConfigEffect::Stored));
+        for bad in [&b""[..], b"true", b"yes ", b"\0yes", b"false", b"nil", b"NIL"] {
             let err = check_value(ConfigKey::Enabled, Some(bad)).unwrap_err();
-            assert!(err.contains("\"yes\""), "{err}");
+            assert!(err.contains("\"yes\", \"no\" or NIL"), "{err}");
+            assert!(err.contains("server default"), "{err}");
         }
     }
 
     #[test]
     fn message_filter_accepts_the_three_modes() {
         for good in [&b"none"[..], b"active", b"seen", b"Seen"] {
-            assert!(check_value(ConfigKey::MessageFilter, Some(good)).is_ok());
+            assert_eq!(check_value(ConfigKey::MessageFilter, Some(good)), Ok(ConfigEffect::Stored));
         }
         assert!(check_value(ConfigKey::MessageFilter, None).is_ok());
         for bad in [&b"all"[..], b"", b" seen", b"seen\n"] {

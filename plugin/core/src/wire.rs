@@ -95,6 +95,16 @@ pub struct MessageEventV1 {
     /// this field existed, which were all deliveries.
     #[serde(default)]
     pub origin: MessageOrigin,
+    /// The chat's own headers are end-to-end encrypted (Delta Chat 2.x
+    /// header protection, docs/deltachat.md): the server cannot know whether
+    /// it is a group chat (`group_id` stays null), a read receipt or what
+    /// its subject says. Written only when true; absent reads as false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub headers_protected: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// How a message came to be stored in `folder`.
@@ -795,11 +805,32 @@ mod tests {
             pid: 4242,
             dropped_before: 0,
         origin: Default::default(),
+        headers_protected: false,
         }
     }
 
     fn body(encoded: &[u8]) -> &[u8] {
         &encoded[1..encoded.len() - 1]
+    }
+
+    #[test]
+    fn headers_protected_is_optional_on_the_wire() {
+        // false is not written, so records of chats with readable headers
+        // (and every record from before the field) stay byte-identical.
+        let plain = encode_record(&Record::Message(message("0190b1d2-0000-7000-8000-0000000000a1")));
+        assert!(!std::str::from_utf8(&plain).unwrap().contains("headers_protected"));
+        let mut m = message("0190b1d2-0000-7000-8000-0000000000a2");
+        m.kind = "chat".into();
+        m.group_id = None;
+        m.headers_protected = true;
+        let bytes = encode_record(&Record::Message(m.clone()));
+        assert!(std::str::from_utf8(&bytes).unwrap().contains("\"headers_protected\":true"));
+        assert_eq!(decode_record(body(&bytes)).unwrap(), Record::Message(m));
+        let old = br#"{"v":1,"type":"message","id":"x","ts_ms":1,"user":"u","folder":"INBOX","uid":1,"uidvalidity":1,"kind":"chat","group_id":null,"chat_keyword":true,"routed":false,"from":null,"message_id":null,"subject":null,"pid":1,"dropped_before":0}"#;
+        match decode_record(old).unwrap() {
+            Record::Message(m) => assert!(!m.headers_protected),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -966,6 +997,7 @@ mod tests {
                     pid,
                     dropped_before,
                 origin: Default::default(),
+                headers_protected: false,
                 },
             )
     }
@@ -1061,6 +1093,7 @@ mod tests {
                 from: Some(fill.clone()), message_id: Some(fill.clone()), subject: Some(fill),
                 pid: u32::MAX, dropped_before: u64::MAX,
                 origin: Default::default(),
+                headers_protected: false,
             };
             let rec = Record::Message(m.clone());
             let bytes = encode_record(&rec);

@@ -416,6 +416,7 @@ mod tests {
             pid: 1,
             dropped_before: 2,
         origin: Default::default(),
+        headers_protected: false,
         }))
     }
 

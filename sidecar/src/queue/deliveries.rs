@@ -2,7 +2,9 @@
 //!
 //! Invariants: a delivery row leaves the table only in [`complete`] /
 //! [`complete_many`] (after a 2xx) or [`bury`] (into `dead_letters`, same transaction); the event row
-//! goes in the same transaction as its last reference. [`due`] is a read: it
+//! goes in the same transaction as its last reference. Each outcome also
+//! updates the endpoint's `endpoint_health` row in its transaction
+//! ([`health`]). [`due`] is a read: it
 //! claims nothing on disk, so a crash never strands a row "in flight".
 //!
 //! Callers: `queue::store` (from the delivery drivers).
@@ -11,7 +13,8 @@ use std::collections::HashSet;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::QueueError;
+use super::{health, QueueError};
+use crate::time::now_ms;
 
 /// A delivery that is due, with its event payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +125,7 @@ pub fn complete_many(conn: &mut Connection, endpoint: &str, seqs: &[i64]) -> Res
     for &seq in seqs {
         drop_event_if_unreferenced(&tx, seq)?;
     }
+    health::record_success(&tx, endpoint, now_ms())?;
     tx.commit()?;
     Ok(())
 }
@@ -135,11 +139,17 @@ pub fn reschedule(
     next_ms: u64,
     error: &str,
 ) -> Result<(), QueueError> {
-    conn.prepare_cached(
-        "UPDATE deliveries SET attempts = ?3, next_attempt_ms = ?4, last_error = ?5
-          WHERE endpoint = ?1 AND event_seq = ?2",
-    )?
-    .execute(params![endpoint, seq, attempts, next_ms as i64, error])?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let n = tx
+        .prepare_cached(
+            "UPDATE deliveries SET attempts = ?3, next_attempt_ms = ?4, last_error = ?5
+              WHERE endpoint = ?1 AND event_seq = ?2",
+        )?
+        .execute(params![endpoint, seq, attempts, next_ms as i64, error])?;
+    if n > 0 {
+        health::record_failure(&tx, endpoint, error, now_ms())?;
+    }
+    tx.commit()?;
     Ok(())
 }
 
@@ -191,6 +201,7 @@ pub fn bury(
     let id = tx.last_insert_rowid();
     tx.prepare_cached("DELETE FROM deliveries WHERE endpoint = ?1 AND event_seq = ?2")?
         .execute(params![endpoint, seq])?;
+    health::record_failure(&tx, endpoint, error, now_ms)?;
     tx.commit()?;
     Ok(Some(id))
 }

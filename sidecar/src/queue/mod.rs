@@ -3,7 +3,7 @@
 //! database (`<state_dir>/queue.sqlite3`). docs/sidecar.md says why SQLite
 //! and not redb or a segment log.
 //!
-//! # Schema (`PRAGMA user_version = 2`, migrations in [`schema`])
+//! # Schema (`PRAGMA user_version = 3`, migrations in [`schema`])
 //! ```text
 //! events        (seq INTEGER PRIMARY KEY, event_id TEXT UNIQUE, ts_ms, payload TEXT)
 //!               one row per accepted message event that some endpoint wants;
@@ -21,6 +21,10 @@
 //! dead_targets  (target, user, target_key, fingerprint, died_ms, last_seen_ms)
 //!               push targets a push service declared gone (404/410);
 //!               intake queues no job for them ([`targets`]).
+//! endpoint_health (endpoint, last_success_ms, last_failure_ms,
+//!                  consecutive_failures, last_error)
+//!               each endpoint's last outcomes, for `coi-sidecar status`
+//!               ([`health`]).
 //! ```
 //!
 //! Push jobs (Web Push, validations, Delta Chat, METADATA clean-ups) use
@@ -62,6 +66,7 @@
 pub mod dead_letters;
 pub mod deliveries;
 pub mod error;
+pub mod health;
 pub mod ingest;
 pub mod schema;
 pub mod stats;

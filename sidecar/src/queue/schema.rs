@@ -8,11 +8,12 @@
 //! refused rather than guessed at.
 //!
 //! Versions: 1 = events, deliveries, dead letters, spool offsets; 2 adds
-//! `dead_targets` (push targets a push service declared gone). Each step
+//! `dead_targets` (push targets a push service declared gone); 3 adds
+//! `endpoint_health` (`queue::health`). Each step
 //! is additive (new tables only, no rewrite of existing rows), and a
-//! version-1 database is upgraded in place, in the same transaction that
-//! checks the version, the first time a version-2 sidecar (or its CLI)
-//! opens it.
+//! older database is upgraded in place, in the same transaction that
+//! checks the version, the first time a newer sidecar (or its CLI)
+//! opens it. [`open_read_only`] (the `status` command) never migrates.
 
 use std::path::Path;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use super::QueueError;
 
 /// Schema version this code reads and writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Sleep between two tries for a lock another connection holds.
 pub const BUSY_SLEEP: Duration = Duration::from_millis(1);
@@ -111,6 +112,38 @@ CREATE TABLE IF NOT EXISTS dead_targets (
 ) WITHOUT ROWID;
 ";
 
+/// Added by version 3: what each endpoint's last outcomes were
+/// (`queue::health`).
+const DDL_V3: &str = "
+CREATE TABLE IF NOT EXISTS endpoint_health (
+    endpoint             TEXT    NOT NULL PRIMARY KEY,
+    last_success_ms      INTEGER,
+    last_failure_ms      INTEGER,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    last_error           TEXT
+) WITHOUT ROWID;
+";
+
+/// Opens an existing queue database for reading only: no schema change, no
+/// write. The connection still takes part in WAL locking, so it sees the
+/// last commit of a running daemon. When run as root, SQLite gives any
+/// `-wal`/`-shm` file it has to create to the database file's owner, so the
+/// daemon can still open them.
+pub fn open_read_only(path: &Path) -> Result<Connection, QueueError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_handler(Some(busy_wait))?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(QueueError::Schema(format!(
+            "database schema version {version} is newer than this sidecar's {SCHEMA_VERSION}"
+        )));
+    }
+    Ok(conn)
+}
+
 /// Opens (creating if needed) the queue database at `path`.
 pub fn open(path: &Path, durability: Durability) -> Result<Connection, QueueError> {
     if let Some(dir) = path.parent() {
@@ -143,10 +176,16 @@ fn migrate(conn: &mut Connection) -> Result<(), QueueError> {
         0 => {
             tx.execute_batch(DDL)?;
             tx.execute_batch(DDL_V2)?;
+            tx.execute_batch(DDL_V3)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         1 => {
             tx.execute_batch(DDL_V2)?;
+            tx.execute_batch(DDL_V3)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        2 => {
+            tx.execute_batch(DDL_V3)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         SCHEMA_VERSION => {}
@@ -202,13 +241,43 @@ mod tests {
         }
         let c = open(&p, Durability::Full).unwrap();
         let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(v, 2);
+        assert_eq!(v, SCHEMA_VERSION);
         let kept: i64 = c.query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0)).unwrap();
         assert_eq!(kept, 1);
         let dead: i64 = c.query_row("SELECT COUNT(*) FROM dead_targets", [], |r| r.get(0)).unwrap();
         assert_eq!(dead, 0);
         drop(c);
         open(&p, Durability::Normal).unwrap();
+    }
+
+    #[test]
+    fn version_2_database_gains_endpoint_health_and_read_only_opens_do_not_migrate() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("q.sqlite3");
+        {
+            let c = Connection::open(&p).unwrap();
+            c.execute_batch(DDL).unwrap();
+            c.execute_batch(DDL_V2).unwrap();
+            c.execute_batch("PRAGMA journal_mode = WAL; PRAGMA user_version = 2;").unwrap();
+        }
+        let ro = open_read_only(&p).unwrap();
+        let v: i64 = ro.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, 2, "a read-only open leaves the version alone");
+        assert!(ro.execute_batch("CREATE TABLE x (y)").is_err(), "and cannot write");
+        drop(ro);
+        let c = open(&p, Durability::Full).unwrap();
+        let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, 3);
+        let n: i64 = c.query_row("SELECT COUNT(*) FROM endpoint_health", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn read_only_open_of_a_missing_database_fails_without_creating_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("q.sqlite3");
+        assert!(open_read_only(&p).is_err());
+        assert!(!p.exists());
     }
 
     #[test]
@@ -219,5 +288,6 @@ mod tests {
         c.pragma_update(None, "user_version", 99).unwrap();
         drop(c);
         assert!(matches!(open(&p, Durability::Full), Err(QueueError::Schema(_))));
+        assert!(matches!(open_read_only(&p), Err(QueueError::Schema(_))));
     }
 }

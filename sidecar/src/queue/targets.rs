@@ -98,6 +98,8 @@ pub fn retire(
             }
         }
     }
+    // The push service answered and decided: the channel itself is healthy.
+    super::health::record_success(&tx, endpoint, now_ms)?;
     tx.commit()?;
     Ok(done)
 }

@@ -5,6 +5,7 @@
 mod harness;
 mod push;
 mod receiver;
+mod status;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
