@@ -19,8 +19,9 @@ use super::request::normalize_message_id;
 
 /// The METADATA key (server) doveadm sets to carry out a recall.
 pub const EXECUTE_KEY: &str = "/private/vendor/vendor.dovecot/coi/recall-execute";
-/// Copies of one recipient handled by one request, at most.
-pub const MAX_COPIES: usize = 64;
+/// Copies of one recipient handled by one request, at most (keeps an
+/// outcome record far below the 16 KiB record limit: names are never cut).
+pub const MAX_COPIES: usize = 16;
 /// Longest folder name or user accepted.
 pub const NAME_MAX: usize = 512;
 
