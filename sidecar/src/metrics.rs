@@ -221,13 +221,17 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     /// See [`Name::BuildInfo`].
     pub build_info: IntGaugeVec,
+    /// Recall and read status (`recall::metrics`).
+    pub recall: crate::recall::metrics::RecallMetrics,
 }
 
 impl Metrics {
     /// Creates and registers every metric (plus process metrics).
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
+        let recall = crate::recall::metrics::RecallMetrics::new(&registry)?;
         let m = Metrics {
+            recall,
             intake_datagrams: IntCounterVec::new(Name::IntakeDatagrams.opts(), &["outcome"])?,
             intake_events: IntCounterVec::new(Name::IntakeEvents.opts(), &["kind"])?,
             spool_rejected: IntCounterVec::new(Name::SpoolRecordsRejected.opts(), &["error_type"])?,
