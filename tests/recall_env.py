@@ -11,6 +11,7 @@ authenticated sender that delivery recorded.
 from __future__ import annotations
 
 import json
+import os
 import time
 
 from tests.harness import DovecotInstance, WebhookReceiver, free_ports
@@ -70,7 +71,16 @@ class Env:
                           timeout, self.diag)
 
 
-def start_env(users: list[str], plugin_settings: dict[str, str], **dovecot_kw) -> tuple:
+def hold_config(ms: int) -> str:
+    """dovecot.conf lines passing COI_TEST_RECALL_HOLD_MS to Dovecot's processes
+    (docs/recall.md, "Testing the race")."""
+    if os.environ.get("COI_DOVECOT_VERSION", "2.3").startswith("2.4"):
+        return f"import_environment {{\n  COI_TEST_RECALL_HOLD_MS = {ms}\n}}\n"
+    return f"import_environment = $import_environment COI_TEST_RECALL_HOLD_MS={ms}\n"
+
+
+def start_env(users: list[str], plugin_settings: dict[str, str], extra_config: str = "",
+              **dovecot_kw) -> tuple:
     """Starts everything; returns (env, stop)."""
     hooks = WebhookReceiver()
     hooks.__enter__()
@@ -92,7 +102,7 @@ def start_env(users: list[str], plugin_settings: dict[str, str], **dovecot_kw) -
         sc.start()
         settings = dict(sc.plugin_settings())
         settings.update(plugin_settings)
-        dc = DovecotInstance(plugin_settings=settings, extra_config=doveadm_http_config(port, API_KEY),
+        dc = DovecotInstance(plugin_settings=settings, extra_config=doveadm_http_config(port, API_KEY) + extra_config,
                              users=users, **dovecot_kw)
         dc.start()
     except BaseException:

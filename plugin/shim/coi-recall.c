@@ -42,6 +42,9 @@
  * mail-index-transaction.c).
  */
 #include "coi-private.h"
+
+#include <stdlib.h>
+#include <unistd.h>
 #include "str.h"
 #include "istream.h"
 #include "message-address.h"
@@ -63,6 +66,26 @@
 #define COI_MDN_BODY_MAX (64 * 1024)
 /* Recall entries per user (coi_core::recall::request::MAX_ENTRIES). */
 #define COI_RECALL_ENTRIES_MAX 100
+
+/* Test hook (docs/recall.md, "Testing the race"): with the environment
+   variable COI_TEST_RECALL_HOLD_MS set (Dovecot's import_environment), the
+   recall waits that long between its flag check and its expunge request,
+   inside the locked section, so a test can land a concurrent \Seen there
+   every time. It only lengthens the critical section; unset, it costs one
+   getenv() per process. */
+static unsigned int coi_recall_test_hold_ms(void)
+{
+	static int hold_ms = -1;
+	const char *value;
+
+	if (hold_ms < 0) {
+		value = getenv("COI_TEST_RECALL_HOLD_MS");
+		hold_ms = value == NULL ? 0 : atoi(value);
+		if (hold_ms < 0 || hold_ms > 5000)
+			hold_ms = 0;
+	}
+	return (unsigned int)hold_ms;
+}
 
 /* The plugin's own calls from the sidecar come through doveadm;
    replication (doveadm sync/backup) runs there too and is never one. */
@@ -360,6 +383,8 @@ coi_recall_locked_check_expunge(struct mailbox *box, struct mail *mail,
 		}
 		mail_index_view_close(&view);
 	}
+	if (outcome == COI_RECALL_RECALLED && coi_recall_test_hold_ms() > 0)
+		usleep(coi_recall_test_hold_ms() * 1000);
 	if (outcome == COI_RECALL_RECALLED) {
 		/* the expunge request is appended under our lock */
 		mail_expunge(mail);
