@@ -423,6 +423,12 @@ struct coi_rs_ops {
 	   Message-ID to mark (slot 0), or -1 when malformed. */
 	int32_t (*read_mark_parse)(void *user, const struct coi_bytes *json,
 				   struct coi_bytes *message_id_r);
+	/* doveadm: the sender's copies of a read mark (`json`) were marked.
+	   Prepares the handle's delivery state so push() writes a Web Push
+	   for the sender (msgtype chat, no Delta Chat token): returns 1 when
+	   the shim should collect the push targets (coi_push_collect()),
+	   0 when the user has no push. */
+	int32_t (*read_push_prepare)(void *user, const struct coi_bytes *json);
 };
 
 /* Rust -> shim. Called from coi_plugin_init(). `module` is Dovecot's struct

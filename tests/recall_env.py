@@ -15,7 +15,7 @@ import os
 import time
 
 from tests.harness import DovecotInstance, WebhookReceiver, free_ports
-from tests.harness.pushreceiver import PushSidecar, doveadm_http_config
+from tests.harness.pushreceiver import PushReceiver, PushSidecar, doveadm_http_config
 from tests.harness.sidecar import Webhook
 
 API_KEY = "recall-doveadm-key"
@@ -40,11 +40,24 @@ def wait_until(what: str, cond, timeout: float = WAIT, diag=lambda: ""):
         time.sleep(0.05)
 
 
-class Env:
-    """A running Dovecot + sidecar + webhook receiver."""
+SUBS = "/private/vendor/vendor.dovecot/webpush/subscriptions/"
+SUBJECT = "mailto:postmaster@example.org"
 
-    def __init__(self, dc: DovecotInstance, sc: PushSidecar, hooks: WebhookReceiver):
-        self.dc, self.sc, self.hooks = dc, sc, hooks
+
+class Env:
+    """A running Dovecot + sidecar + webhook receiver (+ push service)."""
+
+    def __init__(self, dc: DovecotInstance, sc: PushSidecar, hooks: WebhookReceiver,
+                 push: PushReceiver | None = None):
+        self.dc, self.sc, self.hooks, self.push = dc, sc, hooks, push
+
+    def subscribe(self, user: str, sub, msgtype: str = "chat") -> None:
+        """Web Push subscription over IMAP, validated as a client does."""
+        with self.dc.imap(user) as c:
+            c.setmetadata_ok(SUBS + sub.id, sub.client_json(msgtype))
+            req = self.push.wait_for(1, sub)[0]
+            c.setmetadata_ok(SUBS + sub.id + "/validate", req.json()["validation"])
+            assert c.noop() == []
 
     def diag(self) -> str:
         return "\n".join([self.sc.log_tail(), self.dc.log.tail(40)])
@@ -80,27 +93,34 @@ def hold_config(ms: int) -> str:
 
 
 def start_env(users: list[str], plugin_settings: dict[str, str], extra_config: str = "",
-              **dovecot_kw) -> tuple:
+              webpush: bool = False, **dovecot_kw) -> tuple:
     """Starts everything; returns (env, stop)."""
     hooks = WebhookReceiver()
     hooks.__enter__()
     port = free_ports(1)[0]
-    sc = PushSidecar([Webhook("ops", hooks.url("/hook"), kinds=["recall", "read"])], log_level="debug")
+    sc = PushSidecar([Webhook("ops", hooks.url("/hook"), kinds=["recall", "read"])], log_level="debug",
+                     subject=SUBJECT)
+    push = PushReceiver(vapid_public_key=sc.vapid_public_key, subject=SUBJECT) if webpush else None
     key_file = sc.root / "doveadm-api-key"
     key_file.write_text(API_KEY + "\n")
-    sc.push_sections = sc.push_config(webpush=False, doveadm_url=f"http://127.0.0.1:{port}/doveadm/v1",
+    sc.push_sections = sc.push_config(webpush=webpush, doveadm_url=f"http://127.0.0.1:{port}/doveadm/v1",
                                       doveadm_key_file=key_file)
     dc = None
 
     def stop():
         if dc is not None:
             dc.stop()
+        if push is not None:
+            push.close()
         sc.close()
         hooks.__exit__(None, None, None)
 
     try:
         sc.start()
         settings = dict(sc.plugin_settings())
+        if webpush:
+            wait_until("the VAPID key", sc.vapid_public_key.exists)
+            settings["coi_webpush_vapid_key"] = str(sc.vapid_public_key)
         settings.update(plugin_settings)
         dc = DovecotInstance(plugin_settings=settings, extra_config=doveadm_http_config(port, API_KEY) + extra_config,
                              users=users, **dovecot_kw)
@@ -108,4 +128,4 @@ def start_env(users: list[str], plugin_settings: dict[str, str], extra_config: s
     except BaseException:
         stop()
         raise
-    return Env(dc, sc, hooks), stop
+    return Env(dc, sc, hooks, push), stop

@@ -7,8 +7,9 @@ folder and sees the keyword arrive as any flag change (``* n FETCH``).
 
 What is proved:
 * with the recipient's consent (``.../coi/config/read-status yes``), the
-  first ``\\Seen`` puts ``$CoiRead`` on the sender's own copy (Sent) and sends
-  one ``message.read`` webhook; reading again sends nothing more;
+  first ``\\Seen`` puts ``$CoiRead`` on the sender's own copy (Sent), sends
+  one ``message.read`` webhook and one Web Push to the sender's phone
+  (msgtype chat); reading again sends nothing more;
 * without consent (the site default is off) nothing is marked or sent;
 * an unencrypted MDN (``displayed``) from a remote recipient marks the
   sender's copy and sends ``message.read`` with ``via: mdn``;
@@ -33,7 +34,7 @@ READ = "$CoiRead"
 def env():
     e, stop = start_env(["alice", "bob", "carol"],
                         {"coi_read_status": "yes", "coi_sender_trust": "received"},
-                        special_use={"Sent": "\\Sent"})
+                        special_use={"Sent": "\\Sent"}, webpush=True)
     try:
         yield e
     finally:
@@ -77,6 +78,8 @@ def test_consenting_reader_marks_the_senders_copy_once(env):
         assert b.getmetadata(READ_STATUS) == "yes"
         typ, text = b.setmetadata(READ_STATUS, "sometimes")
         assert typ == "NO", text
+    phone = env.push.make_subscription("alice-phone-read")
+    env.subscribe(alice, phone, "chat")
     mid, sent_uid = send(env, alice, [bob], "did you read this?", [bob])
     watcher = IdleClient(env.dc.host, env.dc.imap_port, alice)
     try:
@@ -90,6 +93,13 @@ def test_consenting_reader_marks_the_senders_copy_once(env):
         watcher.close()
     note = wait_until("message.read webhook", lambda: read_notices(env, mid), diag=env.diag)[0]
     assert note["data"] == {"sender": alice, "reader": bob, "message_id": mid, "via": "seen"}, note
+    # alice's phone hears of it by Web Push (msgtype chat): her own msg-id,
+    # the reader as from-email, her Sent copy's folder and UID
+    pushed = env.push.wait_for(2, phone)[1]
+    assert not pushed.errors, pushed.errors
+    payload = pushed.json()
+    assert payload["msg-id"] == mid.strip("<>") and payload["from-email"] == bob, payload
+    assert payload["folder"] == "Sent" and payload["uid"] == sent_uid, payload
     # unread and read again: the first read was reported, nothing more
     with env.dc.imap(bob) as b:
         b.select("INBOX")

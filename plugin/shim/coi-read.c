@@ -286,7 +286,8 @@ static void coi_read_mailbox_allocated(struct mailbox *box)
 /* Adds $CoiRead to every message of `vname` with this Message-ID.
    Returns how many were marked, -1 on error (logged). */
 static int coi_read_mark_box(struct mail_user *user, const char *vname,
-			     const char *message_id)
+			     const char *message_id,
+			     struct coi_stored_message *first_r)
 {
 	struct mail_namespace *ns = mail_namespace_find(user->namespaces, vname);
 	const char *const names[] = { COI_KEYWORD_READ, NULL };
@@ -317,6 +318,14 @@ static int coi_read_mark_box(struct mail_user *user, const char *vname,
 	ctx = mailbox_search_init(t, args, NULL, 0, NULL);
 	while (mailbox_search_next(ctx, &mail)) {
 		mail_update_keywords(mail, MODIFY_ADD, kw);
+		if (first_r->folder.ptr == NULL) {
+			struct mailbox_status status;
+
+			mailbox_get_open_status(box, STATUS_UIDVALIDITY, &status);
+			first_r->folder = coi_bytes_from_str(t_strdup(vname));
+			first_r->uid = mail->uid;
+			first_r->uid_validity = status.uidvalidity;
+		}
 		marked++;
 	}
 	if (mailbox_search_deinit(&ctx) < 0)
@@ -386,6 +395,7 @@ static int coi_read_mark_set(struct mailbox_transaction_context *t,
 	ARRAY_TYPE(const_string) folders;
 	const char *const *folder, *str, *message_id;
 	struct coi_bytes json, mid;
+	struct coi_stored_message first;
 	int marked = 0, ret;
 
 	if (rs == NULL || user->service == NULL ||
@@ -405,11 +415,12 @@ static int coi_read_mark_set(struct mailbox_transaction_context *t,
 		return -1;
 	}
 	message_id = t_strndup(mid.ptr, mid.len);
+	i_zero(&first);
 	t_array_init(&folders, 8);
 	coi_read_own_folders(user, &folders);
 	array_foreach(&folders, folder) {
 		/* the chats folder may be INBOX's neighbour or missing */
-		ret = coi_read_mark_box(user, *folder, message_id);
+		ret = coi_read_mark_box(user, *folder, message_id, &first);
 		if (ret < 0) {
 			mail_storage_set_error(box->storage, MAIL_ERROR_TEMP,
 				"Cannot mark the read message");
@@ -417,6 +428,9 @@ static int coi_read_mark_set(struct mailbox_transaction_context *t,
 		}
 		marked += ret;
 	}
+	/* the sender's devices hear of it (Web Push, msgtype chat) */
+	if (marked > 0 && coi_ops->read_push_prepare(rs, &json) == 1)
+		coi_push_collect(user, NULL, NULL, &first);
 	e_debug(user->event, "coi: read status: %s marked "COI_KEYWORD_READ
 		" on %d copie(s)", message_id, marked);
 	return 0;

@@ -72,6 +72,7 @@ pub(crate) static OPS: ffi::coi_rs_ops = ffi::coi_rs_ops {
     read_consent_default: Some(crate::recall_ops::read_consent_default),
     message_read: Some(crate::recall_ops::message_read),
     read_mark_parse: Some(crate::recall_ops::read_mark_parse),
+    read_push_prepare: Some(crate::recall_ops::read_push_prepare),
 };
 
 /// What the plugin keeps per mail user.
@@ -109,6 +110,8 @@ pub(crate) struct Delivery {
     pub(crate) pushed: bool,
     /// Sender trust and MDN of this delivery (recall, read status).
     pub(crate) recall: crate::recall_ops::DeliveryRecall,
+    /// A read-status push (recall_ops::read_push_prepare): Web Push only.
+    pub(crate) webpush_only: bool,
 }
 
 impl UserHandle {

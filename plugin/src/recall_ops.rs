@@ -27,7 +27,8 @@ use crate::events::now_ms;
 use crate::ffi;
 use crate::guard;
 use crate::log::LogEvent;
-use crate::ops::{handle, lossy, UserHandle};
+use crate::ops::{handle, lossy, Delivery, UserHandle};
+use coi_core::classify::Kind;
 
 /// What recall and read status remember about the delivery in progress.
 #[derive(Default)]
@@ -499,5 +500,31 @@ pub(crate) unsafe extern "C" fn read_mark_parse(
             }
             None => -1,
         }
+    })
+}
+
+pub(crate) unsafe extern "C" fn read_push_prepare(user: *mut c_void, json: *const ffi::coi_bytes) -> i32 {
+    guard::call("read_push_prepare", 0, || {
+        // SAFETY: the shim passes a live handle and valid pointers.
+        let (Some(handle), Some(json)) = (unsafe { (handle(user), json.as_ref()) }) else {
+            return 0;
+        };
+        // SAFETY: alive during this call.
+        let Some(mark) = (unsafe { json.as_option() }).and_then(ReadMark::parse) else {
+            return 0;
+        };
+        let webpush = handle.push.as_ref().is_some_and(|p| std::fs::metadata(&p.vapid_key).is_ok());
+        if !webpush || handle.events.is_none() {
+            return 0;
+        }
+        // The push tells the sender's devices about their own message: its
+        // msg-id is theirs, from-email is the reader (docs/recall.md).
+        let mut delivery = Delivery::default();
+        delivery.kind = Some(Kind::Chat);
+        delivery.message_id = Some(mark.message_id);
+        delivery.from = (!mark.reader.is_empty()).then_some(mark.reader);
+        delivery.webpush_only = true;
+        handle.delivery = delivery;
+        1
     })
 }
