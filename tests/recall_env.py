@@ -84,10 +84,22 @@ class Env:
                           timeout, self.diag)
 
 
+def is_24() -> bool:
+    return os.environ.get("COI_DOVECOT_VERSION", "2.3").startswith("2.4")
+
+
+def doveadm_config(port: int) -> str:
+    """The doveadm HTTP API on 127.0.0.1:``port`` (2.3 or 2.4 syntax)."""
+    if not is_24():
+        return doveadm_http_config(port, API_KEY)
+    return (f"doveadm_api_key = {API_KEY}\nservice doveadm {{\n  inet_listener http {{\n"
+            f"    listen = 127.0.0.1\n    port = {port}\n  }}\n}}\n")
+
+
 def hold_config(ms: int) -> str:
     """dovecot.conf lines passing COI_TEST_RECALL_HOLD_MS to Dovecot's processes
     (docs/recall.md, "Testing the race")."""
-    if os.environ.get("COI_DOVECOT_VERSION", "2.3").startswith("2.4"):
+    if is_24():
         return f"import_environment {{\n  COI_TEST_RECALL_HOLD_MS = {ms}\n}}\n"
     return f"import_environment = $import_environment COI_TEST_RECALL_HOLD_MS={ms}\n"
 
@@ -122,7 +134,7 @@ def start_env(users: list[str], plugin_settings: dict[str, str], extra_config: s
             wait_until("the VAPID key", sc.vapid_public_key.exists)
             settings["coi_webpush_vapid_key"] = str(sc.vapid_public_key)
         settings.update(plugin_settings)
-        dc = DovecotInstance(plugin_settings=settings, extra_config=doveadm_http_config(port, API_KEY) + extra_config,
+        dc = DovecotInstance(plugin_settings=settings, extra_config=doveadm_config(port) + extra_config,
                              users=users, **dovecot_kw)
         dc.start()
     except BaseException:

@@ -103,11 +103,12 @@ maximal_backoff_time = 2s
 def auth_listener_config(port: int) -> str:
     """dovecot.conf lines: the auth service's client socket on 127.0.0.1:``port``
     (for ``smtpd_sasl_path = inet:...``)."""
+    v24 = os.environ.get("COI_DOVECOT_VERSION", "2.3").startswith("2.4")
     return "\n".join([
         "service auth {",
-        "  inet_listener {",
-        "    address = 127.0.0.1" if not os.environ.get("COI_DOVECOT_VERSION", "2.3").startswith("2.4")
-        else "    listen = 127.0.0.1",
+        # any name but *-master/*-userdb/...: the client protocol
+        "  inet_listener auth-client-inet {",
+        "    listen = 127.0.0.1" if v24 else "    address = 127.0.0.1",
         f"    port = {port}",
         "  }",
         "}",
