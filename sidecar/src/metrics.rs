@@ -312,6 +312,8 @@ impl Metrics {
             m.dead_letters.with_label_values(&[c.queue_name()]);
         }
         m.queue_depth_deliveries.with_label_values(&["webhook"]);
+        m.queue_depth_deliveries.with_label_values(&[crate::recall::jobs::DEPTH_KIND]);
+        m.dead_letters.with_label_values(&[crate::recall::jobs::DOVEADM_ENDPOINT]);
         for t in [TargetKind::Webpush, TargetKind::Deltachat] {
             m.push_targets_gone.with_label_values(&[t.label()]);
             for r in REMOVAL_RESULTS {

@@ -349,3 +349,132 @@ fn mdn(tx: &Transaction<'_>, m: &MdnV1, ctx: &Context<'_>, now_ms: u64, done: &m
     done.reads.push(("mdn", "reported"));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coi_core::wire::{CopyResultV1, LocalCopyV1};
+
+    fn copy(user: &str, folder: &str, uid: u32, sender: &str) -> Record {
+        Record::LocalCopy(LocalCopyV1 {
+            id: format!("c-{user}-{folder}-{uid}"),
+            ts_ms: 1_000,
+            user: user.into(),
+            folder: folder.into(),
+            uid,
+            uidvalidity: 7,
+            message_id: "<m@x>".into(),
+            sender: sender.into(),
+            pid: 1,
+            dropped_before: 0,
+        })
+    }
+
+    fn request(id: &str, user: &str) -> Record {
+        Record::RecallRequest(RecallRequestV1 {
+            id: id.into(),
+            ts_ms: 2_000,
+            user: user.into(),
+            request_id: "r1".into(),
+            message_id: "<m@x>".into(),
+            pid: 1,
+            dropped_before: 0,
+        })
+    }
+
+    fn jobs(c: &Connection) -> Vec<(String, String)> {
+        let mut stmt = c
+            .prepare("SELECT e.event_id, d.endpoint FROM events e JOIN deliveries d ON d.event_seq = e.seq ORDER BY e.event_id, d.endpoint")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    }
+
+    fn ctx(endpoints: &[Arc<Endpoint>]) -> Context<'_> {
+        Context { doveadm: true, endpoints, settings: RecallSettings::default() }
+    }
+
+    #[test]
+    fn a_request_reaches_only_copies_the_requester_sent_and_finishes_when_all_answered() {
+        let (_d, mut c) = crate::queue::schema::testing::temp_db();
+        let records = [
+            copy("bob", "INBOX", 1, "alice@x"),
+            copy("bob", "Work", 4, "alice@x"),
+            copy("carol", "INBOX", 2, "alice@x"),
+            copy("alice@x", "INBOX", 9, "alice@x"),   // her own copy: left alone
+            copy("dave", "INBOX", 3, "mallory@x"),    // same Message-ID, other sender
+        ];
+        let done = apply(&mut c, &records, &ctx(&[]), 10).unwrap();
+        assert_eq!(done.indexed, 5);
+        // mallory asks: nothing of alice's is touched, done at once
+        let done = apply(&mut c, &[request("m1", "mallory@x")], &ctx(&[]), 11).unwrap();
+        assert_eq!(done.requests, vec!["queued"]);
+        // alice asks (twice: a re-read of the spool)
+        apply(&mut c, &[request("a1", "Alice@X")], &ctx(&[]), 12).unwrap();
+        apply(&mut c, &[request("a1", "Alice@X")], &ctx(&[]), 13).unwrap();
+        let ids: Vec<String> = jobs(&c).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, vec!["a1/exec/bob", "a1/exec/carol", "m1/exec/dave"], "{ids:?}");
+        let outcome = |user: &str, copies: Vec<CopyResultV1>| {
+            Record::RecallOutcome(RecallOutcomeV1 {
+                id: format!("o-{user}"),
+                ts_ms: 3_000,
+                user: user.into(),
+                request: "a1".into(),
+                sender: "alice@x".into(),
+                message_id: "<m@x>".into(),
+                copies,
+                pid: 1,
+                dropped_before: 0,
+            })
+        };
+        let r = |folder: &str, uid: u32, outcome: CopyOutcome| CopyResultV1 { folder: folder.into(), uidvalidity: 7, uid, outcome };
+        apply(&mut c, &[outcome("bob", vec![r("INBOX", 1, CopyOutcome::Recalled), r("Work", 4, CopyOutcome::AlreadyRead)])], &ctx(&[]), 20).unwrap();
+        assert!(!jobs(&c).iter().any(|(id, _)| id == "a1/state"), "carol has not answered");
+        let done = apply(&mut c, &[outcome("carol", vec![r("INBOX", 2, CopyOutcome::Recalled)])], &ctx(&[]), 21).unwrap();
+        assert_eq!(done.copies, vec![CopyOutcome::Recalled]);
+        let payload: String =
+            c.query_row("SELECT payload FROM events WHERE event_id = 'a1/state'", [], |row| row.get(0)).unwrap();
+        let job: DoveadmSet = serde_json::from_str(&payload).unwrap();
+        assert_eq!(job.user, "Alice@X");
+        assert_eq!(job.key, "/private/vendor/vendor.dovecot/coi/recall/r1");
+        let state = RecallState::parse(job.value.as_bytes()).unwrap();
+        assert_eq!(state.state, Progress::Done);
+        let got: Vec<(String, CopyOutcome)> = state.recipients.iter().map(|r| (r.user.clone(), r.outcome)).collect();
+        assert_eq!(got, vec![("bob".into(), CopyOutcome::AlreadyRead), ("carol".into(), CopyOutcome::Recalled)]);
+        // the same outcome again changes nothing
+        let again = apply(&mut c, &[outcome("carol", vec![r("INBOX", 2, CopyOutcome::Recalled)])], &ctx(&[]), 22).unwrap();
+        assert_eq!(again, Applied::default());
+    }
+
+    #[test]
+    fn a_read_is_reported_once_and_only_for_indexed_copies() {
+        let (_d, mut c) = crate::queue::schema::testing::temp_db();
+        apply(&mut c, &[copy("bob", "INBOX", 1, "alice@x")], &ctx(&[]), 10).unwrap();
+        let read = |id: &str, user: &str| {
+            Record::MessageRead(MessageReadV1 {
+                id: id.into(),
+                ts_ms: 5,
+                user: user.into(),
+                folder: "INBOX".into(),
+                uid: 1,
+                uidvalidity: 7,
+                message_id: "<m@x>".into(),
+                pid: 1,
+                dropped_before: 0,
+            })
+        };
+        let done = apply(&mut c, &[read("r1", "bob"), read("r2", "bob"), read("r3", "carol")], &ctx(&[]), 11).unwrap();
+        assert_eq!(done.reads, vec![("seen", "reported"), ("seen", "not_indexed"), ("seen", "not_indexed")]);
+        let ids: Vec<String> = jobs(&c).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, vec!["r1/mark"]);
+    }
+
+    #[test]
+    fn without_doveadm_nothing_is_carried_out() {
+        let (_d, mut c) = crate::queue::schema::testing::temp_db();
+        let no = Context { doveadm: false, endpoints: &[], settings: RecallSettings::default() };
+        apply(&mut c, &[copy("bob", "INBOX", 1, "alice@x")], &no, 10).unwrap();
+        let done = apply(&mut c, &[request("a1", "alice@x")], &no, 11).unwrap();
+        assert_eq!(done.requests, vec!["unavailable"]);
+        assert!(jobs(&c).is_empty());
+    }
+}

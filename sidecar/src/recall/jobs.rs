@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 
 /// The queue endpoint of doveadm calls.
 pub const DOVEADM_ENDPOINT: &str = "recall:doveadm";
+/// Its `kind` label in `coi_queue_depth_deliveries`.
+pub const DEPTH_KIND: &str = "recall_doveadm";
 
 /// A `mailboxMetadataSet` call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
