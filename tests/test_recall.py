@@ -167,6 +167,11 @@ def test_requests_are_checked_and_only_imap_may_ask(env):
         assert typ == "NO", text
         # the state is the server's to write
         assert a.getmetadata(RECALL + "bad") is None
+        # the server's own entries are not for IMAP sessions
+        for key in ("/private/vendor/vendor.dovecot/coi/recall-execute",
+                    "/private/vendor/vendor.dovecot/coi/read-mark"):
+            typ, text = a.setmetadata(key, "{}")
+            assert typ == "NO", (key, text)
     # doveadm (an administrator) cannot start a recall, only store state
     res = env.dc.doveadm.run("mailbox", "metadata", "set", "-u", alice, "-s", "",
                              RECALL + "admin", mid, check=False)
