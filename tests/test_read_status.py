@@ -13,7 +13,8 @@ What is proved:
 * without consent (the site default is off) nothing is marked or sent;
 * an unencrypted MDN (``displayed``) from a remote recipient marks the
   sender's copy and sends ``message.read`` with ``via: mdn``;
-* outside mail forging the sender never leads to a read report.
+* outside mail forging the sender never leads to a read report, and a \\Seen
+  that dsync brings from a replica is not reported either.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 import pytest
 
 from tests.harness import IdleClient
+from tests.harness.doveadm import other_maildir_args
 from tests.harness import messages as M
 from tests.harness import submission as S
 from tests.recall_env import READ_STATUS, addr, start_env, wait_until
@@ -129,6 +131,26 @@ def test_outside_mail_forging_the_sender_is_never_reported(env):
     read_it(env, bob, mid)
     time.sleep(2.0)
     assert read_notices(env, mid) == []
+
+
+def test_a_read_replicated_by_dsync_is_not_reported(env):
+    """dsync copies a read that happened elsewhere; only where a client read it counts."""
+    alice, bob = addr("alice"), addr("bob")      # bob consents
+    with env.dc.imap(bob) as b:
+        b.setmetadata_ok(READ_STATUS, "yes")
+    mid, _ = send(env, alice, [bob], "read on the replica", [bob])
+    replica = env.dc.home("bob") / "replica"
+    location = f"maildir:{replica}"
+    env.dc.doveadm.run("sync", "-u", bob, location)
+    # read on the replica by something that is not the plugin
+    env.dc.doveadm.run(*other_maildir_args(env.dc.config.dovecot_version, replica), "-o", "mail_plugins=",
+                       "flags", "add", "-u", bob, "\\Seen", "mailbox", "INBOX", "all")
+    env.dc.doveadm.run("sync", "-u", bob, location)
+    with env.dc.imap(bob) as b:
+        got = [m for m in b.fetch_folder("INBOX") if m.header("Message-ID") == mid]
+        assert "\\Seen" in got[0].flags        # the replicated flag arrived
+    time.sleep(2.0)
+    assert read_notices(env, mid) == [], read_notices(env, mid)
 
 
 def test_mdn_from_a_remote_recipient_marks_the_senders_copy(env):
