@@ -111,6 +111,21 @@ def test_consenting_reader_marks_the_senders_copy_once(env):
     assert len(read_notices(env, mid)) == 1, read_notices(env, mid)
 
 
+def test_an_implicit_seen_from_fetch_body_counts(env):
+    """FETCH BODY[] sets \\Seen as a side effect; that is a read too."""
+    alice, bob = addr("alice"), addr("bob")
+    with env.dc.imap(bob) as b:
+        b.setmetadata_ok(READ_STATUS, "yes")
+    mid, sent_uid = send(env, alice, [bob], "opened with BODY[]", [bob])
+    with env.dc.imap(bob) as b:
+        b.select("INBOX")
+        typ, data = b.conn.uid("SEARCH", None, f'HEADER Message-ID "{mid}"')
+        typ, data = b.conn.uid("FETCH", data[0].split()[0], "(BODY[])")
+        assert typ == "OK", data
+    note = wait_until("message.read webhook", lambda: read_notices(env, mid), diag=env.diag)[0]
+    assert note["data"]["reader"] == bob and note["data"]["via"] == "seen"
+
+
 def test_without_consent_nothing_is_reported(env):
     alice, carol = addr("alice"), addr("carol")
     mid, sent_uid = send(env, alice, [carol], "carol never said yes", [carol])

@@ -13,7 +13,8 @@ What is proved:
 * outside mail forging From, envelope sender and an authenticated-sender
   Received header is never recalled;
 * nobody can recall a message someone else sent;
-* a message filed into two folders is recalled from both;
+* a message filed into two folders is recalled from both (a client in IDLE
+  on one of them hears ``* 1 EXPUNGE``);
 * a recipient who turned COI off is recalled like anyone else;
 * only the sender's IMAP session can ask; bad values are refused.
 """
@@ -136,9 +137,19 @@ def test_copies_filed_into_two_folders_are_both_recalled(env):
     raw, mid = S.submitted(alice, [erin], "two folders please")
     deliver(env, raw, alice, [erin])
     assert sorted(copies(env, erin, mid)) == ["INBOX", "Work"]
-    with env.dc.imap(alice) as a:
-        a.setmetadata_ok(RECALL + "two", mid)
-        done = env.wait_recall_done(a, "two")
+    # erin's client sits in IDLE on Work and hears of the expunge there
+    idler = IdleClient(env.dc.host, env.dc.imap_port, erin)
+    try:
+        assert idler.select("Work") == 1
+        idler.idle()
+        with env.dc.imap(alice) as a:
+            a.setmetadata_ok(RECALL + "two", mid)
+            done = env.wait_recall_done(a, "two")
+        idler.wait_untagged(r"^\* 1 EXPUNGE", 10)
+        idler.done()
+        assert idler.view.uids == [] and not idler.view.violations
+    finally:
+        idler.close()
     assert done["recipients"] == [{"user": erin, "outcome": "recalled", "copies": 2}], done
     assert copies(env, erin, mid) == {}
 
