@@ -13,6 +13,9 @@ COI_DEBIAN_PACKAGES=(
   # a real MTA for the recall tests' submission path (tests/harness/postfix.py);
   # installed unconfigured, never started as the system MTA (see below)
   postfix
+  # real Delta Chat clients (scripts/deltachat-env.sh): a venv for the pinned
+  # PyPI packages, and the loopback SMTP relay in front of LMTP
+  python3-venv python3-aiosmtpd
   # packaging/: .deb and .rpm builds, lint, the install test's container,
   # promtool for ops/coi-alerts.yml
   debhelper help2man lintian debootstrap systemd-container rpm rpmlint prometheus

@@ -76,6 +76,11 @@ static void coi_user_new_24(struct mail_user *user, struct coi_user *cuser)
 				cset->coi_webpush_validation_timeout));
 		set.deltachat_push = coi_bytes_from_str(
 			cset->coi_deltachat_push ? "yes" : "no");
+		if (cset->coi_deltachat_max_smtp_recipients > 0) {
+			set.deltachat_max_smtp_recipients = coi_bytes_from_str(
+				t_strdup_printf("%u",
+					cset->coi_deltachat_max_smtp_recipients));
+		}
 		set.recall = coi_bytes_from_str(cset->coi_recall ? "yes" : "no");
 		set.sender_trust = coi_bytes_from_str(cset->coi_sender_trust);
 		set.read_status = coi_bytes_from_str(
@@ -126,6 +131,8 @@ static void coi_mail_user_created(struct mail_user *user)
 		{ "coi_webpush_validation_timeout",
 		  &set.webpush_validation_timeout },
 		{ "coi_deltachat_push", &set.deltachat_push },
+		{ "coi_deltachat_max_smtp_recipients",
+		  &set.deltachat_max_smtp_recipients },
 		{ "coi_recall", &set.recall },
 		{ "coi_sender_trust", &set.sender_trust },
 		{ "coi_read_status", &set.read_status },

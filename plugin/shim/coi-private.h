@@ -29,6 +29,7 @@ struct coi_settings {
 	unsigned int coi_webpush_subscription_limit;
 	unsigned int coi_webpush_validation_timeout;
 	bool coi_deltachat_push;
+	unsigned int coi_deltachat_max_smtp_recipients;
 	bool coi_recall;
 	const char *coi_sender_trust;
 	bool coi_read_status;

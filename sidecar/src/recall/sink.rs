@@ -20,7 +20,7 @@ use super::metrics::RecallMetrics;
 use crate::delivery::driver::Sink;
 use crate::delivery::http::{ClientError, HttpSender, Response};
 use crate::delivery::retry::{Outcome, RetryLogic, StandardRetryLogic, Verdict};
-use crate::delivery::settle::{AttemptError, Ledger};
+use crate::delivery::settle::{AttemptError, Attempted, Ledger};
 use crate::delivery::supervisor::Supervisor;
 use crate::metrics::Metrics;
 use crate::push::doveadm::{self, UnsetResult};
@@ -74,7 +74,7 @@ impl Sink for DoveadmSetSink {
         self.settings.tuning.concurrency
     }
 
-    async fn attempt(self: Arc<Self>, d: DueDelivery) -> bool {
+    async fn attempt(self: Arc<Self>, d: DueDelivery) -> Attempted {
         self.ledger.settled(&d, self.attempt_inner(&d)).await
     }
 }

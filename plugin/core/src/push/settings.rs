@@ -9,6 +9,10 @@
 //!   10 s ..= 24 h, default 5 min (the spec's "about 5 minutes").
 //! - `coi_deltachat_push`: boolean; `yes` advertises XDELTAPUSH and keeps
 //!   the user's Delta Chat device tokens. Default `no`.
+//! - `coi_deltachat_max_smtp_recipients`: 1..=100000, unset by default;
+//!   served as `/shared/vendor/deltachat/maxsmtprecipients` (Delta Chat
+//!   splits a message to more recipients into several SMTP transactions, and
+//!   the entry alone also makes it register push tokens).
 //!
 //! Invariants: unset or blank means the default; a bad value is an error
 //! naming the setting (the FFI layer then disables push for the user and
@@ -36,6 +40,8 @@ pub struct PushSettings {
     pub validation_timeout_secs: u64,
     /// Delta Chat push on.
     pub deltachat: bool,
+    /// The SMTP recipient limit Delta Chat is told about, if any.
+    pub deltachat_max_smtp_recipients: Option<u32>,
 }
 
 impl Default for PushSettings {
@@ -45,6 +51,7 @@ impl Default for PushSettings {
             subscription_limit: DEFAULT_SUBSCRIPTION_LIMIT,
             validation_timeout_secs: DEFAULT_VALIDATION_TIMEOUT_SECS,
             deltachat: false,
+            deltachat_max_smtp_recipients: None,
         }
     }
 }
@@ -116,6 +123,20 @@ impl PushSettings {
         }
         Ok(s)
     }
+
+    /// Adds `coi_deltachat_max_smtp_recipients` (`None` or blank = not served).
+    pub fn with_max_smtp_recipients(mut self, raw: Option<&[u8]>) -> Result<PushSettings, PushSettingsError> {
+        if let Some(raw) = blank_to_none(raw) {
+            self.deltachat_max_smtp_recipients = Some(
+                std::str::from_utf8(raw)
+                    .ok()
+                    .and_then(|t| t.parse::<u32>().ok())
+                    .filter(|n| (1..=100_000).contains(n))
+                    .ok_or_else(|| refuse("coi_deltachat_max_smtp_recipients", raw, "a number from 1 to 100000"))?,
+            );
+        }
+        Ok(self)
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +147,23 @@ mod tests {
     fn defaults_when_unset_or_blank() {
         assert_eq!(PushSettings::from_raw(None, None, None, None), Ok(PushSettings::default()));
         assert_eq!(PushSettings::from_raw(Some(b" "), Some(b""), None, Some(b"")), Ok(PushSettings::default()));
+    }
+
+    #[test]
+    fn max_smtp_recipients() {
+        let base = PushSettings::default;
+        assert_eq!(base().with_max_smtp_recipients(None).unwrap().deltachat_max_smtp_recipients, None);
+        assert_eq!(base().with_max_smtp_recipients(Some(b" ")).unwrap().deltachat_max_smtp_recipients, None);
+        assert_eq!(base().with_max_smtp_recipients(Some(b"50")).unwrap().deltachat_max_smtp_recipients, Some(50));
+        assert_eq!(base().with_max_smtp_recipients(Some(b"100000")).unwrap().deltachat_max_smtp_recipients, Some(100_000));
+        for bad in [&b"0"[..], b"100001", b"-1", b"ten", b"5 "] {
+            let err = base().with_max_smtp_recipients(Some(bad));
+            if bad == b"5 " {
+                assert_eq!(err.unwrap().deltachat_max_smtp_recipients, Some(5));
+            } else {
+                assert_eq!(err.unwrap_err().setting, "coi_deltachat_max_smtp_recipients", "{bad:?}");
+            }
+        }
     }
 
     #[test]
