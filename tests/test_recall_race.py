@@ -82,6 +82,7 @@ def test_a_committed_seen_always_wins(env):
     maildir = env.dc.home("carol") / "Maildir"
     session = IdleClient(env.dc.host, env.dc.imap_port, carol)
     outcomes = {"already-read": 0, "recalled": 0}
+    contested = 0
     rng = random.Random(15)
     try:
         session.select("INBOX")
@@ -92,22 +93,30 @@ def test_a_committed_seen_always_wins(env):
             session.command_ok(f"FETCH {len(session.view.uids)} (UID FLAGS)")
             uid = session.view.uids[-1]
             assert uid is not None
-            delay = rng.uniform(0.0, 0.25)
+            # a third of the rounds read right away, the rest any time
+            delay = rng.uniform(0.0, 0.005) if n % 3 == 0 else rng.uniform(0.0, 0.2)
             stored = {}
 
             def read_it():
                 time.sleep(delay)
+                start = time.monotonic()
                 stored["status"], stored["text"], _ = session.command(f"UID STORE {uid} +FLAGS (\\Seen)")
+                stored["secs"] = time.monotonic() - start
 
             reader = threading.Thread(target=read_it)
             with env.dc.imap(alice) as a:
-                a.setmetadata_ok(RECALL + f"race{n}", mid)
+                # the reader's clock starts with the request: some rounds
+                # read before the recall gets there, many while it holds
+                # the lock, some after
                 reader.start()
+                a.setmetadata_ok(RECALL + f"race{n}", mid)
                 reader.join(10)
                 done = env.wait_recall_done(a, f"race{n}")
             outcome = done["recipients"][0]["outcome"]
             assert outcome in outcomes, done
             outcomes[outcome] += 1
+            # a STORE that waited for the recall's locked section
+            contested += stored.get("secs", 0) > HOLD_MS / 2000
             lines = session.noop()
             records = log_records(maildir)
             assert not seen_before_expunge(records, uid), (n, uid, outcome, stored, records[-12:])
@@ -120,7 +129,10 @@ def test_a_committed_seen_always_wins(env):
             assert not session.view.violations, session.view.violations
     finally:
         session.close()
-    print(f"\nRACE outcomes over {ROUNDS} rounds: {outcomes}")
-    # both sides of the race happened, or the test proved nothing
+    print(f"\nRACE outcomes over {ROUNDS} rounds: {outcomes}; "
+          f"{contested} STOREs waited for the recall's locked section")
+    # both sides of the race happened, and \\Seen landed inside the
+    # critical section, or the test proved nothing
     assert outcomes["already-read"] > 0 and outcomes["recalled"] > 0, outcomes
+    assert contested > 0, contested
     env.dc.assert_no_panic_or_fatal()
