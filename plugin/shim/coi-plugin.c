@@ -81,6 +81,12 @@ static void coi_user_new_24(struct mail_user *user, struct coi_user *cuser)
 				t_strdup_printf("%u",
 					cset->coi_deltachat_max_smtp_recipients));
 		}
+		set.recall = coi_bytes_from_str(cset->coi_recall ? "yes" : "no");
+		set.sender_trust = coi_bytes_from_str(cset->coi_sender_trust);
+		set.read_status = coi_bytes_from_str(
+			cset->coi_read_status ? "yes" : "no");
+		set.default_read_status = coi_bytes_from_str(
+			cset->coi_default_read_status ? "yes" : "no");
 		cuser->rs = coi_ops->user_new(user->event, &set);
 	} T_END;
 	settings_free(cset);
@@ -127,6 +133,10 @@ static void coi_mail_user_created(struct mail_user *user)
 		{ "coi_deltachat_push", &set.deltachat_push },
 		{ "coi_deltachat_max_smtp_recipients",
 		  &set.deltachat_max_smtp_recipients },
+		{ "coi_recall", &set.recall },
+		{ "coi_sender_trust", &set.sender_trust },
+		{ "coi_read_status", &set.read_status },
+		{ "coi_default_read_status", &set.default_read_status },
 	};
 	unsigned int i;
 
@@ -208,6 +218,7 @@ int32_t coi_shim_init(void *module, const struct coi_rs_ops *ops)
 	coi_ops = ops;
 	mail_storage_hooks_add(coi_module, &coi_mail_storage_hooks);
 	coi_attributes_register();
+	coi_recall_register();
 	coi_deliver_hook_install();
 	coi_imap_install();
 	return 0;
@@ -219,6 +230,7 @@ void coi_shim_deinit(void)
 		return;
 	coi_imap_uninstall();
 	coi_deliver_hook_uninstall();
+	coi_recall_unregister();
 	coi_attributes_unregister();
 	mail_storage_hooks_remove(&coi_mail_storage_hooks);
 	coi_ops = NULL;

@@ -30,6 +30,10 @@ struct coi_settings {
 	unsigned int coi_webpush_validation_timeout;
 	bool coi_deltachat_push;
 	unsigned int coi_deltachat_max_smtp_recipients;
+	bool coi_recall;
+	const char *coi_sender_trust;
+	bool coi_read_status;
+	bool coi_default_read_status;
 };
 extern const struct setting_parser_info coi_setting_parser_info;
 /* 2.4's str_begins() has a third (suffix) parameter */
@@ -136,6 +140,23 @@ void coi_seen_mail_allocated(struct mail *mail);
 int coi_seen_transaction_commit(struct mailbox_transaction_context *t,
 				struct mail_transaction_commit_changes *changes_r);
 void coi_seen_transaction_rollback(struct mailbox_transaction_context *t);
+
+/* coi-recall.c, coi-read.c: recall while unread and read status
+   (docs/recall.md): their METADATA entries, the storage hooks that note
+   \Seen for read status, and the delivery-time trust check and MDN
+   reading (called from coi_deliver_prepare() after classify()). */
+void coi_recall_register(void);
+void coi_recall_unregister(void);
+void coi_read_register(void);
+void coi_read_unregister(void);
+struct mail_deliver_context;
+void coi_recall_deliver_prepare(struct mail_deliver_context *ctx, void *rs);
+/* Reads the user's stored read-status consent value (NULL = NIL) and
+   asks Rust; 1 consents, 0 not (or unreadable). */
+int coi_read_consents(struct mail_user *user);
+/* The address of the first `field` header of `mail` (local@domain, on the
+   data stack), or NULL. */
+const char *coi_recall_header_address(struct mail *mail, const char *field);
 
 /* coi-replication.c: whether a change is replication (dsync) rather than
    the user's own. Everything the plugin does in reaction to a change asks

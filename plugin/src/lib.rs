@@ -21,3 +21,4 @@ mod imap_ops;
 mod log;
 mod ops;
 mod push_ops;
+mod recall_ops;

@@ -323,7 +323,11 @@ pub(crate) unsafe extern "C" fn push(user: *mut c_void, log_event: *mut c_void, 
         let self_sent = is_self_sent(from_email.as_deref(), recipient.as_deref())
             || is_self_sent(from_email.as_deref(), Some(&handle.username));
         let webpush = webpush_targets(&subs, kind.name(), now_unix(), settings.validation_timeout_secs);
-        let deltachat = if settings.deltachat { deltachat_targets(&tokens, kind.name(), self_sent) } else { Vec::new() };
+        let deltachat = if settings.deltachat && !handle.delivery.webpush_only {
+            deltachat_targets(&tokens, kind.name(), self_sent)
+        } else {
+            Vec::new()
+        };
         // Content goes only if it is UTF-8 that fits; a cut body is useless.
         let content = content
             .filter(|c| c.len() <= PUSH_CONTENT_MAX_BYTES)

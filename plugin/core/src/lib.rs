@@ -37,6 +37,7 @@ pub mod fast_notify;
 pub mod folder_lifecycle;
 pub mod imap_config;
 pub mod push;
+pub mod recall;
 pub mod route;
 pub mod settings;
 pub mod spool;
