@@ -22,7 +22,7 @@
 
 /* Bumped whenever a struct or function below changes shape. Rust refuses to
    start the plugin when the shim reports another version. */
-#define COI_SHIM_ABI 4
+#define COI_SHIM_ABI 5
 
 /* A borrowed byte slice. ptr == NULL means "absent" (a header that is not
    there, a metadata entry that is NIL), which is different from an empty
@@ -80,6 +80,7 @@ struct coi_user_settings {
 	struct coi_bytes webpush_subscription_limit; /* coi_webpush_subscription_limit */
 	struct coi_bytes webpush_validation_timeout; /* coi_webpush_validation_timeout */
 	struct coi_bytes deltachat_push;         /* coi_deltachat_push */
+	struct coi_bytes webpush_allow_private_endpoints; /* coi_webpush_allow_private_endpoints */
 };
 
 /* What Dovecot already knows about the message being delivered, for the
@@ -150,6 +151,15 @@ struct coi_folder_change {
 	struct coi_bytes new_name;   /* RENAME: destination; else absent */
 	struct coi_bytes trash_name; /* the \Trash mailbox, absent if none */
 	uint8_t separator;           /* the namespace's hierarchy separator */
+};
+
+/* Why a raw COI entry from dsync or an import was refused (stored_check). */
+enum coi_refusal {
+	COI_REFUSAL_INVALID = 1,          /* fails the client's validation */
+	COI_REFUSAL_PRIVATE_ENDPOINT = 2, /* Web Push endpoint on a private address */
+	COI_REFUSAL_LIMIT = 3,            /* over the per-user limit */
+	COI_REFUSAL_UNKNOWN_KEY = 4,      /* no entry the plugin writes */
+	COI_REFUSAL_INACTIVE = 5,         /* COI is not active for the user */
 };
 
 /* A message about to be pushed (after its delivery commit). Lists are
@@ -322,6 +332,18 @@ struct coi_rs_ops {
 	/* Emits the push record for the delivery in progress. */
 	int32_t (*push)(void *user, void *log_event,
 			const struct coi_push_input *input);
+
+	/* A raw value that dsync or `doveadm coi import` is about to store
+	   below vendor/vendor.dovecot/pvt/coi/: `name` relative to that
+	   prefix ("webpush/<id>" or "devicetokens/<key>"), the user having
+	   `others` other live entries of that kind. Applies the checks a
+	   client's SETMETADATA gets (and, for a subscription, which arrives
+	   already validated, the private-endpoint rule). Returns 0 when it
+	   may be stored, or -1 with *error_r and *reason_r (enum
+	   coi_refusal). */
+	int32_t (*stored_check)(void *user, const struct coi_bytes *name,
+				const struct coi_bytes *value, uint32_t others,
+				struct coi_bytes *error_r, int32_t *reason_r);
 };
 
 /* Rust -> shim. Called from coi_plugin_init(). `module` is Dovecot's struct

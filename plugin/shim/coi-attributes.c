@@ -11,13 +11,26 @@
  *   server /private/vendor/vendor.dovecot/coi/devicetokens/<key>   read, unset
  *   INBOX  /private/devicetoken                                    Delta Chat
  *
- * All are RANK_AUTHORITY: this file stores and reads the values itself,
- * through the storage's own attribute vfuncs. Config values live where
- * Dovecot would have put them; subscriptions (with their validation
- * secret) and device tokens live under vendor/vendor.dovecot/pvt/coi/,
- * which no client can read. Rust validates and builds every value
- * (ops: config_*, webpush_*, devicetoken_*). Refusals are
- * MAIL_ERROR_PARAMS / NOTPOSSIBLE, which IMAP answers as NO [CANNOT].
+ * The push keys, the VAPID key and mailbox-root are RANK_AUTHORITY: this
+ * file stores and reads the values itself, through the storage's own
+ * attribute vfuncs. Subscriptions (with their validation secret) and device
+ * tokens live under vendor/vendor.dovecot/pvt/coi/, which no client can
+ * read. `enabled` and `message-filter` are RANK_OVERRIDE: the set callback
+ * validates and Dovecot stores the value where it always did; the get
+ * callback shows the site default only where nothing is stored.
+ *
+ * dsync (docs/dsync.md) copies what Dovecot's own attribute API shows it:
+ * values of AUTHORITY keys come back read-only and are skipped, so a COI
+ * value travels only where Dovecot reads it itself: the stored config
+ * values (OVERRIDE, defaults never shown to dsync) and the raw entries
+ * under pvt/coi/, which dsync iterates like any attribute. That prefix is
+ * registered too (OVERRIDE, children), so every value dsync or `doveadm
+ * coi import` writes there passes the client's validation first (ops:
+ * stored_check); a refusal is logged, counted as the named event
+ * coi_value_refused and fails only that attribute. Rust validates and
+ * builds every value (ops: config_*, webpush_*, devicetoken_*,
+ * stored_check). Refusals are MAIL_ERROR_PARAMS / NOTPOSSIBLE, which IMAP
+ * answers as NO [CANNOT].
  *
  * For users without the plugin active, the config keys behave like plain
  * attributes and the push keys are refused.
@@ -35,8 +48,9 @@
 #define COI_ATTR_VAPID COI_SERVER_ATTR("vendor/vendor.dovecot/webpush/vapid")
 #define COI_ATTR_TOKENS COI_SERVER_ATTR("vendor/vendor.dovecot/coi/devicetokens/")
 #define COI_ATTR_CONFIG(name) COI_SERVER_ATTR(COI_CONFIG_KEY_PREFIX name)
-#define COI_PVT_SUBSCRIPTIONS MAILBOX_ATTRIBUTE_PREFIX_DOVECOT_PVT "coi/webpush/"
-#define COI_PVT_TOKENS MAILBOX_ATTRIBUTE_PREFIX_DOVECOT_PVT "coi/devicetokens/"
+#define COI_PVT_PREFIX MAILBOX_ATTRIBUTE_PREFIX_DOVECOT_PVT "coi/"
+#define COI_PVT_SUBSCRIPTIONS COI_PVT_PREFIX "webpush/"
+#define COI_PVT_TOKENS COI_PVT_PREFIX "devicetokens/"
 #define COI_VALIDATE_SUFFIX "/validate"
 /* Largest body read into a push, bytes (coi_core::wire caps it again). */
 #define COI_PUSH_CONTENT_MAX 4000
@@ -152,6 +166,11 @@ static int coi_value_string(struct mailbox *box,
 
 /* ---- COI config ---- */
 
+/* mailbox-root (AUTHORITY): always the configured root. enabled and
+   message-filter (OVERRIDE): 0 lets Dovecot read the stored value itself,
+   which keeps it writable for dsync; where nothing is stored, clients see
+   the site default (read-only, so never copied). dsync sees no defaults: a
+   default is no value, and showing one would hide an unset. */
 static int coi_config_get(struct mailbox *box, const char *key,
 			  enum coi_config_key config_key,
 			  struct mail_attribute_value *value_r)
@@ -162,10 +181,10 @@ static int coi_config_get(struct mailbox *box, const char *key,
 	int ret;
 
 	if (config_key != COI_CONFIG_MAILBOX_ROOT) {
-		if ((ret = coi_raw_get(box, key, &stored)) != 0) {
-			value_r->value = stored;
-			return ret;
-		}
+		if (rs == NULL || coi_user_is_dsync(box->storage->user))
+			return 0;
+		if ((ret = coi_raw_get(box, key, &stored)) != 0)
+			return ret < 0 ? -1 : 0;
 	}
 	if (rs == NULL || coi_ops->config_get(rs, config_key, &value) != 1)
 		return 0;
@@ -173,6 +192,8 @@ static int coi_config_get(struct mailbox *box, const char *key,
 	return 1;
 }
 
+/* Validates a config value; for enabled and message-filter Dovecot then
+   stores it (OVERRIDE), mailbox-root is stored here or refused. */
 static int coi_config_set(struct mailbox_transaction_context *t,
 			  const char *key, enum coi_config_key config_key,
 			  const struct mail_attribute_value *value)
@@ -186,34 +207,39 @@ static int coi_config_set(struct mailbox_transaction_context *t,
 
 	if (coi_value_string(box, value, &str) < 0)
 		return -1;
-	if (rs != NULL) {
-		bytes = coi_bytes_from_str(str);
-		i_zero(&error);
-		check = coi_ops->config_check(rs, config_key, &bytes, &error);
-		if (check < 0)
-			return coi_refuse(box, MAIL_ERROR_PARAMS, &error);
-		/* enabled=yes: the folders exist before the tagged OK */
-		if (check == 1 &&
-		    coi_ops->folder_names(rs, (uint8_t)coi_user_separator(user),
-					  &chats, &contacts) == 0) {
-			const char *chats_name = t_strndup(chats.ptr, chats.len);
-			const char *contacts_name =
-				t_strndup(contacts.ptr, contacts.len);
-
-			if (coi_folder_ensure(user, chats_name, TRUE, &errstr) < 0 ||
-			    coi_folder_ensure(user, contacts_name, FALSE,
-					      &errstr) < 0) {
-				mail_storage_set_error(box->storage,
-					MAIL_ERROR_TEMP, t_strdup_printf(
-					"Cannot create the COI folders: %s",
-					errstr));
-				return -1;
-			}
-		}
-	} else if (config_key == COI_CONFIG_MAILBOX_ROOT) {
+	if (config_key == COI_CONFIG_MAILBOX_ROOT && rs == NULL)
 		return coi_refuse_str(box, "COI mailbox-root is read-only");
+	if (rs == NULL)
+		return 0; /* plugin inactive: a plain attribute */
+	bytes = coi_bytes_from_str(str);
+	i_zero(&error);
+	check = coi_ops->config_check(rs, config_key, &bytes, &error);
+	if (check < 0) {
+		if (coi_value_source(user) != NULL) {
+			coi_value_refused(user, "config", "invalid",
+				t_strndup(error.ptr, error.len));
+		}
+		return coi_refuse(box, MAIL_ERROR_PARAMS, &error);
 	}
-	return coi_raw_set(t, key, str);
+	/* enabled=yes: the folders exist before the tagged OK. Not for
+	   dsync: the other side's folders travel themselves. */
+	if (check == 1 && !coi_user_is_dsync(user) &&
+	    coi_ops->folder_names(rs, (uint8_t)coi_user_separator(user),
+				  &chats, &contacts) == 0) {
+		const char *chats_name = t_strndup(chats.ptr, chats.len);
+		const char *contacts_name = t_strndup(contacts.ptr, contacts.len);
+
+		if (coi_folder_ensure(user, chats_name, TRUE, &errstr) < 0 ||
+		    coi_folder_ensure(user, contacts_name, FALSE, &errstr) < 0) {
+			mail_storage_set_error(box->storage, MAIL_ERROR_TEMP,
+				t_strdup_printf(
+				"Cannot create the COI folders: %s", errstr));
+			return -1;
+		}
+	}
+	if (config_key == COI_CONFIG_MAILBOX_ROOT)
+		return coi_refuse_str(box, "COI mailbox-root is read-only");
+	return 0;
 }
 
 #define COI_CONFIG_ATTR_FUNCS(fn, code) \
@@ -273,10 +299,12 @@ static const char *coi_subscription_id(void *rs, const char *rel,
 	return coi_ops->webpush_check_id(rs, &id_bytes) == 1 ? id : NULL;
 }
 
-/* The public view of a stored subscription; expired ones are deleted.
-   1 with *public_r, 0 none, -1 error. */
+/* The public view of a stored subscription; expired ones are deleted
+   when `expire` (never while dsync or an import writes: their transaction
+   is open). 1 with *public_r, 0 none, -1 error. */
 static int coi_subscription_view(struct mailbox *box, void *rs,
-				 const char *id, const char **public_r)
+				 const char *id, bool expire,
+				 const char **public_r)
 {
 	const char *pvt_key = t_strconcat(COI_PVT_SUBSCRIPTIONS, id, NULL);
 	const char *stored;
@@ -287,7 +315,8 @@ static int coi_subscription_view(struct mailbox *box, void *rs,
 		return ret;
 	stored_bytes = coi_bytes_from_str(stored);
 	if (coi_ops->webpush_view(rs, &stored_bytes, &public) != 1) {
-		coi_raw_delete(box, pvt_key);
+		if (expire)
+			coi_raw_delete(box, pvt_key);
 		return 0;
 	}
 	*public_r = t_strndup(public.ptr, public.len);
@@ -308,7 +337,7 @@ static int coi_subscriptions_get(struct mailbox *box, const char *key,
 				 &validate);
 	if (id == NULL || validate)
 		return 0;
-	if ((ret = coi_subscription_view(box, rs, id, &public)) <= 0)
+	if ((ret = coi_subscription_view(box, rs, id, TRUE, &public)) <= 0)
 		return ret;
 	value_r->value = public;
 	return 1;
@@ -316,7 +345,8 @@ static int coi_subscriptions_get(struct mailbox *box, const char *key,
 
 /* Live subscriptions other than `except`. */
 static int coi_subscriptions_count(struct mailbox *box, void *rs,
-				   const char *except, unsigned int *count_r)
+				   const char *except, bool expire,
+				   unsigned int *count_r)
 {
 	ARRAY_TYPE(const_string) ids;
 	const char *const *id, *public;
@@ -327,7 +357,7 @@ static int coi_subscriptions_count(struct mailbox *box, void *rs,
 		return -1;
 	array_foreach(&ids, id) {
 		if (strcmp(*id, except) != 0 &&
-		    coi_subscription_view(box, rs, *id, &public) > 0)
+		    coi_subscription_view(box, rs, *id, expire, &public) > 0)
 			(*count_r)++;
 	}
 	return 0;
@@ -340,7 +370,7 @@ static int coi_subscribe(struct mailbox_transaction_context *t, void *rs,
 	struct coi_bytes id_bytes, json_bytes, stored, error;
 	unsigned int others;
 
-	if (coi_subscriptions_count(box, rs, id, &others) < 0)
+	if (coi_subscriptions_count(box, rs, id, TRUE, &others) < 0)
 		return -1;
 	id_bytes = coi_bytes_from_str(id);
 	json_bytes = coi_bytes_from_str(json);
@@ -516,6 +546,135 @@ static int coi_devicetoken_set(struct mailbox_transaction_context *t,
 			   t_strndup(stored.ptr, stored.len));
 }
 
+/* ---- raw entries written by dsync or `doveadm coi import` ---- */
+
+static bool coi_importing;
+
+void coi_attributes_importing(bool importing)
+{
+	coi_importing = importing;
+}
+
+const char *coi_value_source(struct mail_user *user)
+{
+	if (coi_user_is_dsync(user))
+		return "dsync";
+	return coi_importing ? "import" : NULL;
+}
+
+static const char *coi_refusal_name(int32_t reason)
+{
+	switch (reason) {
+	case COI_REFUSAL_PRIVATE_ENDPOINT:
+		return "private_endpoint";
+	case COI_REFUSAL_LIMIT:
+		return "limit";
+	case COI_REFUSAL_UNKNOWN_KEY:
+		return "unknown_key";
+	case COI_REFUSAL_INACTIVE:
+		return "inactive";
+	default:
+		return "invalid";
+	}
+}
+
+void coi_value_refused(struct mail_user *user, const char *item,
+		       const char *reason, const char *error)
+{
+	const char *source = coi_value_source(user);
+	struct event *event = event_create(user->event);
+
+	/* counted by Dovecot's stats: metric { filter =
+	   event=coi_value_refused } (docs/dsync.md) */
+	event_set_name(event, "coi_value_refused");
+	event_add_str(event, "item", item);
+	event_add_str(event, "reason", reason);
+	event_add_str(event, "source", source == NULL ? "client" : source);
+	e_warning(event, "coi: refused a %s value from %s (%s): %s", item,
+		  source == NULL ? "a client" : source, reason, error);
+	event_unref(&event);
+}
+
+static int coi_pvt_get(struct mailbox *box ATTR_UNUSED,
+		       const char *key ATTR_UNUSED,
+		       struct mail_attribute_value *value_r ATTR_UNUSED)
+{
+	/* Dovecot reads the raw value itself: writable, so dsync copies it */
+	return 0;
+}
+
+static int coi_pvt_iter(struct mailbox *box ATTR_UNUSED,
+			const char *key_prefix ATTR_UNUSED,
+			pool_t pool ATTR_UNUSED,
+			ARRAY_TYPE(const_string) *keys ATTR_UNUSED)
+{
+	/* the raw keys come from the attribute dict itself */
+	return 0;
+}
+
+/* Entries of the same kind as `rel` other than it. */
+static int coi_pvt_others(struct mailbox *box, void *rs, const char *rel,
+			  unsigned int *count_r)
+{
+	ARRAY_TYPE(const_string) names;
+	const char *const *name;
+
+	*count_r = 0;
+	if (coi_str_begins(rel, "webpush/")) {
+		return coi_subscriptions_count(box, rs,
+			rel + strlen("webpush/"), FALSE, count_r);
+	}
+	if (!coi_str_begins(rel, "devicetokens/"))
+		return 0;
+	t_array_init(&names, 8);
+	if (coi_raw_list(box, COI_PVT_TOKENS, &names) < 0)
+		return -1;
+	array_foreach(&names, name) {
+		if (strcmp(*name, rel + strlen("devicetokens/")) != 0)
+			(*count_r)++;
+	}
+	return 0;
+}
+
+static int coi_pvt_set(struct mailbox_transaction_context *t, const char *key,
+		       const struct mail_attribute_value *value)
+{
+	struct mailbox *box = t->box;
+	struct mail_user *user = box->storage->user;
+	void *rs = coi_box_rs(box);
+	const char *rel = key + strlen(COI_PVT_PREFIX), *str, *item, *msg;
+	struct coi_bytes name, bytes, error;
+	unsigned int others;
+	int32_t reason = 0;
+
+	item = coi_str_begins(rel, "webpush/") ? "webpush_subscription" :
+		coi_str_begins(rel, "devicetokens/") ? "devicetoken" :
+		"unknown";
+	if (coi_value_string(box, value, &str) < 0)
+		return -1;
+	if (str == NULL)
+		return 0; /* removals always */
+	if (rs == NULL || !box->inbox_user) {
+		msg = rs == NULL ? "COI is not active for this user" :
+			"COI entries are kept on INBOX only";
+		coi_value_refused(user, item, "inactive", msg);
+		return coi_refuse_str(box, msg);
+	}
+	if (coi_pvt_others(box, rs, rel, &others) < 0)
+		return -1;
+	name = coi_bytes_from_str(rel);
+	bytes = coi_bytes_from_str(str);
+	i_zero(&error);
+	if (coi_ops->stored_check(rs, &name, &bytes, others, &error,
+				  &reason) < 0) {
+		msg = error.ptr == NULL ? "refused" :
+			t_strndup(error.ptr, error.len);
+		coi_value_refused(user, item, coi_refusal_name(reason), msg);
+		return coi_refuse(box, MAIL_ERROR_PARAMS, &error);
+	}
+	return 0;
+}
+
 /* ---- push targets of a delivered message ---- */
 
 ARRAY_DEFINE_TYPE(coi_bytes_array, struct coi_bytes);
@@ -642,25 +801,34 @@ void coi_push_collect(struct mail_user *user, struct mail *src_mail,
 
 #define COI_ATTR(k, r, fl, g, s, it) { \
 	.type = MAIL_ATTRIBUTE_TYPE_PRIVATE, .key = (k), \
-	.rank = MAIL_ATTRIBUTE_INTERNAL_RANK_AUTHORITY, \
+	.rank = MAIL_ATTRIBUTE_INTERNAL_RANK_##r, \
 	.flags = MAIL_ATTRIBUTE_INTERNAL_FLAG_VALIDATED | (fl), \
 	.get = (g), .set = (s), .iter = (it) }
 
 static const struct mailbox_attribute_internal coi_internal_attributes[] = {
-	COI_ATTR(COI_ATTR_CONFIG("enabled"), 0, 0,
+	COI_ATTR(COI_ATTR_CONFIG("enabled"), OVERRIDE, 0,
 		 coi_config_get_enabled, coi_config_set_enabled, NULL),
-	COI_ATTR(COI_ATTR_CONFIG("mailbox-root"), 0, 0,
+	COI_ATTR(COI_ATTR_CONFIG("mailbox-root"), AUTHORITY, 0,
 		 coi_config_get_root, coi_config_set_root, NULL),
-	COI_ATTR(COI_ATTR_CONFIG("message-filter"), 0, 0,
+	COI_ATTR(COI_ATTR_CONFIG("message-filter"), OVERRIDE, 0,
 		 coi_config_get_filter, coi_config_set_filter, NULL),
-	COI_ATTR(COI_ATTR_TOKENS, 0, MAIL_ATTRIBUTE_INTERNAL_FLAG_CHILDREN,
+	COI_ATTR(COI_ATTR_TOKENS, AUTHORITY,
+		 MAIL_ATTRIBUTE_INTERNAL_FLAG_CHILDREN,
 		 coi_tokens_get, coi_tokens_set, coi_tokens_iter),
-	COI_ATTR(COI_ATTR_SUBSCRIPTIONS, 0, MAIL_ATTRIBUTE_INTERNAL_FLAG_CHILDREN,
+	COI_ATTR(COI_ATTR_SUBSCRIPTIONS, AUTHORITY,
+		 MAIL_ATTRIBUTE_INTERNAL_FLAG_CHILDREN,
 		 coi_subscriptions_get, coi_subscriptions_set,
 		 coi_subscriptions_iter),
-	COI_ATTR(COI_ATTR_VAPID, 0, 0, coi_vapid_get, coi_vapid_set, NULL),
-	COI_ATTR("devicetoken", 0, 0,
+	COI_ATTR(COI_ATTR_VAPID, AUTHORITY, 0,
+		 coi_vapid_get, coi_vapid_set, NULL),
+	COI_ATTR("devicetoken", AUTHORITY, 0,
 		 coi_devicetoken_get, coi_devicetoken_set, NULL),
+	/* the raw entries themselves: never for clients (IMAP refuses
+	   pvt keys), only dsync and imports write here, validated */
+	{ .type = MAIL_ATTRIBUTE_TYPE_PRIVATE, .key = COI_PVT_PREFIX,
+	  .rank = MAIL_ATTRIBUTE_INTERNAL_RANK_OVERRIDE,
+	  .flags = MAIL_ATTRIBUTE_INTERNAL_FLAG_CHILDREN,
+	  .get = coi_pvt_get, .set = coi_pvt_set, .iter = coi_pvt_iter },
 };
 
 void coi_attributes_register(void)

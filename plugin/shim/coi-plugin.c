@@ -76,6 +76,9 @@ static void coi_user_new_24(struct mail_user *user, struct coi_user *cuser)
 				cset->coi_webpush_validation_timeout));
 		set.deltachat_push = coi_bytes_from_str(
 			cset->coi_deltachat_push ? "yes" : "no");
+		set.webpush_allow_private_endpoints = coi_bytes_from_str(
+			cset->coi_webpush_allow_private_endpoints ?
+			"yes" : "no");
 		cuser->rs = coi_ops->user_new(user->event, &set);
 	} T_END;
 	settings_free(cset);
@@ -120,6 +123,8 @@ static void coi_mail_user_created(struct mail_user *user)
 		{ "coi_webpush_validation_timeout",
 		  &set.webpush_validation_timeout },
 		{ "coi_deltachat_push", &set.deltachat_push },
+		{ "coi_webpush_allow_private_endpoints",
+		  &set.webpush_allow_private_endpoints },
 	};
 	unsigned int i;
 

@@ -55,6 +55,7 @@ pub(crate) static OPS: ffi::coi_rs_ops = ffi::coi_rs_ops {
     devicetoken_view: Some(crate::push_ops::devicetoken_view),
     wants_push: Some(crate::push_ops::wants_push),
     push: Some(crate::push_ops::push),
+    stored_check: Some(crate::push_ops::stored_check),
 };
 
 /// What the plugin keeps per mail user.
@@ -138,6 +139,7 @@ unsafe extern "C" fn user_new(log_event: *mut c_void, settings: *const ffi::coi_
                 raw.webpush_subscription_limit.as_option(),
                 raw.webpush_validation_timeout.as_option(),
                 raw.deltachat_push.as_option(),
+                raw.webpush_allow_private_endpoints.as_option(),
             )
         };
         // SAFETY: as above.
