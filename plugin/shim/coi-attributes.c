@@ -590,7 +590,7 @@ void coi_value_refused(struct mail_user *user, const char *item,
 	event_add_str(event, "item", item);
 	event_add_str(event, "reason", reason);
 	event_add_str(event, "source", source == NULL ? "client" : source);
-	e_warning(event, "coi: refused a %s value from %s (%s): %s", item,
+	e_warning(event, "coi: refused %s value from %s (%s): %s", item,
 		  source == NULL ? "a client" : source, reason, error);
 	event_unref(&event);
 }
