@@ -37,7 +37,7 @@ from tests.harness.dsync import doveadm_service_config, password_args, tcp_locat
 from tests.harness.imap import IdleClient
 from tests.harness.instance import free_ports
 
-USERS = ["alice", "bob", "carol", "dave", "erin", "frank"]
+USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "gina"]
 SITE = {"coi_default_enabled": "no", "coi_default_message_filter": "none"}
 
 
@@ -326,3 +326,43 @@ def test_backup_then_restore_round_trip(backends):
     view = client_view(src.inst, "erin")
     assert view["enabled"] == "yes" and view["subscriptions"] == ["erin-phone-0001"]
     src.inst.assert_no_panic_or_fatal()
+
+
+# -- 5. dsync is not a client: seen mode ---------------------------------------
+
+def test_flags_dsync_copies_never_trigger_seen_mode_moves(backends):
+    """A read chat arriving by dsync stays where the other side has it; the
+    same gesture by a client on this backend moves it."""
+    stock_src, dst = backends["stock_src"], backends["dst"]
+    for key, value in ((COI_ENABLED, "yes"), (COI_MESSAGE_FILTER, "seen")):
+        stock_src.doveadm("mailbox", "metadata", "set", "-u", "gina", "-s", "", key, value)
+    read_there, unread, later = M.coi_chat(), M.coi_chat(), M.coi_chat()
+    for m in (read_there, unread):
+        stock_src.inst.lmtp_deliver(m.raw, ["gina"])
+    stock_src.doveadm("flags", "add", "-u", "gina", "$Chat", "mailbox", "INBOX", "all")
+    stock_src.doveadm("flags", "add", "-u", "gina", "\\Seen", "mailbox", "INBOX", "uid", "1")
+    events_before = len(dst.events())
+    mark = len(dst.inst.log_text())
+    dst.doveadm("backup", "-R", "-u", "gina", stock_src.location)
+    assert client_view(dst.inst, "gina")["message-filter"] == "seen"
+    with IdleClient(dst.inst.host, dst.inst.imap_port, "gina") as c:
+        assert c.select("INBOX") == 2
+        # the other read arrives as a flag change of an incremental run
+        stock_src.doveadm("flags", "add", "-u", "gina", "\\Seen", "mailbox", "INBOX", "uid", "2")
+        dst.doveadm("backup", "-R", "-u", "gina", stock_src.location)
+        assert [ln for ln in c.noop() if ln.endswith(b"EXPUNGE")] == []
+        assert len(c.check_view()) == 2
+        # a client's read on this backend is a user's gesture: it moves
+        dst.inst.lmtp_deliver(later.raw, ["gina"])
+        assert [ln for ln in c.noop() if ln.endswith(b"EXISTS")] == [b"* 3 EXISTS"]
+        told = c.command_ok("UID STORE 3 +FLAGS (\\Seen)") + c.noop()
+        assert [ln for ln in told if ln.endswith(b"EXPUNGE")] == [b"* 3 EXPUNGE"]
+    got = folders(dst.inst, "gina")
+    assert got["INBOX"] == [(read_there.message_id, True), (unread.message_id, True)]
+    assert got["COI/Chats"] == [(later.message_id, True)]
+    mine = [r for r in message_events(dst, "gina") if r["type"] == "message"]
+    # the delivery and the client's move; nothing for what dsync wrote
+    assert [r.get("origin", "delivery") for r in mine[-2:]] == ["delivery", "seen_move"], mine
+    assert len(dst.events()) - events_before == 2
+    dsync_lines = [ln for ln in dst.inst.log_text()[mark:].splitlines() if ln.startswith("doveadm")]
+    assert not [ln for ln in dsync_lines if "coi:" in ln], dsync_lines
