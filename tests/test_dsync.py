@@ -283,8 +283,8 @@ def test_values_from_a_hostile_source_are_refused_one_by_one(backends):
     count_before = stats_count(dst)
     mark = len(dst.inst.log_text())
     proc = dst.doveadm("backup", "-R", "-u", "dave", src.location, check=False)
-    # dsync reports the attribute failures, yet the rest goes on
-    assert proc.returncode in (0, 2), proc.stderr
+    # dsync logs the attribute failures and the rest goes on: the run succeeds
+    assert proc.returncode == 0, proc.stderr
     got = raw_coi_entries(dst.inst, "dave")
     assert got == {k: v for k, v in good.items() if "message-filter" not in k}, got
     assert folders(dst.inst, "dave")["COI/Chats"] == [(good_chat.message_id, True)]
