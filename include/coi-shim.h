@@ -180,6 +180,19 @@ struct coi_push_input {
 	struct coi_stored_message message;
 };
 
+/* A user's stored COI values, read raw for `doveadm coi export` (absent =
+   not stored). Lists are parallel arrays borrowed for the call. */
+struct coi_raw_state {
+	struct coi_bytes enabled;
+	struct coi_bytes message_filter;
+	const struct coi_bytes *sub_ids;
+	const struct coi_bytes *sub_values;
+	uint32_t sub_count;
+	const struct coi_bytes *token_keys;
+	const struct coi_bytes *token_values;
+	uint32_t token_count;
+};
+
 /*
  * Callbacks the shim calls into Rust. Rust hands the shim a pointer to a
  * static table in coi_shim_init(); the table outlives the plugin.
@@ -344,6 +357,18 @@ struct coi_rs_ops {
 	int32_t (*stored_check)(void *user, const struct coi_bytes *name,
 				const struct coi_bytes *value, uint32_t others,
 				struct coi_bytes *error_r, int32_t *reason_r);
+
+	/* `doveadm coi export`: the document (one line of JSON) of `state`. */
+	int32_t (*export_document)(void *user, const struct coi_raw_state *state,
+				   struct coi_bytes *json_r);
+	/* `doveadm coi import`: the writes the document `json` asks for, as
+	   records "c<name>\0<value>\0" (a config key, set as a client would)
+	   or "r<name>\0<value>\0" (a raw entry below
+	   vendor/vendor.dovecot/pvt/coi/), config first. Returns 0 with
+	   *plan_r, or -1 with *error_r when it is no COI export document. */
+	int32_t (*import_plan)(void *user, const struct coi_bytes *json,
+			       struct coi_bytes *plan_r,
+			       struct coi_bytes *error_r);
 };
 
 /* Rust -> shim. Called from coi_plugin_init(). `module` is Dovecot's struct
@@ -354,6 +379,13 @@ int32_t coi_shim_init(void *module, const struct coi_rs_ops *ops);
 /* Rust -> shim. Called from coi_plugin_deinit(): removes every hook in the
    reverse order of installation. */
 void coi_shim_deinit(void);
+
+/* Rust -> shim. Called from doveadm_coi_plugin_init() when the same .so is
+   loaded as a doveadm plugin (<moduledir>/doveadm/lib10_doveadm_coi_plugin.so,
+   a symlink): registers the `doveadm coi` commands. Does nothing outside
+   doveadm. */
+void coi_shim_doveadm_init(void);
+void coi_shim_doveadm_deinit(void);
 
 /* Rust -> shim. Logs `msg[0..len]` through Dovecot's logger on `event`
    (a struct event *, or NULL for the process's default logger). The shim

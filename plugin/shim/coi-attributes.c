@@ -797,6 +797,75 @@ void coi_push_collect(struct mail_user *user, struct mail *src_mail,
 	} T_END;
 }
 
+/* ---- doveadm coi: raw state and counts ---- */
+
+static struct mailbox *coi_inbox_alloc(struct mail_user *user)
+{
+	struct mail_namespace *ns = mail_namespace_find_inbox(user->namespaces);
+
+	return ns == NULL ? NULL :
+		mailbox_alloc(ns->list, "INBOX", MAILBOX_FLAG_READONLY);
+}
+
+int coi_read_raw_state(struct mail_user *user, struct coi_raw_state *state_r)
+{
+	ARRAY_TYPE(coi_bytes_array) sub_ids, subs, token_keys, tokens;
+	struct mailbox *inbox = coi_inbox_alloc(user);
+	const char *value;
+	int ret = 0;
+
+	i_zero(state_r);
+	if (inbox == NULL)
+		return -1;
+	if (coi_raw_get(inbox, COI_ATTR_CONFIG("enabled"), &value) < 0)
+		ret = -1;
+	state_r->enabled = coi_bytes_from_str(value);
+	if (coi_raw_get(inbox, COI_ATTR_CONFIG("message-filter"), &value) < 0)
+		ret = -1;
+	state_r->message_filter = coi_bytes_from_str(value);
+	t_array_init(&sub_ids, 8);
+	t_array_init(&subs, 8);
+	t_array_init(&token_keys, 8);
+	t_array_init(&tokens, 8);
+	coi_collect_values(inbox, COI_PVT_SUBSCRIPTIONS, FALSE, &sub_ids, &subs);
+	coi_collect_values(inbox, COI_PVT_TOKENS, FALSE, &token_keys, &tokens);
+	state_r->sub_count = array_count(&subs);
+	if (state_r->sub_count > 0) {
+		state_r->sub_ids = array_front(&sub_ids);
+		state_r->sub_values = array_front(&subs);
+	}
+	state_r->token_count = array_count(&tokens);
+	if (state_r->token_count > 0) {
+		state_r->token_keys = array_front(&token_keys);
+		state_r->token_values = array_front(&tokens);
+	}
+	mailbox_free(&inbox);
+	return ret;
+}
+
+int coi_count_targets(struct mail_user *user, unsigned int *subscriptions_r,
+		      unsigned int *tokens_r)
+{
+	ARRAY_TYPE(const_string) names;
+	struct mailbox *inbox = coi_inbox_alloc(user);
+	void *rs = coi_user_rs(user);
+	int ret = 0;
+
+	*subscriptions_r = *tokens_r = 0;
+	if (inbox == NULL || rs == NULL) {
+		if (inbox != NULL)
+			mailbox_free(&inbox);
+		return -1;
+	}
+	t_array_init(&names, 8);
+	if (coi_subscriptions_count(inbox, rs, "", FALSE, subscriptions_r) < 0 ||
+	    coi_raw_list(inbox, COI_PVT_TOKENS, &names) < 0)
+		ret = -1;
+	*tokens_r = array_count(&names);
+	mailbox_free(&inbox);
+	return ret;
+}
+
 /* ---- registration ---- */
 
 #define COI_ATTR(k, r, fl, g, s, it) { \

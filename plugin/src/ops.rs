@@ -56,6 +56,8 @@ pub(crate) static OPS: ffi::coi_rs_ops = ffi::coi_rs_ops {
     wants_push: Some(crate::push_ops::wants_push),
     push: Some(crate::push_ops::push),
     stored_check: Some(crate::push_ops::stored_check),
+    export_document: Some(crate::transfer_ops::export_document),
+    import_plan: Some(crate::transfer_ops::import_plan),
 };
 
 /// What the plugin keeps per mail user.
