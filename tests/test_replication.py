@@ -54,11 +54,19 @@ def inbox_guid(inst, user: str) -> str | None:
     return proc.stdout.strip().partition("=")[2] or None if proc.returncode == 0 else None
 
 
+def settled(inst) -> bool:
+    """Every user replicated, nothing queued, no failure."""
+    out = inst.doveadm.run("replicator", "status", "*", fmt="tab").stdout.splitlines()
+    rows = [dict(zip(out[0].split("\t"), ln.split("\t"))) for ln in out[1:]]
+    return bool(rows) and all(r["priority"] == "none" and r["failed"] == "-"
+                              and r["success sync"] != "-" for r in rows)
+
+
 @pytest.fixture(scope="module")
 def pair(dovecot_factory):
-    """B starts first without replicating; A replicates every user to it
-    (the first full sync creates them there with A's mailbox GUIDs); then
-    B is reconfigured to replicate back. Starting both replicating at once
+    """Both start without replicating; the users get mail on A; A then
+    replicates every user to B (the first full sync creates them there with
+    A's mailbox GUIDs), and B is reconfigured to replicate back. Starting both replicating at once
     makes each create the users on the other with its own GUIDs, which
     stock dsync cannot merge (it asserts on the INBOX GUID)."""
     port_a, port_b = free_ports(2)
@@ -68,17 +76,30 @@ def pair(dovecot_factory):
     b = dovecot_factory(users=users, plugin_settings=files_b.settings(),
                         extra_config=doveadm_service_config(port_b, "2.3"))
     b._chown_mail(files_b.spool)
-    a = dovecot_factory(users=users, plugin_settings=dict(files_a.settings(), **replica_settings(port_b)),
-                        extra_config=doveadm_service_config(port_a, "2.3") + replication_config(run_user))
+    a = dovecot_factory(users=users, plugin_settings=files_a.settings(),
+                        extra_config=doveadm_service_config(port_a, "2.3"))
     a._chown_mail(files_a.spool)
     for user in users:
-        # a real INBOX first: dsync gives two never-used ones no common GUID
+        # a real INBOX first: dsync gives two never-used ones no common
+        # GUID, and the replicator syncs every user as soon as it starts
         a.lmtp_deliver(M.plain_mail().raw, [user])
+    a.reconfigure(plugin_settings=dict(files_a.settings(), **replica_settings(port_b)),
+                  extra_config=doveadm_service_config(port_a, "2.3") + replication_config(run_user))
+    for user in users:
         a.doveadm.run("replicator", "replicate", "-f", user)
-        wait_for(f"{user} on B", lambda: inbox_guid(b, user) is not None
-                 and inbox_guid(b, user) == inbox_guid(a, user))
+        # look at the files: any doveadm command on B would create the
+        # user's INBOX there, with a GUID of its own
+        wait_for(f"{user}'s mail on B", lambda: any((b.maildir(user) / "cur").glob("*"))
+                 or any((b.maildir(user) / "new").glob("*")))
+        assert inbox_guid(b, user) == inbox_guid(a, user)
     b.reconfigure(plugin_settings=dict(files_b.settings(), **replica_settings(port_a)),
                   extra_config=doveadm_service_config(port_b, "2.3") + replication_config(run_user))
+    # both replicators have synced every user once (a run that B's reload
+    # cut off is retried only after a while)
+    for inst in (a, b):
+        for user in users:
+            inst.doveadm.run("replicator", "replicate", "-f", user)
+        wait_for("the replicators to settle", lambda: settled(inst))
     yield (a, files_a), (b, files_b)
     files_a.remove()
     files_b.remove()
