@@ -151,12 +151,16 @@ def test_the_migration_guide_runs_and_each_path_carries_what_it_says(sides, tmp_
         assert c.select("INBOX") == 1
         for where, body in blocks:
             run_block(body, bins[where], env, tmp_path)
-        told = c.noop()
-        # the session hears of carol's migrated messages and stays in step
-        # (dsync may renumber her own message: the old INBOX has another
-        # UIDVALIDITY; that is dsync's, the plugin moves nothing)
-        assert any(ln.endswith(b"EXISTS") for ln in told), told
-        assert len(c.check_view()) == 3
+        # the session hears of carol's migrated messages and stays in step;
+        # dsync gives her INBOX the old server's UIDVALIDITY, which resets
+        # its index, and Dovecot may then end the session (stock behaviour,
+        # the guide says so); the plugin moves nothing either way
+        try:
+            told = c.noop()
+            assert any(ln.endswith(b"EXISTS") for ln in told), told
+            assert len(c.check_view()) == 3
+        except ConnectionError:
+            assert "IMAP session state is inconsistent" in new.log_text()
 
     # dsync path: alice's whole state, identical
     assert raw_coi_entries(new, "alice") == raw_coi_entries(old, "alice")
