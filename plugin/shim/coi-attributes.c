@@ -407,6 +407,21 @@ static int coi_subscription_validate(struct mailbox_transaction_context *t,
 	return coi_raw_set(t, pvt_key, t_strndup(updated.ptr, updated.len));
 }
 
+/* dsync writing a client-facing push key: only an export read through
+   another server's IMAP METADATA (imapc) shows these, and it shows the
+   public view only (no secret, no validation state). The raw entries carry
+   the real thing; subscribing here would send a validation push for a
+   move. So dsync's writes to these keys are dropped. */
+static bool coi_push_view_from_dsync(struct mailbox *box, const char *key)
+{
+	if (!coi_user_is_dsync(box->storage->user))
+		return FALSE;
+	e_debug(box->storage->user->event,
+		"coi: dsync: ignoring %s (the raw entries carry push targets)",
+		key);
+	return TRUE;
+}
+
 static int coi_subscriptions_set(struct mailbox_transaction_context *t,
 				 const char *key,
 				 const struct mail_attribute_value *value)
@@ -416,6 +431,8 @@ static int coi_subscriptions_set(struct mailbox_transaction_context *t,
 	const char *id, *str;
 	bool validate;
 
+	if (coi_push_view_from_dsync(box, key))
+		return 0;
 	if (rs == NULL)
 		return coi_refuse_str(box, "Web Push is not available");
 	id = coi_subscription_id(rs, key + strlen(COI_ATTR_SUBSCRIPTIONS),
@@ -483,6 +500,8 @@ static int coi_tokens_set(struct mailbox_transaction_context *t,
 {
 	const char *rel = key + strlen(COI_ATTR_TOKENS), *str;
 
+	if (coi_push_view_from_dsync(t->box, key))
+		return 0;
 	if (coi_value_string(t->box, value, &str) < 0)
 		return -1;
 	if (str != NULL) {
@@ -510,7 +529,7 @@ static int coi_devicetoken_get(struct mailbox *box ATTR_UNUSED,
 }
 
 static int coi_devicetoken_set(struct mailbox_transaction_context *t,
-			       const char *key ATTR_UNUSED,
+			       const char *key,
 			       const struct mail_attribute_value *value)
 {
 	struct mailbox *box = t->box;
@@ -520,6 +539,8 @@ static int coi_devicetoken_set(struct mailbox_transaction_context *t,
 	struct coi_bytes token, key_r, stored, error;
 	unsigned int others = 0;
 
+	if (coi_push_view_from_dsync(box, key))
+		return 0;
 	if (rs == NULL || !box->inbox_user)
 		return coi_refuse_str(box, "Device tokens are kept on INBOX only");
 	if (coi_value_string(box, value, &str) < 0)
