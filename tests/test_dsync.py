@@ -61,7 +61,15 @@ class Backend:
         return tcp_location(self.port)
 
     def doveadm(self, *args: str, check: bool = True):
-        return self.inst.doveadm.run(*password_args(), *args, check=check, timeout=120)
+        """doveadm with the shared password. A dsync that exits 2 ("Mailbox
+        changes caused a desync. You may want to run dsync again", seen on
+        2.4 for a first two-way sync) is run again, as its message says."""
+        proc = self.inst.doveadm.run(*password_args(), *args, check=False, timeout=120)
+        if proc.returncode == 2 and args and args[0] in ("sync", "backup"):
+            proc = self.inst.doveadm.run(*password_args(), *args, check=False, timeout=120)
+        if check and proc.returncode != 0:
+            raise DoveadmError(list(args), proc)
+        return proc
 
     def events(self) -> list[dict]:
         return self.files.records() if self.files else []
