@@ -22,7 +22,7 @@
 
 /* Bumped whenever a struct or function below changes shape. Rust refuses to
    start the plugin when the shim reports another version. */
-#define COI_SHIM_ABI 5
+#define COI_SHIM_ABI 6
 
 /* A borrowed byte slice. ptr == NULL means "absent" (a header that is not
    there, a metadata entry that is NIL), which is different from an empty
@@ -56,6 +56,10 @@ struct coi_message_headers {
 	struct coi_bytes message_id;
 	struct coi_bytes references;
 	struct coi_bytes content_type;
+	/* raw, undecoded: the header-protected Delta Chat rule reads them */
+	struct coi_bytes from;
+	struct coi_bytes to;
+	struct coi_bytes subject;
 };
 
 /* Why the plugin fell back to ordinary delivery (counted via the sidecar). */
@@ -81,6 +85,7 @@ struct coi_user_settings {
 	struct coi_bytes webpush_validation_timeout; /* coi_webpush_validation_timeout */
 	struct coi_bytes deltachat_push;         /* coi_deltachat_push */
 	struct coi_bytes webpush_allow_private_endpoints; /* coi_webpush_allow_private_endpoints */
+	struct coi_bytes deltachat_max_smtp_recipients; /* coi_deltachat_max_smtp_recipients */
 };
 
 /* What Dovecot already knows about the message being delivered, for the
@@ -327,6 +332,12 @@ struct coi_rs_ops {
 				struct coi_bytes *public_r);
 	/* The sidecar's VAPID public key (PEM): 1 with *pem_r, 0 if none. */
 	int32_t (*vapid_key)(void *user, struct coi_bytes *pem_r);
+	/* GETMETADATA "" /shared/vendor/deltachat/maxsmtprecipients: 1 with
+	   the decimal value in *value_r (valid until the next call on the
+	   handle), 0 when not served (coi_deltachat_max_smtp_recipients
+	   unset, or Delta Chat push settings invalid). */
+	int32_t (*deltachat_max_smtp_recipients)(void *user,
+						 struct coi_bytes *value_r);
 	/* SETMETADATA INBOX /private/devicetoken, the user having `others`
 	   other tokens: returns 0 with the key name to store it under and the
 	   stored value, or -1 with *error_r. */

@@ -6,7 +6,8 @@ real coi-sidecar and a private Dovecot on loopback with the coi plugin
 (tests/harness), turns COI on for alice the way a COI client does (IMAP
 SETMETADATA enabled=yes, message-filter=active), registers her phone for Web
 Push over IMAP (subscription, validation push, answer), delivers a plain mail
-and a COI chat over LMTP and a Delta Chat message through dovecot-lda, then
+and a COI chat over LMTP and a message the real Delta Chat 2.65 sent
+(captured, header-protected: tests/fixtures/deltachat/) through dovecot-lda, then
 shows over IMAP where each message landed (folder, flags, Subject), the
 plugin's own log lines, the Web Push notifications the phone decrypted, the
 signed webhooks the sidecar pushed, and its metrics; then stops everything it
@@ -130,7 +131,9 @@ def deliver(dc: DovecotInstance, user: str) -> dict[str, M.TestMessage]:
     sent = {
         "plain mail (LMTP)": M.plain_mail(subject="Invoice for March", to=to),
         "COI chat (LMTP)": M.coi_chat(subject="Chat: lunch?", to=to, body="Lunch at noon?"),
-        "Delta Chat message (dovecot-lda)": M.deltachat_plain(to=to),
+        # what the real Delta Chat 2.65 sent in tests/capture_deltachat.py:
+        # header-protected, nothing chat-specific outside the encryption
+        "Delta Chat 2.65, captured (dovecot-lda)": M.deltachat_captured(),
     }
     for label, msg in sent.items():
         if "lda" in label:
@@ -201,7 +204,8 @@ def show_sidecar(sidecar: SidecarProcess, receiver: WebhookReceiver, expected: i
         print(f"   {req.method} {req.path} webhook-id={req.webhook_id} ({signature})")
         print(f"      user={data.get('user')} folder={data.get('folder')} uid={data.get('uid')} "
               f"kind={data.get('kind')} $Chat={data.get('chat_keyword')} "
-              f"routed={data.get('routed')} subject={data.get('subject')!r}")
+              f"routed={data.get('routed')} subject={data.get('subject')!r}"
+              + (" headers_protected=true" if data.get("headers_protected") else ""))
 
     title("8. coi-sidecar /metrics (excerpt)")
     for line in sidecar.metrics_text().splitlines():

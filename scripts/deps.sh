@@ -10,6 +10,9 @@ COI_DEBIAN_PACKAGES=(
   python3 python3-pytest python3-prometheus-client python3-cryptography
   # a real IMAP sync client for tests/test_sync_client.py
   isync
+  # real Delta Chat clients (scripts/deltachat-env.sh): a venv for the pinned
+  # PyPI packages, and the loopback SMTP relay in front of LMTP
+  python3-venv python3-aiosmtpd
   # packaging/: .deb and .rpm builds, lint, the install test's container,
   # promtool for ops/coi-alerts.yml
   debhelper help2man lintian debootstrap systemd-container rpm rpmlint prometheus

@@ -808,3 +808,39 @@ def test_no_duplicate_storm_when_queue_cannot_record_a_delivery(make_env):
                requests_in_3s=len(reqs))
     assert len({r.webhook_id for r in reqs}) == 1
     assert len(reqs) <= 5, f"the same event was POSTed {len(reqs)} times in 3 s"
+
+
+@needs_root
+def test_failed_delivery_not_retried_in_a_loop_when_queue_cannot_record_it(make_env):
+    """Issue 12 item 5. The endpoint answers 503 (the first answer after 1 s) while
+    the state volume fills up: the failure cannot be recorded, so the row's next
+    attempt time never moves. It must be held back (1 s, doubling), not re-sent
+    at once in a tight loop: at most 5 requests for that event in 3 s. Once the
+    space is back and the endpoint answers 200, the event is delivered."""
+    arrived = threading.Event()
+    state = {"ok": False}
+
+    def policy(req, i):
+        if state["ok"]:
+            return OK
+        if i == 0:
+            arrived.set()
+            return Reply(503, delay=1.0)
+        return Reply(503)
+    env = make_env(before_dovecot=_mount_small("state_dir", 8 << 20),
+                   webhooks=lambda rx: [Webhook("main", rx.url("/hook"), retry_schedule_secs=(60,),
+                                                deadline_secs=3600)])
+    env.rx.set_policy(policy)
+    msg = M.coi_chat(to=env.dc.address("alice"))
+    env.burst([(msg, "alice")], 1)
+    assert arrived.wait(10), "the webhook never arrived"
+    env.fs.fill(0)
+    time.sleep(3.0)
+    reqs = list(env.rx.requests)
+    errors = env.metrics().by_label("coi_errors_total", "error_type")
+    env.fs.empty()
+    state["ok"] = True
+    env.wait_for(lambda: any(r.ok for r in env.rx.requests), "the delivery after the space is back", 45)
+    env.report("failure storm, queue DB full", mails=1, requests_in_3s=len(reqs), errors=errors)
+    assert len({r.webhook_id for r in reqs}) == 1
+    assert len(reqs) <= 5, f"the failing event was POSTed {len(reqs)} times in 3 s"

@@ -26,6 +26,9 @@ TOKENS = "/private/vendor/vendor.dovecot/coi/devicetokens"
 API_KEY = "e2e-doveadm-key"
 SUBJECT = "mailto:postmaster@example.org"
 WAIT = 20.0
+#: Longer than the 32 bytes the old encoder cut a user to when 32 large
+#: device tokens overflowed a record (issue 12, item 11).
+LONG_USER = "frank-with-a-rather-long-login-name"
 
 
 def wait_until(what: str, cond, timeout: float = WAIT, diag=lambda: "") -> None:
@@ -78,7 +81,7 @@ def env(tmp_path_factory):
         settings.update({"coi_webpush_vapid_key": str(sc.vapid_public_key),
                          "coi_deltachat_push": "yes"})
         dc = DovecotInstance(plugin_settings=settings, extra_config=doveadm_http_config(port, API_KEY),
-                             users=["alice", "bob", "carol", "dave"])
+                             users=["alice", "bob", "carol", "dave", "grace", "heidi", LONG_USER])
         dc.start()
         yield Env(dc, sc, rx, proxy)
     finally:
@@ -150,6 +153,62 @@ def test_410_removes_the_subscription_from_metadata(env):
     assert len(rx.requests(sub)) == 2, env.diag()   # validation + the one 410
 
 
+def test_410_clean_up_keeps_a_subscription_renewed_under_the_same_id(env):
+    """Issue 12 item 8. A push to subscription <id> (endpoint A) is answered 410, but
+    only after the client re-subscribed under the same <id> with endpoint B and
+    validated it. The clean-up may remove only what is still the dead target: it
+    reads the key through doveadm, sees endpoint B and keeps it (before the fix it
+    removed <id> by id alone and the client lost its new subscription)."""
+    dc, rx = env.dc, env.rx
+    sub_id = "grace-phone-01"
+    old, new = rx.make_subscription("grace-endpoint-a"), rx.make_subscription("grace-endpoint-b")
+    changed0 = env.sc.metrics().value("coi_push_metadata_removals_total", result="changed")
+    with dc.imap("grace") as c:
+        c.setmetadata_ok(SUBS + sub_id, old.client_json("all"))
+        secret = rx.wait_for(1, old)[0].json()["validation"]
+        c.setmetadata_ok(SUBS + sub_id + "/validate", secret)
+    rx.hold(old)
+    try:
+        dc.lmtp_deliver(M.plain_mail().raw, [dc.rcpt("grace")])
+        rx.wait_for(2, old)                       # the message push, held
+        with dc.imap("grace") as c:               # meanwhile: the same id, a new endpoint
+            c.setmetadata_ok(SUBS + sub_id, new.client_json("all"))
+            secret = rx.wait_for(1, new)[0].json()["validation"]
+            c.setmetadata_ok(SUBS + sub_id + "/validate", secret)
+            assert c.conn.noop()[0] == "OK"
+    finally:
+        rx.release(old, 410)
+    wait_until("the clean-up decided", lambda: env.sc.metrics().value(
+        "coi_push_metadata_removals_total", result="changed") == changed0 + 1, diag=env.diag)
+    with dc.imap("grace") as c:
+        shown = c.getmetadata(SUBS + sub_id)
+        assert shown is not None, "the renewed subscription was removed\n" + env.diag()
+        assert json.loads(shown)["resource"]["endpoint"] == new.endpoint
+    dc.lmtp_deliver(M.coi_chat(subject="still here").raw, [dc.rcpt("grace")])
+    req = rx.wait_for(2, new)[1]
+    assert req.json()["subject"] == "still here"
+    assert len(rx.requests(old)) == 2, rx.log_tail()
+
+def test_resetting_one_subscription_id_cannot_queue_unlimited_validations(env):
+    """Issue 12 item 6. Every SETMETADATA of a subscription, even of the same id,
+    asks for a validation push to a URL the user chose. 25 in a row from one IMAP
+    session: the sidecar sends at most validations_per_user_per_hour (20 by
+    default) and counts the rest; the client is still told OK each time."""
+    dc, rx = env.dc, env.rx
+    sub = rx.make_subscription("heidi-loop-01")
+    limited0 = env.sc.metrics().value("coi_push_requests_total", channel="validation",
+                                      outcome="user_rate_limited")
+    with dc.imap("heidi") as c:
+        for _ in range(25):
+            c.setmetadata_ok(SUBS + sub.id, sub.client_json("chat"))
+        assert c.conn.noop()[0] == "OK"
+    wait_until("the validations past the limit counted", lambda: env.sc.metrics().value(
+        "coi_push_requests_total", channel="validation", outcome="user_rate_limited") == limited0 + 5,
+        diag=env.diag)
+    time.sleep(0.5)
+    assert len(rx.requests(sub)) == 20, rx.log_tail()
+    dc.assert_no_panic_or_fatal()
+
 def test_deltachat_tokens_self_sent_and_410(env):
     dc, proxy = env.dc, env.proxy
     with dc.imap("dave") as c:
@@ -175,3 +234,103 @@ def test_deltachat_tokens_self_sent_and_410(env):
     time.sleep(1.0)
     assert len(proxy.requests) == n, env.diag()
     dc.assert_no_panic_or_fatal()
+
+
+def test_32_large_tokens_keep_the_user_whole_and_drop_targets_counted(env):
+    """Issue 12 item 11. A user with 32 Delta Chat tokens of 1000 bytes: the push
+    record would exceed 16 KiB. The plugin must never cut the user (the old
+    encoder cut it to 32 bytes, so the 410 clean-up asked doveadm about a user that
+    does not exist and the dead token stayed); it leaves trailing tokens out,
+    counts them (coi_plugin_push_targets_dropped_total) and logs it."""
+    dc, proxy = env.dc, env.proxy
+    tokens = [f"frank-token-{i:02d}-" + "x" * 985 for i in range(32)]
+    assert all(len(t) == 1000 for t in tokens)
+    with dc.imap(LONG_USER) as c:
+        for tok in tokens:
+            c.setmetadata_ok("/private/devicetoken", tok, mailbox="INBOX")
+    dropped0 = env.sc.metrics().value("coi_plugin_push_targets_dropped_total")
+    chosen: dict[str, bytes] = {}
+
+    def policy(req, i):
+        if req.body.startswith(b"frank-token-") and not chosen:
+            chosen["dead"] = req.body
+        return Reply(410 if req.body == chosen.get("dead") else 200)
+    before = len(proxy.requests)
+    proxy.set_policy(policy)
+    try:
+        dc.lmtp_deliver(M.coi_chat().raw, [dc.rcpt(LONG_USER)])
+        wait_until("a token posted", lambda: "dead" in chosen, diag=env.diag)
+
+        def stored() -> list[str]:
+            with dc.imap(LONG_USER) as c:
+                from tests.test_imap_coi import metadata_depth
+                return sorted(v for v in metadata_depth(c, TOKENS).values() if v)
+        # The 410 clean-up names the right user, so the dead token goes.
+        wait_until("the dead token unset for the right user",
+                   lambda: chosen["dead"].decode() not in stored(),
+                   diag=lambda: env.diag() + str(env.sc.metrics().by_label(
+                       "coi_push_metadata_removals_total", "result")))
+        assert len(stored()) == 31
+        removals = env.sc.metrics().by_label("coi_push_metadata_removals_total", "result")
+        assert removals.get("no_user", 0) == 0, removals
+        dropped = env.sc.metrics().value("coi_plugin_push_targets_dropped_total") - dropped0
+        assert 0 < dropped < 32, dropped
+        wait_until("every kept token posted", lambda: len(proxy.requests) - before >= 32 - dropped)
+        time.sleep(0.3)
+        posted = [r.body for r in proxy.requests[before:]]
+        assert len(posted) == 32 - dropped, (dropped, len(posted))
+        assert set(posted) <= {t.encode() for t in tokens}, "tokens are posted whole"
+        warnings = [ln for ln in dc.log.text().splitlines() if "push target(s) left out" in ln]
+        assert warnings, "the plugin logs the targets it left out"
+    finally:
+        proxy.set_policy(lambda req, i: Reply(410 if req.body == b"token-dead" else 200))
+    dc.assert_no_panic_or_fatal()
+
+def test_no_validation_push_after_the_subscription_window(tmp_path):
+    """Issue 12 item 12. The validation window counts from the subscription's
+    ``created``: with the sidecar down while a client subscribes and back only
+    after the plugin's window (coi_webpush_validation_timeout = 10 s) closed,
+    the sidecar sends no validation push the plugin would refuse to accept
+    (before the fix its deadline counted from when it queued the job, so it
+    pushed). The subscription is gone from METADATA; a fresh one validates."""
+    sc = PushSidecar(log_level="debug", subject=SUBJECT)
+    rx = PushReceiver(vapid_public_key=sc.vapid_public_key, subject=SUBJECT)
+    sc.push_sections = sc.push_config(validation_deadline_secs=10)
+    dc = None
+    try:
+        sc.start()
+        wait_until("the VAPID key", sc.vapid_public_key.exists)
+        sc.stop()
+        settings = dict(sc.plugin_settings())
+        settings.update({"coi_webpush_vapid_key": str(sc.vapid_public_key),
+                         "coi_webpush_validation_timeout": "10s"})
+        dc = DovecotInstance(plugin_settings=settings, users=["erin"])
+        dc.start()
+        late = rx.make_subscription("erin-late-1")
+        with dc.imap("erin") as c:
+            c.setmetadata_ok(SUBS + late.id, late.client_json("chat"))
+            assert json.loads(c.getmetadata(SUBS + late.id))["resource"]["endpoint"] == late.endpoint
+            time.sleep(11.0)                       # the window closes while the sidecar is down
+            assert c.conn.noop()[0] == "OK"
+            sc.start()
+            wait_until("the late validation given up",
+                       lambda: sc.metrics().value("coi_dead_letters_total", endpoint="push:validation") == 1,
+                       diag=lambda: sc.log_tail() + rx.log_tail())
+            time.sleep(0.5)
+            assert rx.requests(late) == [], rx.log_tail()
+            assert c.getmetadata(SUBS + late.id) is None, "an expired subscription is discarded"
+
+            fresh = rx.make_subscription("erin-fresh-1")
+            c.setmetadata_ok(SUBS + fresh.id, fresh.client_json("chat"))
+            req = rx.wait_for(1, fresh)[0]
+            assert not req.errors, req.errors
+            assert 1 <= int(req.header("ttl")) <= 10, req.header("ttl")
+            c.setmetadata_ok(SUBS + fresh.id + "/validate", req.json()["validation"])
+            assert c.conn.noop()[0] == "OK"
+        assert rx.requests(late) == []
+        dc.assert_no_panic_or_fatal()
+    finally:
+        if dc is not None:
+            dc.stop()
+        rx.close()
+        sc.close()

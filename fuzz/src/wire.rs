@@ -134,9 +134,9 @@ pub const UNENCODABLE_FRAME: &[u8] = b"\x1e{\"v\":1,\"type\":\"unencodable\"}\n"
 
 /// True if `frame` is [`UNENCODABLE_FRAME`]; then asserts that the record
 /// really cannot fit: even with every field `encode_record` may cut cut to
-/// nothing (and push content and targets dropped as it would), its frame
-/// exceeds `MAX_RECORD_BYTES`. The fields it never cuts are the Web Push
-/// target and secret of a `webpush_validation` record.
+/// nothing (and push content and every target dropped), its frame exceeds
+/// `MAX_RECORD_BYTES`. The fields it never cuts are the identity fields
+/// (ids, users, message folders, push targets, the validation secret).
 fn is_legit_unencodable(frame: &[u8], record: &Record) -> bool {
     if frame != UNENCODABLE_FRAME {
         return false;
@@ -149,41 +149,29 @@ fn is_legit_unencodable(frame: &[u8], record: &Record) -> bool {
     true
 }
 
-/// The record at the last step of `encode_record` (every limit halved ten
-/// times, i.e. zero; push content and most targets dropped).
+/// The smallest record `encode` can make: every descriptive string cut to
+/// nothing, push content and every push target dropped, identity whole.
 fn fully_cut(record: &Record) -> Record {
     let mut r = record.clone();
     match &mut r {
         Record::Message(m) => {
-            for s in [&mut m.id, &mut m.user, &mut m.folder, &mut m.kind] {
-                s.clear();
-            }
+            m.kind.clear();
             for s in [&mut m.group_id, &mut m.from, &mut m.message_id, &mut m.subject] {
                 cut_opt(s, 0);
             }
         }
-        Record::Fallback(f) => f.id.clear(),
+        Record::Fallback(_) | Record::WebPushValidation(_) => {}
         Record::Push(p) => {
-            p.id.clear();
-            p.user.clear();
             let m = &mut p.message;
             m.content = None;
             for s in [&mut m.from_email, &mut m.from_name, &mut m.subject, &mut m.message_id, &mut m.group_id] {
                 cut_opt(s, 0);
             }
-            m.folder.clear();
             m.kind.clear();
-            // Each step from shift 3 on keeps (targets >> (shift - 2)) of
-            // what the previous step kept.
-            for shift in 3..=10u32 {
-                let keep = (p.webpush.len() + p.deltachat.len()) >> (shift - 2);
-                p.webpush.truncate(keep);
-                p.deltachat.truncate(keep.saturating_sub(p.webpush.len()));
-            }
-        }
-        Record::WebPushValidation(w) => {
-            w.id.clear();
-            w.user.clear();
+            let n = p.webpush.len() + p.deltachat.len();
+            p.webpush.clear();
+            p.deltachat.clear();
+            p.targets_dropped = p.targets_dropped.saturating_add(n as u32);
         }
     }
     r
@@ -221,32 +209,22 @@ fn with_documented_limits(record: &Record) -> Record {
     let mut r = record.clone();
     match &mut r {
         Record::Message(m) => {
-            for s in [&mut m.id, &mut m.user, &mut m.folder] {
-                cut(s, NAME_MAX_BYTES);
-            }
             cut(&mut m.kind, KIND_MAX_BYTES);
             cut_opt(&mut m.group_id, NAME_MAX_BYTES);
             cut_opt(&mut m.from, NAME_MAX_BYTES);
             cut_opt(&mut m.message_id, MESSAGE_ID_MAX_BYTES);
             cut_opt(&mut m.subject, SUBJECT_MAX_BYTES);
         }
-        Record::Fallback(f) => cut(&mut f.id, NAME_MAX_BYTES),
+        Record::Fallback(_) | Record::WebPushValidation(_) => {}
         Record::Push(p) => {
-            cut(&mut p.id, NAME_MAX_BYTES);
-            cut(&mut p.user, NAME_MAX_BYTES);
             let m = &mut p.message;
             cut_opt(&mut m.content, PUSH_CONTENT_MAX_BYTES);
             cut_opt(&mut m.from_email, NAME_MAX_BYTES);
             cut_opt(&mut m.from_name, NAME_MAX_BYTES);
             cut_opt(&mut m.subject, SUBJECT_MAX_BYTES);
             cut_opt(&mut m.message_id, MESSAGE_ID_MAX_BYTES);
-            cut(&mut m.folder, NAME_MAX_BYTES);
             cut_opt(&mut m.group_id, NAME_MAX_BYTES);
             cut(&mut m.kind, KIND_MAX_BYTES);
-        }
-        Record::WebPushValidation(w) => {
-            cut(&mut w.id, NAME_MAX_BYTES);
-            cut(&mut w.user, NAME_MAX_BYTES);
         }
     }
     r
@@ -271,16 +249,15 @@ fn prefix_list<T: PartialEq + std::fmt::Debug>(got: &[T], orig: &[T], what: &str
     );
 }
 
-/// `got` is `orig` with strings cut (never changed otherwise), optional push
-/// content dropped and push targets dropped from the end: what
-/// `encode_record` may do to make a record fit. Numbers, flags and enums are
-/// always kept.
+/// `got` is `orig` with descriptive strings cut (never changed otherwise),
+/// optional push content dropped and push targets dropped from the end and
+/// counted: what `encode_record` may do to make a record fit. Identity
+/// fields (ids, users, message folders, targets, secrets), numbers, flags
+/// and enums are always kept.
 pub fn assert_truncation_of(got: &Record, orig: &Record) {
     match (got, orig) {
         (Record::Message(g), Record::Message(o)) => {
-            prefix(&g.id, &o.id, "id");
-            prefix(&g.user, &o.user, "user");
-            prefix(&g.folder, &o.folder, "folder");
+            assert_eq!((&g.id, &g.user, &g.folder), (&o.id, &o.user, &o.folder), "identity cut");
             prefix(&g.kind, &o.kind, "kind");
             prefix_opt(&g.group_id, &o.group_id, "group_id");
             prefix_opt(&g.from, &o.from, "from");
@@ -292,12 +269,11 @@ pub fn assert_truncation_of(got: &Record, orig: &Record) {
             );
         }
         (Record::Fallback(g), Record::Fallback(o)) => {
-            prefix(&g.id, &o.id, "id");
+            assert_eq!(g.id, o.id, "identity cut");
             assert_eq!((g.ts_ms, g.reason, g.pid, g.dropped_before), (o.ts_ms, o.reason, o.pid, o.dropped_before));
         }
         (Record::Push(g), Record::Push(o)) => {
-            prefix(&g.id, &o.id, "id");
-            prefix(&g.user, &o.user, "user");
+            assert_eq!((&g.id, &g.user, &g.message.folder), (&o.id, &o.user, &o.message.folder), "identity cut");
             let (gm, om) = (&g.message, &o.message);
             if gm.content.is_some() {
                 prefix_opt(&gm.content, &om.content, "content");
@@ -306,17 +282,21 @@ pub fn assert_truncation_of(got: &Record, orig: &Record) {
             prefix_opt(&gm.from_name, &om.from_name, "from_name");
             prefix_opt(&gm.subject, &om.subject, "subject");
             prefix_opt(&gm.message_id, &om.message_id, "message_id");
-            prefix(&gm.folder, &om.folder, "folder");
             prefix_opt(&gm.group_id, &om.group_id, "group_id");
             prefix(&gm.kind, &om.kind, "kind");
             assert_eq!((gm.date_unix, gm.uid, gm.uidvalidity), (om.date_unix, om.uid, om.uidvalidity));
             prefix_list(&g.webpush, &o.webpush, "webpush");
             prefix_list(&g.deltachat, &o.deltachat, "deltachat");
+            let left_out = (o.webpush.len() + o.deltachat.len()) - (g.webpush.len() + g.deltachat.len());
+            assert_eq!(
+                u64::from(g.targets_dropped),
+                (u64::from(o.targets_dropped) + left_out as u64).min(u64::from(u32::MAX)),
+                "targets left out are counted"
+            );
             assert_eq!((g.ts_ms, g.pid, g.dropped_before), (o.ts_ms, o.pid, o.dropped_before));
         }
         (Record::WebPushValidation(g), Record::WebPushValidation(o)) => {
-            prefix(&g.id, &o.id, "id");
-            prefix(&g.user, &o.user, "user");
+            assert_eq!((&g.id, &g.user), (&o.id, &o.user), "identity cut");
             assert_eq!(
                 (&g.target, &g.secret, g.ts_ms, g.pid, g.dropped_before),
                 (&o.target, &o.secret, o.ts_ms, o.pid, o.dropped_before)
@@ -363,6 +343,7 @@ struct ArbMessage {
     pid: u32,
     dropped_before: u64,
     seen_move: bool,
+    headers_protected: bool,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -458,6 +439,7 @@ impl ArbRecord {
                 pid: m.pid,
                 dropped_before: m.dropped_before,
                 origin: if m.seen_move { MessageOrigin::SeenMove } else { MessageOrigin::Delivery },
+                headers_protected: m.headers_protected,
             }),
             ArbShape::Fallback(f) => Record::Fallback(FallbackEventV1 {
                 id: f.id,
@@ -491,6 +473,7 @@ impl ArbRecord {
                     .collect(),
                 pid: p.pid,
                 dropped_before: p.dropped_before,
+                targets_dropped: 0,
             }),
             ArbShape::WebPushValidation(w) => Record::WebPushValidation(WebPushValidationV1 {
                 id: w.id,

@@ -10,6 +10,8 @@
  *   server /private/vendor/vendor.dovecot/webpush/subscriptions/<id>[/validate]
  *   server /private/vendor/vendor.dovecot/coi/devicetokens/<key>   read, unset
  *   INBOX  /private/devicetoken                                    Delta Chat
+ *   server /shared/vendor/deltachat/maxsmtprecipients              read-only,
+ *          from coi_deltachat_max_smtp_recipients (Delta Chat reads it)
  *
  * The push keys, the VAPID key and mailbox-root are RANK_AUTHORITY: this
  * file stores and reads the values itself, through the storage's own
@@ -275,6 +277,26 @@ static int coi_vapid_set(struct mailbox_transaction_context *t,
 {
 	return coi_refuse_str(t->box, "The VAPID public key is read-only: "
 			      "the server's coi-sidecar owns it");
+}
+
+static int coi_max_rcpt_get(struct mailbox *box, const char *key ATTR_UNUSED,
+			    struct mail_attribute_value *value_r)
+{
+	void *rs = coi_box_rs(box);
+	struct coi_bytes value;
+
+	if (rs == NULL || coi_ops->deltachat_max_smtp_recipients(rs, &value) != 1)
+		return 0;
+	value_r->value = t_strndup(value.ptr, value.len);
+	return 1;
+}
+
+static int coi_max_rcpt_set(struct mailbox_transaction_context *t,
+			    const char *key ATTR_UNUSED,
+			    const struct mail_attribute_value *value ATTR_UNUSED)
+{
+	return coi_refuse_str(t->box, "maxsmtprecipients is read-only: "
+			      "the server's coi_deltachat_max_smtp_recipients");
 }
 
 /* Splits "<id>" or "<id>/validate" (relative to the subscriptions key).
@@ -919,6 +941,11 @@ static const struct mailbox_attribute_internal coi_internal_attributes[] = {
 	  .rank = MAIL_ATTRIBUTE_INTERNAL_RANK_OVERRIDE,
 	  .flags = MAIL_ATTRIBUTE_INTERNAL_FLAG_CHILDREN,
 	  .get = coi_pvt_get, .set = coi_pvt_set, .iter = coi_pvt_iter },
+	{ .type = MAIL_ATTRIBUTE_TYPE_SHARED,
+	  .key = COI_SERVER_ATTR("vendor/deltachat/maxsmtprecipients"),
+	  .rank = MAIL_ATTRIBUTE_INTERNAL_RANK_AUTHORITY,
+	  .flags = MAIL_ATTRIBUTE_INTERNAL_FLAG_VALIDATED,
+	  .get = coi_max_rcpt_get, .set = coi_max_rcpt_set },
 };
 
 void coi_attributes_register(void)

@@ -192,7 +192,10 @@ int coi_read_headers(struct mail *mail, bool copy,
 	if (coi_get_header(mail, "Chat-Version", copy, &headers_r->chat_version) < 0 ||
 	    coi_get_header(mail, "Message-ID", copy, &headers_r->message_id) < 0 ||
 	    coi_get_header(mail, "References", copy, &headers_r->references) < 0 ||
-	    coi_get_header(mail, "Content-Type", copy, &headers_r->content_type) < 0)
+	    coi_get_header(mail, "Content-Type", copy, &headers_r->content_type) < 0 ||
+	    coi_get_header(mail, "From", copy, &headers_r->from) < 0 ||
+	    coi_get_header(mail, "To", copy, &headers_r->to) < 0 ||
+	    coi_get_header(mail, "Subject", copy, &headers_r->subject) < 0)
 		return -1;
 	return 0;
 }

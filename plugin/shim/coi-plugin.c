@@ -79,6 +79,11 @@ static void coi_user_new_24(struct mail_user *user, struct coi_user *cuser)
 		set.webpush_allow_private_endpoints = coi_bytes_from_str(
 			cset->coi_webpush_allow_private_endpoints ?
 			"yes" : "no");
+		if (cset->coi_deltachat_max_smtp_recipients > 0) {
+			set.deltachat_max_smtp_recipients = coi_bytes_from_str(
+				t_strdup_printf("%u",
+					cset->coi_deltachat_max_smtp_recipients));
+		}
 		cuser->rs = coi_ops->user_new(user->event, &set);
 	} T_END;
 	settings_free(cset);
@@ -125,6 +130,8 @@ static void coi_mail_user_created(struct mail_user *user)
 		{ "coi_deltachat_push", &set.deltachat_push },
 		{ "coi_webpush_allow_private_endpoints",
 		  &set.webpush_allow_private_endpoints },
+		{ "coi_deltachat_max_smtp_recipients",
+		  &set.deltachat_max_smtp_recipients },
 	};
 	unsigned int i;
 

@@ -30,6 +30,7 @@ struct coi_settings {
 	unsigned int coi_webpush_validation_timeout;
 	bool coi_deltachat_push;
 	bool coi_webpush_allow_private_endpoints;
+	unsigned int coi_deltachat_max_smtp_recipients;
 };
 extern const struct setting_parser_info coi_setting_parser_info;
 /* 2.4's str_begins() has a third (suffix) parameter */

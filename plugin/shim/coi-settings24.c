@@ -43,6 +43,7 @@ static const struct setting_define coi_setting_defines[] = {
 	DEF(TIME, coi_webpush_validation_timeout),
 	DEF(BOOL, coi_deltachat_push),
 	DEF(BOOL, coi_webpush_allow_private_endpoints),
+	DEF(UINT, coi_deltachat_max_smtp_recipients),
 
 	SETTING_DEFINE_LIST_END
 };
@@ -61,6 +62,8 @@ static const struct coi_settings coi_default_settings = {
 	.coi_webpush_validation_timeout = 5 * 60,
 	.coi_deltachat_push = FALSE,
 	.coi_webpush_allow_private_endpoints = FALSE,
+	/* 0: not served */
+	.coi_deltachat_max_smtp_recipients = 0,
 };
 
 const struct setting_parser_info coi_setting_parser_info = {

@@ -6,7 +6,12 @@
 //! local file. Events that cannot be appended (spool full, spool directory
 //! unwritable) are dropped, counted per process and reported to the sidecar
 //! exactly once, in the next record's `dropped_before` or in a doorbell's
-//! `dropped`; the warning about them is rate-limited.
+//! `dropped`; the warning about them is rate-limited. A record too large
+//! for the spool never loses its identity fields (`coi_core::wire::encode`):
+//! push targets that do not fit are left out and counted in the record's
+//! `targets_dropped` (the sidecar's `coi_plugin_push_targets_dropped_total`)
+//! with a rate-limited warning, and a record whose identity alone does not
+//! fit is dropped and counted like any other dropped event.
 //!
 //! Process-global state (this module's statics) is touched only from
 //! Dovecot's single ioloop thread; atomics and a mutex keep it sound anyway.
@@ -19,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use coi_core::event_settings::EventSettings;
 use coi_core::spool::SpoolWriter;
-use coi_core::wire::{encode_doorbell, encode_record, Doorbell, Record};
+use coi_core::wire::{encode, encode_doorbell, Doorbell, Record};
 
 use crate::log::LogEvent;
 
@@ -31,6 +36,8 @@ static DOORBELL: Mutex<Option<UnixDatagram>> = Mutex::new(None);
 static LAST_SOCKET: Mutex<Option<PathBuf>> = Mutex::new(None);
 /// When a drop warning was last logged.
 static LAST_DROP_WARNING: Mutex<Option<Instant>> = Mutex::new(None);
+/// When a "push targets left out" warning was last logged.
+static LAST_TARGETS_WARNING: Mutex<Option<Instant>> = Mutex::new(None);
 const DROP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Where one user's events go.
@@ -65,15 +72,33 @@ impl EventSink {
         }
         let reported = UNREPORTED_DROPS.swap(0, Ordering::Relaxed);
         set_dropped_before(&mut record, reported);
-        let bytes = encode_record(&record);
-        match self.writer.append(&bytes) {
+        let encoded = match encode(&record) {
+            Ok(e) => e,
+            Err(err) => {
+                UNREPORTED_DROPS.fetch_add(reported + 1, Ordering::Relaxed);
+                warn_rate_limited(&LAST_DROP_WARNING, log, format_args!(
+                    "event dropped: {err} ({} not yet reported)",
+                    UNREPORTED_DROPS.load(Ordering::Relaxed)
+                ));
+                return false;
+            }
+        };
+        if encoded.targets_dropped > 0 {
+            warn_rate_limited(&LAST_TARGETS_WARNING, log, format_args!(
+                "push record over {} bytes: {} push target(s) left out of this push \
+                 (the user has many or very large device tokens / subscriptions)",
+                coi_core::wire::MAX_RECORD_BYTES,
+                encoded.targets_dropped
+            ));
+        }
+        match self.writer.append(&encoded.bytes) {
             Ok(()) => {
                 ring(&self.socket, 0);
                 true
             }
             Err(err) => {
                 UNREPORTED_DROPS.fetch_add(reported + 1, Ordering::Relaxed);
-                warn_rate_limited(log, format_args!(
+                warn_rate_limited(&LAST_DROP_WARNING, log, format_args!(
                     "event dropped: cannot append to the spool in {}: {err} ({} not yet reported)",
                     self.spool_dir.display(),
                     UNREPORTED_DROPS.load(Ordering::Relaxed)
@@ -135,8 +160,8 @@ fn ring(socket: &Path, dropped: u64) -> bool {
     slot.as_ref().is_some_and(|sock| sock.send_to(&datagram, socket).is_ok())
 }
 
-fn warn_rate_limited(log: LogEvent, args: std::fmt::Arguments<'_>) {
-    let Ok(mut last) = LAST_DROP_WARNING.lock() else {
+fn warn_rate_limited(slot: &Mutex<Option<Instant>>, log: LogEvent, args: std::fmt::Arguments<'_>) {
+    let Ok(mut last) = slot.lock() else {
         return;
     };
     let now = Instant::now();

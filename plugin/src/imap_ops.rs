@@ -9,7 +9,7 @@
 
 use std::ffi::c_void;
 
-use coi_core::classify::{classify as classify_headers, ChatHeaders, Kind};
+use coi_core::classify::{verdict as classify_verdict, Kind};
 use coi_core::folder_lifecycle::{folder_action, FolderAction, FolderOp};
 use coi_core::imap_config::{check_value, default_value, ConfigEffect, ConfigKey};
 use coi_core::route::{resolve_policy, UserMetadata};
@@ -20,7 +20,7 @@ use crate::events::now_ms;
 use crate::ffi;
 use crate::guard;
 use crate::log::LogEvent;
-use crate::ops::{handle, lossy};
+use crate::ops::{chat_headers, handle, lossy};
 
 pub(crate) unsafe extern "C" fn capabilities(user: *mut c_void) -> u32 {
     guard::call("capabilities", 0, || {
@@ -190,15 +190,10 @@ pub(crate) unsafe extern "C" fn message_moved(
             return 0;
         };
         // SAFETY: every field is NULL or bytes alive during the call.
-        let (kind, folder, from, message_id, subject) = unsafe {
-            let view = ChatHeaders {
-                chat_version: headers.chat_version.as_option(),
-                message_id: headers.message_id.as_option(),
-                references: headers.references.as_option(),
-                content_type: headers.content_type.as_option(),
-            };
+        let (verdict, folder, from, message_id, subject) = unsafe {
+            let view = chat_headers(headers);
             (
-                classify_headers(&view),
+                classify_verdict(&view),
                 lossy(message.folder.as_option()).unwrap_or_default(),
                 lossy(facts.from.as_option()),
                 lossy(facts.message_id.as_option()),
@@ -207,7 +202,8 @@ pub(crate) unsafe extern "C" fn message_moved(
         };
         // Seen mode moves only messages carrying $Chat, so a message whose
         // headers no longer classify (edited by hand?) is still a chat.
-        let kind = if kind == Kind::NotChat { Kind::Chat } else { kind };
+        let headers_protected = verdict.headers_protected();
+        let kind = if verdict.kind == Kind::NotChat { Kind::Chat } else { verdict.kind };
         let record = Record::Message(MessageEventV1 {
             id: new_event_id(),
             ts_ms: now_ms(),
@@ -225,6 +221,7 @@ pub(crate) unsafe extern "C" fn message_moved(
             pid: std::process::id(),
             dropped_before: 0,
             origin: MessageOrigin::SeenMove,
+            headers_protected,
         });
         if sink.emit(event, record) {
             0

@@ -15,7 +15,7 @@
 
 use std::ffi::c_void;
 
-use coi_core::classify::{classify as classify_headers, ChatHeaders, Kind, KindCode};
+use coi_core::classify::{verdict as classify_verdict, ChatHeaders, Kind, KindCode};
 use coi_core::event_settings::EventSettings;
 use coi_core::fast_notify::FastNotify;
 use coi_core::push::settings::PushSettings;
@@ -51,6 +51,7 @@ pub(crate) static OPS: ffi::coi_rs_ops = ffi::coi_rs_ops {
     webpush_validate: Some(crate::push_ops::webpush_validate),
     webpush_view: Some(crate::push_ops::webpush_view),
     vapid_key: Some(crate::push_ops::vapid_key),
+    deltachat_max_smtp_recipients: Some(crate::push_ops::deltachat_max_smtp_recipients),
     devicetoken_set: Some(crate::push_ops::devicetoken_set),
     devicetoken_view: Some(crate::push_ops::devicetoken_view),
     wants_push: Some(crate::push_ops::wants_push),
@@ -79,6 +80,8 @@ pub(crate) struct UserHandle {
 #[derive(Default)]
 pub(crate) struct Delivery {
     pub(crate) kind: Option<Kind>,
+    /// The classifier matched the header-protected Delta Chat form.
+    pub(crate) headers_protected: bool,
     pub(crate) message_id: Option<String>,
     pub(crate) subject: Option<String>,
     pub(crate) from: Option<String>,
@@ -143,6 +146,7 @@ unsafe extern "C" fn user_new(log_event: *mut c_void, settings: *const ffi::coi_
                 raw.deltachat_push.as_option(),
                 raw.webpush_allow_private_endpoints.as_option(),
             )
+            .and_then(|p| p.with_max_smtp_recipients(raw.deltachat_max_smtp_recipients.as_option()))
         };
         // SAFETY: as above.
         let (username, routing, events, fast_notify) = unsafe {
@@ -214,6 +218,25 @@ pub(crate) unsafe fn handle<'a>(user: *mut c_void) -> Option<&'a mut UserHandle>
     unsafe { user.cast::<UserHandle>().as_mut() }
 }
 
+/// The classifier's view of the shim's header fields.
+///
+/// # Safety
+/// Every field of `headers` must be NULL or bytes alive for `'a`.
+pub(crate) unsafe fn chat_headers(headers: &ffi::coi_message_headers) -> ChatHeaders<'_> {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        ChatHeaders {
+            chat_version: headers.chat_version.as_option(),
+            message_id: headers.message_id.as_option(),
+            references: headers.references.as_option(),
+            content_type: headers.content_type.as_option(),
+            from: headers.from.as_option(),
+            to: headers.to.as_option(),
+            subject: headers.subject.as_option(),
+        }
+    }
+}
+
 unsafe extern "C" fn classify(
     user: *mut c_void,
     headers: *const ffi::coi_message_headers,
@@ -229,17 +252,14 @@ unsafe extern "C" fn classify(
             return -1;
         };
         // SAFETY: every field is NULL or bytes alive during the call.
-        let view = unsafe {
-            ChatHeaders {
-                chat_version: headers.chat_version.as_option(),
-                message_id: headers.message_id.as_option(),
-                references: headers.references.as_option(),
-                content_type: headers.content_type.as_option(),
-            }
+        let view = unsafe { chat_headers(headers) };
+        let verdict = classify_verdict(&view);
+        *kind_r = verdict.kind.code();
+        handle.delivery = Delivery {
+            headers_protected: verdict.headers_protected(),
+            kind: Some(verdict.kind),
+            ..Delivery::default()
         };
-        let kind = classify_headers(&view);
-        *kind_r = kind.code();
-        handle.delivery = Delivery { kind: Some(kind), ..Delivery::default() };
         // Only an event needs these; without a spool, copying them would be
         // three allocations per delivery for nothing.
         if handle.events.is_some() {
@@ -293,6 +313,7 @@ unsafe extern "C" fn decide(
         decision_r.add_chat_keyword = i32::from(decision.add_chat_keyword);
         handle.delivery.add_chat_keyword = decision.add_chat_keyword;
         handle.delivery.routed = decision.file_into_chats;
+        let protected = handle.delivery.headers_protected;
         let target = if decision.file_into_chats {
             let folder = handle.chats_folder(separator);
             decision_r.file_into_chats = 1;
@@ -303,8 +324,9 @@ unsafe extern "C" fn decide(
             "default mailbox"
         };
         event.debug(format_args!(
-            "kind={} enabled={} ({}) message-filter={} ({}): target={} keyword={}: {}",
+            "kind={}{} enabled={} ({}) message-filter={} ({}): target={} keyword={}: {}",
             kind.name(),
+            if protected { " (headers protected)" } else { "" },
             if policy.enabled { "yes" } else { "no" },
             source_name(policy.enabled_source),
             policy.filter.name(),
@@ -413,6 +435,7 @@ unsafe extern "C" fn message_stored(
             pid: std::process::id(),
             dropped_before: 0,
             origin: MessageOrigin::Delivery,
+            headers_protected: delivery.headers_protected,
         });
         if sink.emit(event, record) {
             0

@@ -186,6 +186,22 @@ pub(crate) unsafe extern "C" fn vapid_key(user: *mut c_void, pem_r: *mut ffi::co
     })
 }
 
+pub(crate) unsafe extern "C" fn deltachat_max_smtp_recipients(user: *mut c_void, value_r: *mut ffi::coi_bytes) -> i32 {
+    guard::call("deltachat_max_smtp_recipients", 0, || {
+        // SAFETY: the shim passes a live handle and a valid out-pointer.
+        let (Some(handle), Some(value_r)) = (unsafe { (handle(user), value_r.as_mut()) }) else {
+            return 0;
+        };
+        match handle.push.as_ref().and_then(|p| p.deltachat_max_smtp_recipients) {
+            Some(n) => {
+                *value_r = handle.lend(0, n.to_string());
+                1
+            }
+            None => 0,
+        }
+    })
+}
+
 pub(crate) unsafe extern "C" fn devicetoken_set(
     user: *mut c_void,
     token: *const ffi::coi_bytes,

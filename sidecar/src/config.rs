@@ -416,7 +416,7 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: parse_message(text, &e),
         })?;
         Validator {
             path: path.to_path_buf(),
@@ -727,6 +727,23 @@ pub(crate) fn check_url_address(
     }
 }
 
+/// The parser's message with its line and column, without the quoted
+/// source line toml's `Display` adds: that line may hold a webhook URL
+/// with a secret in its path, or a `whsec_` secret, and the message goes to
+/// stderr, the journal and the reload log.
+fn parse_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    let Some(span) = e.span() else {
+        return message.to_string();
+    };
+    let Some(before) = text.get(..span.start) else {
+        return message.to_string();
+    };
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {column}: {message}")
+}
+
 /// Decodes `whsec_<base64>` into the HMAC key.
 fn decode_secret(s: &str) -> Result<Vec<u8>, String> {
     let b64 = s
@@ -765,7 +782,14 @@ mod tests {
         let text = include_str!("../sidecar.example.toml");
         let c = parse(text).unwrap();
         assert_eq!(c.webhooks.len(), 1);
-        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        // The example's host is a name (documentation addresses are refused
+        // like every special-purpose block): offline, or where it has no
+        // record, it only earns the "does not resolve now" warning.
+        assert!(
+            c.warnings.iter().all(|w| w.contains("hooks.example.org does not resolve now")),
+            "{:?}",
+            c.warnings
+        );
     }
 
     #[test]
@@ -840,6 +864,10 @@ mod tests {
         assert_eq!(p.webpush.vapid_private_key, PathBuf::from("/var/lib/coi-sidecar/webpush/vapid-private.pem"));
         assert_eq!(p.webpush.vapid_public_key, PathBuf::from("/var/lib/coi-sidecar/webpush/vapid-public.pem"));
         assert_eq!(p.webpush.validation_deadline, Duration::from_secs(300));
+        assert_eq!(
+            (p.webpush.requests_in_flight_per_user, p.webpush.requests_in_flight_per_host, p.webpush.validations_per_user_per_hour),
+            (4, 16, 20)
+        );
         assert!(p.deltachat.proxy_url.is_none());
         assert!(p.dovecot.doveadm_url.is_none());
         assert_eq!(p.dovecot.tuning.deadline, Duration::from_secs(7 * 86_400));
@@ -862,6 +890,10 @@ mod tests {
             ("[webpush]\nretry_schedule_secs = []", "webpush.retry_schedule_secs"),
             ("[webpush]\nvapid_private_key = \"relative.pem\"", "webpush.vapid_private_key"),
             ("[webpush]\ncolour = 1", "unknown field"),
+            ("[webpush]\nrequests_in_flight_per_user = 0", "webpush.requests_in_flight_per_user"),
+            ("[webpush]\nconcurrency = 8\nrequests_in_flight_per_user = 9", "webpush.requests_in_flight_per_user"),
+            ("[webpush]\nrequests_in_flight_per_host = 33", "webpush.requests_in_flight_per_host"),
+            ("[webpush]\nvalidations_per_user_per_hour = 0", "webpush.validations_per_user_per_hour"),
             ("[deltachat]\nproxy_url = \"ftp://x.example/\"", "deltachat.proxy_url"),
             ("[deltachat]\nproxy_url = \"http://127.0.0.1:9/notify\"", "deltachat.allow_private_addresses"),
             ("[deltachat]\nconcurrency = 0", "deltachat.concurrency"),
@@ -877,6 +909,9 @@ mod tests {
         }
         let ok = parse("[webpush]\nenabled = true\nvapid_subject = \"https://example.org/contact\"\nurgency = \"high\"").unwrap();
         assert_eq!(ok.push.webpush.urgency, "high");
+        // Unset per-key limits never exceed a smaller concurrency.
+        let small = parse("[webpush]\nconcurrency = 2").unwrap();
+        assert_eq!((small.push.webpush.requests_in_flight_per_user, small.push.webpush.requests_in_flight_per_host), (2, 2));
         let dc = parse("[deltachat]\nproxy_url = \"http://127.0.0.1:9/notify\"\nallow_private_addresses = true").unwrap();
         assert_eq!(dc.push.deltachat.proxy_url.unwrap().as_str(), "http://127.0.0.1:9/notify");
     }
@@ -892,6 +927,17 @@ mod tests {
         assert!(!format!("{:?}", c.push.dovecot).contains("s3cret"), "the key is not printed");
         std::fs::write(&key, "\n").unwrap();
         assert!(parse(&text).unwrap_err().to_string().contains("one line"));
+    }
+
+    #[test]
+    fn parse_errors_name_the_line_but_never_quote_it() {
+        let text = "spool_dir = \"/x\"\n[[webhook]]\nname = \"a\"\nurl = https://hooks.example.org/Path-Secret-4e\n\
+                    secrets = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("line 4"), "{err}");
+        assert!(!err.contains("Path-Secret") && !err.contains("whsec_"), "{err}");
+        let err = parse("spool_dir = \"/x\"\nunknown_key = 1\n").unwrap_err().to_string();
+        assert!(err.contains("unknown_key") && err.contains("line 2"), "{err}");
     }
 
     #[test]

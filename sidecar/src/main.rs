@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use coi_sidecar::config::{Config, DEFAULT_CONFIG_PATH};
+use coi_sidecar::delivery::http::origin;
 use coi_sidecar::push::vapid::VapidKeys;
 use coi_sidecar::queue::dead_letters::Selection;
 use coi_sidecar::{admin, app, logging, status};
@@ -147,11 +148,12 @@ fn describe_push(config: &Config) -> anyhow::Result<String> {
         out.push_str("webpush: off\n");
     }
     match &p.deltachat.proxy_url {
-        Some(url) => out.push_str(&format!("deltachat: on (proxy {url})\n")),
+        // Scheme and host only: a URL's path may carry a secret.
+        Some(url) => out.push_str(&format!("deltachat: on (proxy {}/...)\n", origin(url))),
         None => out.push_str("deltachat: off\n"),
     }
     match &p.dovecot.doveadm_url {
-        Some(url) => out.push_str(&format!("dovecot: gone push targets are removed through {url}\n")),
+        Some(url) => out.push_str(&format!("dovecot: gone push targets are removed through {}/...\n", origin(url))),
         None => out.push_str("dovecot: doveadm_url not set; gone push targets are only recorded by the sidecar\n"),
     }
     Ok(out)

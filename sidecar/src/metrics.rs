@@ -45,6 +45,8 @@ pub enum Name {
     DeliveryAttempts,
     /// Delivery commit to 2xx.
     DeliveryLatency,
+    /// Due rows a per-key limit held back, by endpoint and limit.
+    DeliveryHeldBack,
     /// Deliveries moved to dead letters, by endpoint.
     DeadLetters,
     /// Dead letters waiting.
@@ -59,6 +61,8 @@ pub enum Name {
     PluginFallbacks,
     /// Plugin: events it could not append.
     PluginDropped,
+    /// Plugin: push targets left out of records that would not fit.
+    PluginPushTargetsDropped,
     /// Push targets seen at intake, by channel and result.
     PushTargets,
     /// Push requests (and doveadm clean-ups) by channel and outcome.
@@ -89,6 +93,7 @@ impl Name {
             Name::QueueOldestAge => "coi_queue_oldest_age_seconds",
             Name::DeliveryAttempts => "coi_delivery_attempts_total",
             Name::DeliveryLatency => "coi_delivery_latency_seconds",
+            Name::DeliveryHeldBack => "coi_delivery_held_back_total",
             Name::DeadLetters => "coi_dead_letters_total",
             Name::DeadLettersPending => "coi_dead_letters_pending",
             Name::PluginClassified => "coi_plugin_messages_classified_total",
@@ -96,6 +101,7 @@ impl Name {
             Name::PluginTagged => "coi_plugin_messages_tagged_total",
             Name::PluginFallbacks => "coi_plugin_fallbacks_total",
             Name::PluginDropped => "coi_plugin_events_dropped_total",
+            Name::PluginPushTargetsDropped => "coi_plugin_push_targets_dropped_total",
             Name::PushTargets => "coi_push_targets_total",
             Name::PushRequests => "coi_push_requests_total",
             Name::PushLatency => "coi_push_latency_seconds",
@@ -117,6 +123,7 @@ impl Name {
             Name::QueueOldestAge => "Age of the oldest event with a pending delivery, from its delivery commit.",
             Name::DeliveryAttempts => "Webhook attempts, by endpoint name and outcome.",
             Name::DeliveryLatency => "Time from the delivery commit to the webhook's 2xx answer.",
+            Name::DeliveryHeldBack => "Due deliveries held back because a per-user or per-host in-flight limit was reached, by endpoint and limit.",
             Name::DeadLetters => "Deliveries moved to the dead letters, by endpoint name.",
             Name::DeadLettersPending => "Dead letters in the queue database.",
             Name::PluginClassified => "Messages the plugin classified at delivery, by kind.",
@@ -124,6 +131,7 @@ impl Name {
             Name::PluginTagged => "Messages the plugin tagged with $Chat.",
             Name::PluginFallbacks => "Deliveries where the plugin fell back to ordinary delivery, by reason.",
             Name::PluginDropped => "Events the plugin could not append to the spool (as it reported them).",
+            Name::PluginPushTargetsDropped => "Push targets the plugin left out of push records that would have exceeded 16 KiB (identity fields are never cut).",
             Name::PushTargets => "Push targets in the plugin's push records, by channel (webpush, validation, deltachat) and result (queued, deduplicated, known_dead, disabled, invalid_target, private_address).",
             Name::PushRequests => "Push requests by channel (webpush, validation, deltachat, metadata_unset) and outcome (delivery outcomes, gone, no_user).",
             Name::PushLatency => "Time from the plugin's push record to the push service's 2xx answer, by channel.",
@@ -153,10 +161,15 @@ pub const PUSH_RECORD_KINDS: [&str; 2] = ["push", "webpush_validation"];
 pub const TARGET_KNOWN_DEAD: &str = "known_dead";
 
 /// Extra outcomes of [`Name::PushRequests`].
-pub const PUSH_EXTRA_OUTCOMES: [&str; 2] = ["gone", "no_user"];
+pub const PUSH_EXTRA_OUTCOMES: [&str; 3] = ["gone", "no_user", crate::push::sinks::USER_RATE_LIMITED];
 
-/// Results of [`Name::PushMetadataRemovals`].
-pub const REMOVAL_RESULTS: [&str; 4] = ["removed", "no_user", "dead_letter", "not_configured"];
+/// Results of [`Name::PushMetadataRemovals`]: `changed` = the key holds
+/// another target now (a client re-subscribed under the same id) and is
+/// kept; `absent` = nothing was there any more.
+pub const REMOVAL_RESULTS: [&str; 6] = ["removed", "changed", "absent", "no_user", "dead_letter", "not_configured"];
+
+/// `limit` labels of [`Name::DeliveryHeldBack`] (the Web Push limits).
+pub const HELD_BACK_LIMITS: [&str; 2] = ["user", "host"];
 
 /// Outcome labels of [`Name::IntakeDatagrams`].
 pub const DATAGRAM_OUTCOMES: [&str; 5] = ["accepted", "peer", "oversized", "garbage", "version"];
@@ -193,6 +206,8 @@ pub struct Metrics {
     pub delivery_latency: Histogram,
     /// See [`Name::DeadLetters`].
     pub dead_letters: IntCounterVec,
+    /// See [`Name::DeliveryHeldBack`].
+    pub delivery_held_back: IntCounterVec,
     /// See [`Name::DeadLettersPending`].
     pub dead_letters_pending: IntGauge,
     /// See [`Name::PluginClassified`].
@@ -205,6 +220,8 @@ pub struct Metrics {
     pub plugin_fallbacks: IntCounterVec,
     /// See [`Name::PluginDropped`].
     pub plugin_dropped: IntCounter,
+    /// See [`Name::PluginPushTargetsDropped`].
+    pub plugin_push_targets_dropped: IntCounter,
     /// See [`Name::PushTargets`].
     pub push_targets: IntCounterVec,
     /// See [`Name::PushRequests`].
@@ -243,12 +260,14 @@ impl Metrics {
                     .buckets(LATENCY_BUCKETS.to_vec()),
             )?,
             dead_letters: IntCounterVec::new(Name::DeadLetters.opts(), &["endpoint"])?,
+            delivery_held_back: IntCounterVec::new(Name::DeliveryHeldBack.opts(), &["endpoint", "limit"])?,
             dead_letters_pending: IntGauge::with_opts(Name::DeadLettersPending.opts())?,
             plugin_classified: IntCounterVec::new(Name::PluginClassified.opts(), &["kind"])?,
             plugin_routed: IntCounter::with_opts(Name::PluginRouted.opts())?,
             plugin_tagged: IntCounter::with_opts(Name::PluginTagged.opts())?,
             plugin_fallbacks: IntCounterVec::new(Name::PluginFallbacks.opts(), &["reason"])?,
             plugin_dropped: IntCounter::with_opts(Name::PluginDropped.opts())?,
+            plugin_push_targets_dropped: IntCounter::with_opts(Name::PluginPushTargetsDropped.opts())?,
             push_targets: IntCounterVec::new(Name::PushTargets.opts(), &["channel", "result"])?,
             push_requests: IntCounterVec::new(Name::PushRequests.opts(), &["channel", "outcome"])?,
             push_latency: HistogramVec::new(
@@ -272,12 +291,14 @@ impl Metrics {
         r.register(Box::new(m.delivery_attempts.clone()))?;
         r.register(Box::new(m.delivery_latency.clone()))?;
         r.register(Box::new(m.dead_letters.clone()))?;
+        r.register(Box::new(m.delivery_held_back.clone()))?;
         r.register(Box::new(m.dead_letters_pending.clone()))?;
         r.register(Box::new(m.plugin_classified.clone()))?;
         r.register(Box::new(m.plugin_routed.clone()))?;
         r.register(Box::new(m.plugin_tagged.clone()))?;
         r.register(Box::new(m.plugin_fallbacks.clone()))?;
         r.register(Box::new(m.plugin_dropped.clone()))?;
+        r.register(Box::new(m.plugin_push_targets_dropped.clone()))?;
         r.register(Box::new(m.push_targets.clone()))?;
         r.register(Box::new(m.push_requests.clone()))?;
         r.register(Box::new(m.push_latency.clone()))?;
@@ -306,6 +327,11 @@ impl Metrics {
             m.push_latency.with_label_values(&[c.label()]);
             m.queue_depth_deliveries.with_label_values(&[c.label()]);
             m.dead_letters.with_label_values(&[c.queue_name()]);
+        }
+        for c in [Channel::WebPush, Channel::Validation] {
+            for limit in HELD_BACK_LIMITS {
+                m.delivery_held_back.with_label_values(&[c.queue_name(), limit]);
+            }
         }
         m.queue_depth_deliveries.with_label_values(&["webhook"]);
         for t in [TargetKind::Webpush, TargetKind::Deltachat] {

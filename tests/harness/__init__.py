@@ -15,6 +15,9 @@ Modules (one purpose each):
   receiver  WebhookReceiver: scriptable HTTP webhook receiver, Standard Webhooks verifier
   hostile   generator of hostile messages (injection, huge lines, bombs, forged ids)
   faults    small tmpfs / loop-mounted volumes and retrying LMTP bursts for fault tests
+  smtprelay SmtpRelay: loopback submission (aiosmtpd, AUTH) handed to LMTP, every message kept
+  deltachat the pinned Delta Chat core (scripts/deltachat-env.sh): DeltaChatCore, waits
+  chatworld ChatWorld: Dovecot + plugin + relay + real Delta Chat users, shared steps
 """
 
 from .config import DEFAULT_USERS, MAIL_DOMAIN, PASSWORD, InstanceConfig

@@ -9,8 +9,10 @@ near-misses that must NOT be classified as chats. Every builder returns a
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from email.utils import format_datetime
 from datetime import datetime, timezone
 
@@ -127,7 +129,9 @@ def legacy_group_reply(gid: str | None = None, frm: str = "erin@legacy.example.c
 
 
 def deltachat_plain(frm: str = "bot@chat.example.net", to: str = DEFAULT_TO) -> TestMessage:
-    """An unencrypted Delta Chat message: Chat-Version 1.0, random UUID@localhost id."""
+    """An unencrypted Delta Chat message: Chat-Version 1.0, random UUID@localhost id
+    (2.65 sends these only to addresses without a key, and only with
+    force_encryption off)."""
     mid = f"{uuid.uuid4()}@localhost"
     subject = "Message from bot@chat.example.net"
     headers = _base(mid, subject, frm, to) + [
@@ -139,8 +143,22 @@ def deltachat_plain(frm: str = "bot@chat.example.net", to: str = DEFAULT_TO) -> 
                        mid, subject, "chat")
 
 
+#: What the real Delta Chat 2.65 sent (tests/capture_deltachat.py).
+CAPTURED_DELTACHAT = Path(__file__).resolve().parents[1] / "fixtures" / "deltachat"
+
+
+def deltachat_captured(name: str = "03-text-bob-to-alice-1.eml") -> TestMessage:
+    """A message the real Delta Chat 2.65 sent, as captured (header-protected:
+    every chat header is inside the encryption; the body is cut short)."""
+    raw = (CAPTURED_DELTACHAT / name).read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    mid = re.search(rb"(?im)^Message-ID:\s*<([^>]+)>", raw)
+    assert mid, name
+    return TestMessage(raw, mid[1].decode(), "[...]", "chat")
+
+
 def deltachat_encrypted(frm: str = "bot@chat.example.net", to: str = DEFAULT_TO) -> TestMessage:
-    """An encrypted Delta Chat message: only outer headers are visible (PGP/MIME)."""
+    """A Delta Chat 1.x encrypted message (PGP/MIME, `Chat-Version` still outside).
+    Delta Chat 2.x hides every chat header: see ``deltachat_captured``."""
     mid = f"{uuid.uuid4()}@localhost"
     subject = "[...]"
     boundary = f"enc-{_token()[:16]}"

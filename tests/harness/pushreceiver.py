@@ -20,7 +20,9 @@ sidecar's Rust implementation is checked against an independent one:
   in ``errors`` instead of raising inside the server thread.
 * Answers are scripted: ``reply(status, retry_after=None)`` for everything,
   ``reply_for(subscription, status)`` for one subscription, ``fail_first(n,
-  status, retry_after)``; default 201.
+  status, retry_after)``; default 201. ``hold(subscription)`` keeps the
+  answers to one subscription waiting (the request is recorded at once)
+  until ``release(subscription, status)``.
 * ``decrypt_aes128gcm()`` and ``verify_vapid()`` are plain functions, tested
   against RFC 8291 Appendix A and against each other.
 
@@ -280,6 +282,8 @@ class PushReceiver:
         self._per_sub: dict[str, tuple[int, str | None]] = {}
         self._fail_first: list[tuple[int, str | None]] = []
         self._policy: Callable[[PushRequest, int], tuple[int, str | None]] | None = None
+        #: subscription id -> (released, status to answer once released)
+        self._held: dict[str, tuple[threading.Event, list[int]]] = {}
         self._server = _Server(self)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="pushreceiver", daemon=True)
@@ -336,6 +340,21 @@ class PushReceiver:
         with self._lock:
             self._policy = fn
 
+    def hold(self, sub: Subscription | str) -> None:
+        """Requests to ``sub`` wait for ``release()`` before they are answered."""
+        key = sub.id if isinstance(sub, Subscription) else sub
+        with self._lock:
+            self._held[key] = (threading.Event(), [201])
+
+    def release(self, sub: Subscription | str, status: int) -> None:
+        """Answer the held requests to ``sub`` (and later ones) with ``status``."""
+        key = sub.id if isinstance(sub, Subscription) else sub
+        with self._lock:
+            released, answer = self._held.pop(key)
+            answer[0] = status
+            self._per_sub[key] = (status, None)
+        released.set()
+
     # -- the server side -----------------------------------------------------------
     def _handle(self, method: str, path: str, headers, body: bytes) -> tuple[int, list]:
         hdrs = {k.lower(): v for k, v in headers.items()}
@@ -356,8 +375,13 @@ class PushReceiver:
                 status, retry_after = 404, None
             else:
                 status, retry_after = self._default
+            held = self._held.get(sub.id) if sub is not None else None
             req.status = status
             self._requests.append(req)
+        if held is not None:
+            released, answer = held
+            released.wait(WAIT)
+            status = req.status = answer[0]
         return status, ([("Retry-After", retry_after)] if retry_after else [])
 
     def _check(self, req: PushRequest) -> None:
@@ -406,12 +430,15 @@ class PushReceiver:
 
 # --------------------------------------------------------------------------- helpers
 def doveadm_http_config(port: int, api_key: str) -> str:
-    """dovecot.conf lines that open the doveadm HTTP API on 127.0.0.1:``port``."""
+    """dovecot.conf lines that open the doveadm HTTP API on 127.0.0.1:``port``
+    (in 2.4 syntax, ``listen`` instead of ``address``, when the harness renders
+    2.4: ``$COI_DOVECOT_VERSION``)."""
+    v24 = os.environ.get("COI_DOVECOT_VERSION", "2.3").startswith("2.4")
     return "\n".join([
         f"doveadm_api_key = {api_key}",
         "service doveadm {",
         "  inet_listener http {",
-        "    address = 127.0.0.1",
+        "    listen = 127.0.0.1" if v24 else "    address = 127.0.0.1",
         f"    port = {port}",
         "  }",
         "}",

@@ -191,6 +191,7 @@ mod tests {
             pid: std::process::id(),
             dropped_before: 0,
         origin: Default::default(),
+        headers_protected: false,
         }))
     }
 

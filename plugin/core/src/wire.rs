@@ -10,11 +10,19 @@
 //!   ([`encode_doorbell`], [`decode_doorbell`]).
 //!
 //! Invariants:
-//! - [`encode_record`] never panics and its output never exceeds
-//!   [`MAX_RECORD_BYTES`]: strings are cut on UTF-8 boundaries to fixed limits
-//!   first, and if JSON escaping still makes the record too large the limits
-//!   are halved until it fits (at zero every string is empty and a record is
-//!   a few hundred bytes).
+//! - [`encode`] and [`encode_record`] never panic and their output never
+//!   exceeds [`MAX_RECORD_BYTES`]: descriptive strings are cut on UTF-8
+//!   boundaries to fixed limits first, and if JSON escaping still makes the
+//!   record too large those limits are halved until it fits.
+//! - Identity fields are never cut: the event `id`, the `user`, the message
+//!   `folder`, and every push target (an endpoint, key or token) and
+//!   validation secret; a cut user made push jobs and clean-ups name the
+//!   wrong user. When descriptive strings at zero still do not fit (many
+//!   large push targets), trailing push targets are dropped, counted in the
+//!   record's `targets_dropped` and reported by [`encode`], and the strings
+//!   get back as much room as is left. A record whose identity alone does
+//!   not fit is not written at all ([`EncodeError`]; the plugin counts it as
+//!   a dropped event).
 //! - An encoded record contains exactly one RS (the first byte) and one LF
 //!   (the last): serde_json escapes every control character inside strings
 //!   and writes compact JSON, so a reader can always resynchronise on RS.
@@ -44,7 +52,8 @@ pub const WIRE_VERSION: u64 = 1;
 pub const MESSAGE_ID_MAX_BYTES: usize = 998;
 /// Longest `subject` kept, in bytes.
 pub const SUBJECT_MAX_BYTES: usize = 256;
-/// Longest `user`, `folder`, `from` and `group_id` kept, in bytes.
+/// Longest `from`, `group_id` and push `from_email`/`from_name` kept, in
+/// bytes (identity fields such as `user` and `folder` are never cut).
 pub const NAME_MAX_BYTES: usize = 512;
 /// Longest `kind` kept, in bytes (the real ones are at most 12).
 pub const KIND_MAX_BYTES: usize = 32;
@@ -86,6 +95,16 @@ pub struct MessageEventV1 {
     /// this field existed, which were all deliveries.
     #[serde(default)]
     pub origin: MessageOrigin,
+    /// The chat's own headers are end-to-end encrypted (Delta Chat 2.x
+    /// header protection, docs/deltachat.md): the server cannot know whether
+    /// it is a group chat (`group_id` stays null), a read receipt or what
+    /// its subject says. Written only when true; absent reads as false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub headers_protected: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// How a message came to be stored in `folder`.
@@ -193,6 +212,15 @@ pub struct PushEventV1 {
     pub pid: u32,
     /// Events this process failed to append since its previous append.
     pub dropped_before: u64,
+    /// Targets the encoder left out because the record would have exceeded
+    /// [`MAX_RECORD_BYTES`] (set by [`encode`]; absent when 0, and in
+    /// records written before the field existed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub targets_dropped: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A new Web Push subscription to validate (`type: "webpush_validation"`):
@@ -398,24 +426,20 @@ fn cut_opt(s: &mut Option<String>, max_bytes: usize) {
     }
 }
 
-/// Applies the field limits divided by `2^shift`.
+/// Applies the limits of the descriptive fields divided by `2^shift`;
+/// identity fields (see the module docs) are never touched.
 fn limit_fields(record: &mut Record, shift: u32) {
     let lim = |max: usize| max >> shift;
     match record {
         Record::Message(m) => {
-            cut(&mut m.id, lim(NAME_MAX_BYTES));
-            cut(&mut m.user, lim(NAME_MAX_BYTES));
-            cut(&mut m.folder, lim(NAME_MAX_BYTES));
             cut(&mut m.kind, lim(KIND_MAX_BYTES));
             cut_opt(&mut m.group_id, lim(NAME_MAX_BYTES));
             cut_opt(&mut m.from, lim(NAME_MAX_BYTES));
             cut_opt(&mut m.message_id, lim(MESSAGE_ID_MAX_BYTES));
             cut_opt(&mut m.subject, lim(SUBJECT_MAX_BYTES));
         }
-        Record::Fallback(f) => cut(&mut f.id, lim(NAME_MAX_BYTES)),
+        Record::Fallback(_) | Record::WebPushValidation(_) => {}
         Record::Push(p) => {
-            cut(&mut p.id, lim(NAME_MAX_BYTES));
-            cut(&mut p.user, lim(NAME_MAX_BYTES));
             let m = &mut p.message;
             // Content is optional in the payload: drop it rather than cut
             // it, a cut ciphertext is useless to the client.
@@ -427,22 +451,67 @@ fn limit_fields(record: &mut Record, shift: u32) {
             cut_opt(&mut m.from_name, lim(NAME_MAX_BYTES));
             cut_opt(&mut m.subject, lim(SUBJECT_MAX_BYTES));
             cut_opt(&mut m.message_id, lim(MESSAGE_ID_MAX_BYTES));
-            cut(&mut m.folder, lim(NAME_MAX_BYTES));
             cut_opt(&mut m.group_id, lim(NAME_MAX_BYTES));
             cut(&mut m.kind, lim(KIND_MAX_BYTES));
-            // Targets are not cut (a cut endpoint or key is worse than
-            // none); when even that does not fit, later ones are dropped.
-            if shift > 2 {
-                let keep = (p.webpush.len() + p.deltachat.len()) >> (shift - 2);
-                p.webpush.truncate(keep);
-                p.deltachat.truncate(keep.saturating_sub(p.webpush.len()));
-            }
-        }
-        Record::WebPushValidation(w) => {
-            cut(&mut w.id, lim(NAME_MAX_BYTES));
-            cut(&mut w.user, lim(NAME_MAX_BYTES));
         }
     }
+}
+
+/// Halvings after which every descriptive limit is 0.
+const LAST_SHIFT: u32 = 10;
+
+/// Keeps the first `keep` push targets (Web Push first, then Delta Chat)
+/// and records how many went.
+fn keep_targets(p: &mut PushEventV1, keep: usize) {
+    let before = p.webpush.len() + p.deltachat.len();
+    p.webpush.truncate(keep);
+    p.deltachat.truncate(keep.saturating_sub(p.webpush.len()));
+    let dropped = before - (p.webpush.len() + p.deltachat.len());
+    p.targets_dropped = p.targets_dropped.saturating_add(u32::try_from(dropped).unwrap_or(u32::MAX));
+}
+
+/// The framed record if it fits.
+fn fitting(record: &Record) -> Option<Vec<u8>> {
+    to_framed_json(record).ok().filter(|b| b.len() <= MAX_RECORD_BYTES)
+}
+
+/// The first of the limit steps `0..=LAST_SHIFT` at which `record` fits.
+fn shrink_text(record: &Record) -> Option<Vec<u8>> {
+    let mut working = record.clone();
+    (0..=LAST_SHIFT).find_map(|shift| {
+        limit_fields(&mut working, shift);
+        fitting(&working)
+    })
+}
+
+/// Why a record cannot be written at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// Even with every descriptive field empty and every push target
+    /// dropped, the identity fields (never cut) exceed the limit.
+    #[error("the record's identity fields alone exceed {MAX_RECORD_BYTES} bytes")]
+    IdentityTooLarge,
+}
+
+impl EncodeError {
+    /// Bounded label for logs and counters.
+    pub fn error_type(&self) -> &'static str {
+        "identity_too_large"
+    }
+
+    /// The same record never fits later.
+    pub fn is_retriable(&self) -> bool {
+        false
+    }
+}
+
+/// An encoded record and what had to go to make it fit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// RS + JSON + LF, at most [`MAX_RECORD_BYTES`].
+    pub bytes: Vec<u8>,
+    /// Push targets left out (also in the record's `targets_dropped`).
+    pub targets_dropped: u32,
 }
 
 fn to_framed_json(record: &Record) -> Result<Vec<u8>, serde_json::Error> {
@@ -471,24 +540,56 @@ fn to_framed_json(record: &Record) -> Result<Vec<u8>, serde_json::Error> {
 }
 
 /// Encodes `record` as one spool record: RS + JSON + LF, never longer than
-/// [`MAX_RECORD_BYTES`] (strings are truncated on UTF-8 boundaries, see the
-/// module docs). Never panics.
-pub fn encode_record(record: &Record) -> Vec<u8> {
-    let mut working = record.clone();
+/// [`MAX_RECORD_BYTES`]. Descriptive strings are cut on UTF-8 boundaries,
+/// push targets dropped from the end when they alone do not fit; identity
+/// fields are never cut (see the module docs). Never panics.
+pub fn encode(record: &Record) -> Result<Encoded, EncodeError> {
     // Shift 0 applies the documented limits; each further step halves them.
-    // 10 halvings take every limit to 0, where a record is far below the cap.
-    for shift in 0..=10u32 {
-        limit_fields(&mut working, shift);
-        match to_framed_json(&working) {
-            Ok(bytes) if bytes.len() <= MAX_RECORD_BYTES => return bytes,
-            Ok(_) => continue,
-            // Unreachable in practice (string keys only, writing to a Vec);
-            // emit a record the reader rejects and counts rather than nothing.
-            Err(_) => break,
+    if let Some(bytes) = shrink_text(record) {
+        return Ok(Encoded { bytes, targets_dropped: 0 });
+    }
+    let Record::Push(push) = record else {
+        return Err(EncodeError::IdentityTooLarge);
+    };
+    // The targets do not fit even with every string empty: keep as many as
+    // fit then (a binary search over how many), and give the strings back
+    // what room is left.
+    let mut bare = Record::Push(push.clone());
+    limit_fields(&mut bare, LAST_SHIFT);
+    let with = |keep: usize| {
+        let mut r = bare.clone();
+        if let Record::Push(p) = &mut r {
+            keep_targets(p, keep);
+        }
+        r
+    };
+    let (mut fits, mut too_many) = (0usize, push.webpush.len() + push.deltachat.len());
+    if fitting(&with(0)).is_none() {
+        return Err(EncodeError::IdentityTooLarge);
+    }
+    while too_many - fits > 1 {
+        let mid = fits + (too_many - fits) / 2;
+        if fitting(&with(mid)).is_some() {
+            fits = mid;
+        } else {
+            too_many = mid;
         }
     }
-    b"\x1e{\"v\":1,\"type\":\"unencodable\"}\n".to_vec()
+    let mut kept = push.clone();
+    keep_targets(&mut kept, fits);
+    let targets_dropped = kept.targets_dropped - push.targets_dropped;
+    let bytes = shrink_text(&Record::Push(kept)).ok_or(EncodeError::IdentityTooLarge)?;
+    Ok(Encoded { bytes, targets_dropped })
 }
+
+/// [`encode`], writing a record the reader rejects and counts (type
+/// `unencodable`) when the record cannot be written at all.
+pub fn encode_record(record: &Record) -> Vec<u8> {
+    encode(record).map_or_else(|_| UNENCODABLE.to_vec(), |e| e.bytes)
+}
+
+/// What [`encode_record`] writes for a record that cannot fit.
+pub const UNENCODABLE: &[u8] = b"\x1e{\"v\":1,\"type\":\"unencodable\"}\n";
 
 /// Decodes one record body (the bytes between RS and LF, neither included).
 pub fn decode_record(body: &[u8]) -> Result<Record, WireError> {
@@ -704,11 +805,32 @@ mod tests {
             pid: 4242,
             dropped_before: 0,
         origin: Default::default(),
+        headers_protected: false,
         }
     }
 
     fn body(encoded: &[u8]) -> &[u8] {
         &encoded[1..encoded.len() - 1]
+    }
+
+    #[test]
+    fn headers_protected_is_optional_on_the_wire() {
+        // false is not written, so records of chats with readable headers
+        // (and every record from before the field) stay byte-identical.
+        let plain = encode_record(&Record::Message(message("0190b1d2-0000-7000-8000-0000000000a1")));
+        assert!(!std::str::from_utf8(&plain).unwrap().contains("headers_protected"));
+        let mut m = message("0190b1d2-0000-7000-8000-0000000000a2");
+        m.kind = "chat".into();
+        m.group_id = None;
+        m.headers_protected = true;
+        let bytes = encode_record(&Record::Message(m.clone()));
+        assert!(std::str::from_utf8(&bytes).unwrap().contains("\"headers_protected\":true"));
+        assert_eq!(decode_record(body(&bytes)).unwrap(), Record::Message(m));
+        let old = br#"{"v":1,"type":"message","id":"x","ts_ms":1,"user":"u","folder":"INBOX","uid":1,"uidvalidity":1,"kind":"chat","group_id":null,"chat_keyword":true,"routed":false,"from":null,"message_id":null,"subject":null,"pid":1,"dropped_before":0}"#;
+        match decode_record(old).unwrap() {
+            Record::Message(m) => assert!(!m.headers_protected),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -875,6 +997,7 @@ mod tests {
                     pid,
                     dropped_before,
                 origin: Default::default(),
+                headers_protected: false,
                 },
             )
     }
@@ -959,22 +1082,118 @@ mod tests {
             ctl in any::<bool>(),
             len in 0usize..40_000,
             ch in any::<char>(),
+            identity_len in 0usize..6_000,
         ) {
             let fill: String = if ctl { "\u{1}".repeat(len) } else { std::iter::repeat_n(ch, len).collect() };
+            let ident: String = if ctl { "\u{1}".repeat(identity_len) } else { std::iter::repeat_n(ch, identity_len).collect() };
             let m = MessageEventV1 {
-                id: fill.clone(), ts_ms: u64::MAX, user: fill.clone(), folder: fill.clone(),
+                id: ident.clone(), ts_ms: u64::MAX, user: ident.clone(), folder: ident.clone(),
                 uid: u32::MAX, uidvalidity: u32::MAX, kind: fill.clone(),
                 group_id: Some(fill.clone()), chat_keyword: true, routed: true,
                 from: Some(fill.clone()), message_id: Some(fill.clone()), subject: Some(fill),
                 pid: u32::MAX, dropped_before: u64::MAX,
-            origin: Default::default(),
+                origin: Default::default(),
+                headers_protected: false,
             };
-            let bytes = encode_record(&Record::Message(m));
+            let rec = Record::Message(m.clone());
+            let bytes = encode_record(&rec);
             prop_assert!(bytes.len() <= MAX_RECORD_BYTES, "{} bytes", bytes.len());
-            prop_assert!(decode_record(body(&bytes)).is_ok());
             prop_assert_eq!(bytes.iter().filter(|&&b| b == RECORD_SEPARATOR).count(), 1);
             prop_assert_eq!(bytes.iter().filter(|&&b| b == LINE_FEED).count(), 1);
+            match encode(&rec) {
+                Ok(_) => {
+                    let Ok(Record::Message(back)) = decode_record(body(&bytes)) else {
+                        return Err(TestCaseError::fail("not a message"));
+                    };
+                    // Identity is kept whole, or the record is not written.
+                    prop_assert_eq!((&back.id, &back.user, &back.folder), (&m.id, &m.user, &m.folder));
+                }
+                Err(EncodeError::IdentityTooLarge) => {
+                    prop_assert_eq!(&bytes[..], UNENCODABLE);
+                    let mut bare = m.clone();
+                    bare.kind.clear();
+                    bare.group_id = None;
+                    bare.from = None;
+                    bare.message_id = None;
+                    bare.subject = None;
+                    prop_assert!(to_framed_json(&Record::Message(bare)).unwrap().len() > MAX_RECORD_BYTES);
+                }
+            }
         }
+    }
+
+    fn big_push(user: &str, tokens: usize, token_bytes: usize) -> PushEventV1 {
+        PushEventV1 {
+            id: new_event_id(),
+            ts_ms: 1,
+            user: user.into(),
+            message: PushMessageV1 {
+                from_email: Some("bob@example.org".into()),
+                from_name: Some("Bob".into()),
+                subject: Some("hello there".into()),
+                message_id: Some("<chat$x@example.org>".into()),
+                uid: 3,
+                uidvalidity: 4,
+                folder: "COI/Chats".into(),
+                kind: "chat".into(),
+                content: Some("x".repeat(3000)),
+                ..Default::default()
+            },
+            webpush: vec![],
+            deltachat: (0..tokens)
+                .map(|i| DeltaChatTargetV1 { token_key: format!("{i:016x}"), token: format!("{i:04}").repeat(token_bytes / 4) })
+                .collect(),
+            pid: 1,
+            dropped_before: 0,
+            targets_dropped: 0,
+        }
+    }
+
+    #[test]
+    fn identity_is_never_cut_targets_are_dropped_and_counted() {
+        // Issue 12 item 11: 32 tokens of 1 KiB overflow a 16 KiB record.
+        // The user (here longer than any halved limit) must stay whole.
+        let user = format!("{}@example.org", "a-rather-long-user-name".repeat(8));
+        let p = big_push(&user, 32, PUSH_TOKEN_MAX_BYTES);
+        let enc = encode(&Record::Push(p.clone())).unwrap();
+        assert!(enc.bytes.len() <= MAX_RECORD_BYTES);
+        let Record::Push(back) = decode_record(body(&enc.bytes)).unwrap() else { panic!("not a push") };
+        assert_eq!(back.user, user, "the user is never cut");
+        assert_eq!(back.id, p.id);
+        assert_eq!(back.message.folder, "COI/Chats");
+        assert!(enc.targets_dropped > 0 && (enc.targets_dropped as usize) < 32, "{}", enc.targets_dropped);
+        assert_eq!(back.targets_dropped, enc.targets_dropped, "the record carries the count");
+        assert_eq!(back.deltachat.len() + enc.targets_dropped as usize, 32);
+        assert_eq!(back.deltachat[..], p.deltachat[..back.deltachat.len()], "targets kept whole, in order");
+        // As many targets as fit: one more would not.
+        let mut one_more = back.clone();
+        one_more.deltachat.push(p.deltachat[back.deltachat.len()].clone());
+        one_more.message = PushMessageV1 { content: None, subject: None, from_name: None, from_email: None, message_id: None, group_id: None, ..one_more.message };
+        assert!(to_framed_json(&Record::Push(one_more)).unwrap().len() > MAX_RECORD_BYTES);
+        // The room left goes back to the strings.
+        assert_eq!(back.message.subject.as_deref(), Some("hello there"));
+    }
+
+    #[test]
+    fn small_push_records_are_untouched_and_carry_no_count() {
+        let p = big_push("alice@example.org", 2, 64);
+        let enc = encode(&Record::Push(p.clone())).unwrap();
+        assert_eq!(enc.targets_dropped, 0);
+        assert!(!std::str::from_utf8(&enc.bytes).unwrap().contains("targets_dropped"));
+        assert_eq!(decode_record(body(&enc.bytes)).unwrap(), Record::Push(p));
+    }
+
+    #[test]
+    fn a_record_whose_identity_cannot_fit_is_not_written() {
+        let p = big_push(&"u".repeat(MAX_RECORD_BYTES), 1, 64);
+        assert_eq!(encode(&Record::Push(p.clone())), Err(EncodeError::IdentityTooLarge));
+        assert_eq!(encode_record(&Record::Push(p)), UNENCODABLE);
+        let mut m = message("x");
+        m.user = "u".repeat(600);
+        let Record::Message(back) = decode_record(body(&encode_record(&Record::Message(m.clone())))).unwrap() else {
+            panic!("not a message")
+        };
+        assert_eq!(back.user, m.user, "longer than the old 512-byte limit, kept whole");
     }
 
     #[test]

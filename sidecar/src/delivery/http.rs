@@ -11,9 +11,15 @@
 //! connection when private addresses are not allowed: resolvers never see
 //! literals, and push endpoints come from users, not from the config.
 //!
-//! Invariant: `send` never panics and never returns early without a
+//! Invariants: `send` never panics and never returns early without a
 //! [`Response`]; the response body is read up to [`MAX_BODY_BYTES`] (so the
-//! connection can be reused) and then ignored.
+//! connection can be reused) and then ignored. A failure's `detail` (which
+//! goes to logs and dead letters) names the URL by its [`origin`] only:
+//! reqwest's error text carries the whole URL, and a Web Push endpoint's
+//! path is the device's push token, a webhook's may hold a secret. The URL
+//! is stripped from the error ([`reqwest::Error::without_url`]) and any
+//! copy of it (or of its path and query) left in a cause is replaced by the
+//! origin.
 //!
 //! Callers: `delivery::driver`.
 
@@ -104,12 +110,17 @@ impl HttpSender {
         let request = match request.build() {
             Ok(r) => r,
             Err(e) => {
+                let url = e.url().cloned();
                 return (
-                    Response::Failure { failure: TransportFailure::InvalidRequest, detail: describe(&e) },
+                    Response::Failure {
+                        failure: TransportFailure::InvalidRequest,
+                        detail: describe(e, url.as_ref()),
+                    },
                     Vec::new(),
-                )
+                );
             }
         };
+        let url = request.url().clone();
         if !self.allow_private {
             let refused = match request.url().host() {
                 Some(url::Host::Ipv4(ip)) => is_forbidden(ip.into()),
@@ -148,7 +159,7 @@ impl HttpSender {
             Err(e) => (
                 Response::Failure {
                     failure: classify(&e),
-                    detail: describe(&e),
+                    detail: describe(e, Some(&url)),
                 },
                 Vec::new(),
             ),
@@ -193,14 +204,110 @@ fn classify(e: &reqwest::Error) -> TransportFailure {
     }
 }
 
-/// The error with its causes, one line.
-fn describe(e: &reqwest::Error) -> String {
+/// `scheme://host[:port]` of `url`: all of a URL that logs, metrics and
+/// dead letters may show.
+pub fn origin(url: &reqwest::Url) -> String {
+    match url.origin() {
+        url::Origin::Tuple(..) => url.origin().ascii_serialization(),
+        url::Origin::Opaque(_) => format!("{}:", url.scheme()),
+    }
+}
+
+/// The error with its causes, one line, after the URL's origin (the only
+/// part of the URL it names, see the module docs).
+fn describe(e: reqwest::Error, url: Option<&reqwest::Url>) -> String {
+    let e = e.without_url();
     let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         text.push_str(": ");
         text.push_str(&s.to_string());
         source = s.source();
     }
+    match url {
+        Some(url) => format!("{}: {}", origin(url), scrub_url(text, url)),
+        None => text,
+    }
+}
+
+/// Replaces `url`, and its path and query, in `text` by the origin.
+fn scrub_url(text: String, url: &reqwest::Url) -> String {
+    let origin = origin(url);
+    let mut text = text.replace(url.as_str(), &origin);
+    let tail = &url[url::Position::BeforePath..];
+    if tail.len() > 1 {
+        text = text.replace(tail, "/...");
+    }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRETS: [&str; 2] = ["Path-Token-8c1f", "Query-Key-77aa"];
+
+    fn secret_url(addr: std::net::SocketAddr) -> reqwest::Url {
+        format!("http://{addr}/push/{}?key={}", SECRETS[0], SECRETS[1]).parse().unwrap()
+    }
+
+    fn assert_origin_only(detail: &str, addr: std::net::SocketAddr) {
+        for s in SECRETS {
+            assert!(!detail.contains(s), "{s:?} leaked into {detail:?}");
+        }
+        assert!(!detail.contains("/push"), "path leaked into {detail:?}");
+        assert!(detail.contains(&format!("http://{addr}")), "origin missing from {detail:?}");
+    }
+
+    async fn failure(sender: &HttpSender, request: reqwest::RequestBuilder) -> (TransportFailure, String) {
+        match sender.execute(request).await.0 {
+            Response::Failure { failure, detail } => (failure, detail),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn connection_errors_name_the_origin_only() {
+        // A port nobody listens on: bind, note the address, close.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let sender = HttpSender::build(Duration::from_secs(5), 1, true).unwrap();
+        let url = secret_url(addr);
+        let (kind, detail) = failure(&sender, sender.request(reqwest::Method::POST, url)).await;
+        assert_eq!(kind, TransportFailure::Connection);
+        assert_origin_only(&detail, addr);
+    }
+
+    #[tokio::test]
+    async fn timeouts_name_the_origin_only() {
+        // Accepts and never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sender = HttpSender::build(Duration::from_millis(300), 1, true).unwrap();
+        let (kind, detail) = failure(&sender, sender.request(reqwest::Method::POST, secret_url(addr))).await;
+        drop(listener);
+        assert_eq!(kind, TransportFailure::Timeout);
+        assert_origin_only(&detail, addr);
+    }
+
+    #[tokio::test]
+    async fn unbuildable_requests_name_the_origin_only() {
+        let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let sender = HttpSender::build(Duration::from_secs(1), 1, true).unwrap();
+        let request = sender.request(reqwest::Method::POST, secret_url(addr)).header("x-bad", "a\nb");
+        let (kind, detail) = failure(&sender, request).await;
+        assert_eq!(kind, TransportFailure::InvalidRequest);
+        for s in SECRETS {
+            assert!(!detail.contains(s), "{s:?} leaked into {detail:?}");
+        }
+    }
+
+    #[test]
+    fn scrub_replaces_the_url_and_its_path() {
+        let url: reqwest::Url = "https://push.example.net:8443/wpush/v2/AbC?x=1".parse().unwrap();
+        assert_eq!(origin(&url), "https://push.example.net:8443");
+        let text = "error for url (https://push.example.net:8443/wpush/v2/AbC?x=1): also /wpush/v2/AbC?x=1".to_string();
+        assert_eq!(scrub_url(text, &url), "error for url (https://push.example.net:8443): also /...");
+        let plain: reqwest::Url = "https://hooks.example.org/".parse().unwrap();
+        assert_eq!(scrub_url("a / b".into(), &plain), "a / b", "a bare / is not replaced");
+    }
 }

@@ -4,7 +4,8 @@
 //! and HTTP method an endpoint receives.
 //! - `standard` (POST): `{"type":"message.stored","timestamp":"<RFC 3339 of
 //!   the delivery commit>","data":{...}}`; `data` holds the event's fields
-//!   except the plugin-internal `pid` and `dropped_before`.
+//!   except the plugin-internal `pid` and `dropped_before`;
+//!   `headers_protected` appears only when true.
 //! - `ox` (PUT): the JSON of Dovecot's OX push driver, for operators
 //!   migrating from it: `user`, `event` = `messageNew`, `folder`,
 //!   `imap-uidvalidity`, `imap-uid`, `from`, `subject`, `snippet`, `unseen`.
@@ -50,6 +51,9 @@ struct StandardData<'a> {
     from: Option<&'a str>,
     message_id: Option<&'a str>,
     subject: Option<&'a str>,
+    /// Only present (true) for chats whose headers the server cannot read.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    headers_protected: bool,
 }
 
 #[derive(Serialize)]
@@ -96,6 +100,7 @@ pub fn build(format: PayloadFormat, event: &MessageEventV1) -> Result<Payload, s
                     from: event.from.as_deref(),
                     message_id: event.message_id.as_deref(),
                     subject: event.subject.as_deref(),
+                    headers_protected: event.headers_protected,
                 },
             })?;
             Ok(Payload {
@@ -145,6 +150,7 @@ mod tests {
             pid: 1,
             dropped_before: 0,
         origin: Default::default(),
+        headers_protected: false,
         }
     }
 

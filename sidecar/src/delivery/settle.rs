@@ -8,13 +8,16 @@
 //!   falls before the deadline, else a dead letter;
 //! - [`Ledger::bury`]: a dead letter, counted in
 //!   `coi_dead_letters_total{endpoint}` and logged;
-//! - [`Ledger::settled`]: the wrapper that turns a failure to record
-//!   (a queue error) into "not delivered, will be repeated".
+//! - [`Ledger::settled`]: the wrapper that turns an attempt's result into
+//!   an [`Attempted`] for the driver; a failure to record (a queue error)
+//!   is counted, logged and reported as [`Attempted::Unrecorded`].
 //!
 //! Invariant: a row is never left without a decision when the queue
 //! answers: it is delivered (caller), rescheduled, ended some other way by
-//! the sink, or buried. A queue error leaves it untouched, so it is due
-//! again (at-least-once).
+//! the sink, or buried. A queue error leaves it untouched, still due at
+//! its old time, so the driver holds it back for a while before it is
+//! attempted again (`delivery::driver`; at-least-once, but no tight loop
+//! while the disk is full or read-only).
 //!
 //! Callers: `delivery::webhook`, `push::sinks`.
 
@@ -49,6 +52,20 @@ impl AttemptError {
     }
 }
 
+/// How an attempt ended, for the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempted {
+    /// 2xx: the driver deletes the row (batched).
+    Delivered,
+    /// Not delivered, and the decision (reschedule, dead letter, ...) is
+    /// recorded: the row is free again.
+    Recorded,
+    /// Not delivered, and recording that failed (full or read-only queue
+    /// disk): the row is still due at its old time, so the driver holds it
+    /// back before handing it out again.
+    Unrecorded,
+}
+
 /// One endpoint's way to record outcomes.
 #[derive(Clone)]
 pub struct Ledger {
@@ -66,15 +83,21 @@ impl Ledger {
         d.enqueued_ms.saturating_add(deadline.as_millis() as u64)
     }
 
-    /// Runs an attempt body; a failure to record is counted and logged and
-    /// reported as "not delivered" (the row is still pending).
-    pub async fn settled(&self, d: &DueDelivery, body: impl std::future::Future<Output = Result<bool, AttemptError>>) -> bool {
+    /// Runs an attempt body (`Ok(true)` = delivered); a failure to record
+    /// is counted and logged and reported as [`Attempted::Unrecorded`] (the
+    /// row is still pending).
+    pub async fn settled(
+        &self,
+        d: &DueDelivery,
+        body: impl std::future::Future<Output = Result<bool, AttemptError>>,
+    ) -> Attempted {
         match body.await {
-            Ok(delivered) => delivered,
+            Ok(true) => Attempted::Delivered,
+            Ok(false) => Attempted::Recorded,
             Err(e) => {
                 self.metrics.error("delivery_record", e.error_type());
-                tracing::error!(endpoint = %self.name, seq = d.event_seq, error = %e, "could not record an attempt; it will be repeated");
-                false
+                tracing::error!(endpoint = %self.name, seq = d.event_seq, error = %e, "could not record an attempt; holding it back, then it will be repeated");
+                Attempted::Unrecorded
             }
         }
     }

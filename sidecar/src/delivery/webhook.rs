@@ -20,7 +20,7 @@ use super::driver::Sink;
 use super::http::{HttpSender, Response};
 use super::payload;
 use super::retry::{RetryLogic, StandardRetryLogic, Verdict};
-use super::settle::{AttemptError, Ledger};
+use super::settle::{AttemptError, Attempted, Ledger};
 use super::signing::signature_header;
 use crate::config::Endpoint;
 use crate::queue::deliveries::DueDelivery;
@@ -49,7 +49,7 @@ impl Sink for WebhookSink {
         self.endpoint.concurrency
     }
 
-    async fn attempt(self: Arc<Self>, d: DueDelivery) -> bool {
+    async fn attempt(self: Arc<Self>, d: DueDelivery) -> Attempted {
         self.ledger.settled(&d, self.attempt_inner(&d)).await
     }
 }

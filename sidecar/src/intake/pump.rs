@@ -16,7 +16,11 @@
 //! longer exist are pruned, and so are dead push targets unseen for 30
 //! days (`queue::targets`). A failed cycle is counted
 //! (`coi_errors_total{stage="intake"}`) and logged, and the next trigger
-//! retries it; the thread ends only on [`Trigger::Stop`] or when every
+//! retries it. Spool entries that are not regular files (a symlink, a
+//! FIFO: `intake::reader::open_spool_file`) are skipped, the rest of the
+//! cycle runs, and then it fails naming them (at start too, where other
+//! errors are fatal: any mail process could plant one). The thread ends
+//! only on [`Trigger::Stop`] or when every
 //! sender is gone. The heartbeat (unix ms of the last successful cycle) feeds
 //! `/healthz` and the systemd watchdog.
 //!
@@ -30,7 +34,7 @@ use std::sync::Arc;
 use coi_core::spool::ACTIVE_FILE;
 use rusqlite::Connection;
 
-use super::reader::{drain_file, io_at, DrainMode, IntakeError};
+use super::reader::{drain_file, io_at, open_spool_file, DrainMode, IntakeError};
 use super::rotate::{rotate_active, rotated_files, seal};
 use crate::config::{SharedEndpoints, SpoolConfig};
 use crate::metrics::Metrics;
@@ -71,7 +75,13 @@ impl Pump {
     pub fn run(mut self, triggers: Receiver<Trigger>) -> Result<(), IntakeError> {
         self.prune_offsets()?;
         let mut data_version = ingest::data_version(&self.conn)?;
-        self.cycle()?;
+        match self.cycle() {
+            Ok(()) => {}
+            // A FIFO or symlink any mail process can plant must not stop
+            // the sidecar: it is counted and logged at every scan instead.
+            Err(e @ IntakeError::NotRegular(_)) => self.scan_failed(&e),
+            Err(e) => return Err(e),
+        }
         loop {
             // The heartbeat moves only when a cycle succeeds (end of
             // cycle()): a scan that keeps failing (queue disk full) must
@@ -81,8 +91,7 @@ impl Pump {
                 Ok(Trigger::Ring) | Err(RecvTimeoutError::Timeout) => {}
             }
             if let Err(e) = self.cycle() {
-                self.metrics.error("intake", e.error_type());
-                tracing::error!(error = %e, retriable = e.is_retriable(), "spool scan failed; retrying on the next trigger");
+                self.scan_failed(&e);
             }
             match ingest::data_version(&self.conn) {
                 Ok(v) if v != data_version => {
@@ -93,6 +102,11 @@ impl Pump {
                 Err(e) => self.metrics.error("intake", e.error_type()),
             }
         }
+    }
+
+    fn scan_failed(&self, e: &IntakeError) {
+        self.metrics.error("intake", e.error_type());
+        tracing::error!(error = %e, retriable = e.is_retriable(), "spool scan failed; retrying on the next trigger");
     }
 
     fn endpoints(&self) -> Arc<Vec<Arc<crate::config::Endpoint>>> {
@@ -128,16 +142,27 @@ impl Pump {
         Ok(())
     }
 
-    /// One scan of the spool directory (see the module docs).
+    /// One scan of the spool directory (see the module docs). Entries
+    /// that are not regular files are skipped, the rest is scanned, and
+    /// then the cycle fails naming them (so the heartbeat does not move and
+    /// `/healthz` turns red until someone removes them).
     pub fn cycle(&mut self) -> Result<(), IntakeError> {
         let dir = self.spool.dir.clone();
+        let mut refused = Vec::new();
+        let mut skip_refused = |r: Result<(), IntakeError>| match r {
+            Err(IntakeError::NotRegular(files)) => {
+                refused.extend(files);
+                Ok(())
+            }
+            other => other,
+        };
         for (_, path) in rotated_files(&dir).map_err(io_at(&dir))? {
-            self.finish_rotated(&path)?;
+            skip_refused(self.finish_rotated(&path))?;
         }
         let endpoints = self.endpoints();
         let wake = self.wake.clone();
         let active = dir.join(ACTIVE_FILE);
-        let drained = drain_file(
+        let drained = match drain_file(
             &mut self.conn,
             &active,
             DrainMode::Active,
@@ -145,7 +170,13 @@ impl Pump {
             &self.routing,
             &self.metrics,
             &*wake,
-        )?;
+        ) {
+            Err(IntakeError::NotRegular(files)) => {
+                refused.extend(files);
+                None
+            }
+            other => other?,
+        };
         if drained.is_some_and(|d| d.size >= self.spool.rotate_bytes) {
             if let Some(rotated) = rotate_active(&dir).map_err(io_at(&dir))? {
                 self.metrics.spool_rotations.inc();
@@ -153,13 +184,20 @@ impl Pump {
                 self.finish_rotated(&rotated)?;
             }
         }
+        if !refused.is_empty() {
+            return Err(IntakeError::NotRegular(refused));
+        }
         self.heartbeat.store(now_ms(), Ordering::Relaxed);
         Ok(())
     }
 
     /// Seal, drain to the end, delete, forget.
     fn finish_rotated(&mut self, path: &std::path::Path) -> Result<(), IntakeError> {
-        seal(path).map_err(io_at(path))?;
+        let Some(file) = open_spool_file(path)? else {
+            return Ok(());
+        };
+        seal(&file).map_err(io_at(path))?;
+        drop(file);
         let endpoints = self.endpoints();
         let wake = self.wake.clone();
         let Some(d) = drain_file(

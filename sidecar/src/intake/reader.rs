@@ -17,12 +17,18 @@
 //!   can never complete, so it is consumed and counted as `torn`;
 //! - a stored offset is trusted only if the file still starts with the
 //!   stored fingerprint and is at least that long; otherwise the file is a
-//!   different one (inode reuse) and is read from the start.
+//!   different one (inode reuse) and is read from the start;
+//! - only regular files are read ([`open_spool_file`]): the spool
+//!   directory is writable by every mail process, so `events.log` may be a
+//!   symlink (to `/dev/zero`, which never ends: the intake would spin) or a
+//!   FIFO (whose open and reads block: the intake would hang). Such an
+//!   entry is opened with `O_NOFOLLOW | O_NONBLOCK` (never followed, never
+//!   waited on) and refused as [`IntakeError::NotRegular`].
 //!
 //! Callers: `intake::pump`.
 
-use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -55,6 +61,14 @@ pub enum IntakeError {
     /// Committing to the queue failed.
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// Spool entries that are not regular files (path, what they are):
+    /// never followed or read.
+    #[error("spool entries that are not regular files are refused (not followed, not read; remove them): {}", describe_refused(.0))]
+    NotRegular(Vec<(String, &'static str)>),
+}
+
+fn describe_refused(files: &[(String, &'static str)]) -> String {
+    files.iter().map(|(path, kind)| format!("{path} is a {kind}")).collect::<Vec<_>>().join(", ")
 }
 
 impl IntakeError {
@@ -63,6 +77,7 @@ impl IntakeError {
         match self {
             IntakeError::Io { .. } => "spool_io",
             IntakeError::Queue(e) => e.error_type(),
+            IntakeError::NotRegular(_) => "spool_not_regular",
         }
     }
 
@@ -71,6 +86,8 @@ impl IntakeError {
         match self {
             IntakeError::Io { .. } => true,
             IntakeError::Queue(e) => e.is_retriable(),
+            // Until someone removes the entry.
+            IntakeError::NotRegular(_) => false,
         }
     }
 }
@@ -80,6 +97,36 @@ pub(crate) fn io_at(path: &Path) -> impl Fn(std::io::Error) -> IntakeError + '_ 
         path: path.display().to_string(),
         source,
     }
+}
+
+/// Opens a spool file for reading without following a symlink or waiting
+/// on a FIFO, and only if it is a regular file. `Ok(None)`: it does not
+/// exist.
+pub fn open_spool_file(path: &Path) -> Result<Option<File>, IntakeError> {
+    let refused = |kind: &'static str| IntakeError::NotRegular(vec![(path.display().to_string(), kind)]);
+    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
+    let file = match OpenOptions::new().read(true).custom_flags(flags.bits()).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // O_NOFOLLOW on a symlink.
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => return Err(refused("symbolic link")),
+        Err(e) => return Err(io_at(path)(e)),
+    };
+    let kind = file.metadata().map_err(io_at(path))?.file_type();
+    if kind.is_file() {
+        return Ok(Some(file));
+    }
+    Err(refused(if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_dir() {
+        "directory"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "device"
+    } else if kind.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    }))
 }
 
 /// How far a file may be consumed.
@@ -113,6 +160,7 @@ struct Tally {
     routed: u64,
     tagged: u64,
     dropped: u64,
+    push_targets_dropped: u64,
     fallbacks: Vec<(&'static str, u64)>,
     rejected: Vec<(&'static str, u64)>,
     /// (channel, result) of push targets.
@@ -144,6 +192,7 @@ impl Tally {
         m.plugin_routed.inc_by(self.routed);
         m.plugin_tagged.inc_by(self.tagged);
         m.plugin_dropped.inc_by(self.dropped);
+        m.plugin_push_targets_dropped.inc_by(self.push_targets_dropped);
         for (r, n) in &self.fallbacks {
             m.plugin_fallbacks.with_label_values(&[r]).inc_by(*n);
         }
@@ -207,10 +256,8 @@ pub fn drain_file(
     metrics: &Metrics,
     wake: &dyn Fn(),
 ) -> Result<Option<Drained>, IntakeError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_at(path)(e)),
+    let Some(file) = open_spool_file(path)? else {
+        return Ok(None);
     };
     let meta = file.metadata().map_err(io_at(path))?;
     let (dev, ino, size) = (meta.dev(), meta.ino(), meta.len());
@@ -322,6 +369,7 @@ fn collect(items: Vec<ScanItem>, endpoints: &[Arc<Endpoint>], routing: &Routing,
             ScanItem::Record(Record::Push(p)) => {
                 bump(&mut tally.kinds, "push");
                 tally.dropped = tally.dropped.saturating_add(p.dropped_before);
+                tally.push_targets_dropped += u64::from(p.targets_dropped);
                 if p.id.is_empty() {
                     bump(&mut tally.rejected, "json");
                     continue;
@@ -368,6 +416,7 @@ mod tests {
             pid: 1,
             dropped_before: 2,
         origin: Default::default(),
+        headers_protected: false,
         }))
     }
 
@@ -419,6 +468,53 @@ mod tests {
         assert_eq!(r.records, 0);
         assert_eq!(m.spool_rejected.with_label_values(&["torn"]).get(), 1);
         assert_eq!(m.intake_events.with_label_values(&["chat"]).get(), 1);
+    }
+
+    /// `drain_file` on `path` in a thread: it must answer within 5 s.
+    fn drain_in_time(path: &Path) -> Result<Option<Drained>, IntakeError> {
+        let path = path.to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let d = tempfile::tempdir().unwrap();
+            let mut c = open(&d.path().join("q"), Durability::Full).unwrap();
+            let m = Metrics::new().unwrap();
+            let eps = [endpoint(&[])];
+            let _ = tx.send(drain_file(&mut c, &path, DrainMode::Active, &eps, &Routing::default(), &m, &|| {}));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(5)).expect("drain_file hung or spun on a non-regular file")
+    }
+
+    #[test]
+    fn symlinks_fifos_and_directories_are_refused_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let zero = d.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let regular = d.path().join("regular");
+        std::fs::write(&regular, msg("a", "chat")).unwrap();
+        let to_regular = d.path().join("to-regular");
+        std::os::unix::fs::symlink(&regular, &to_regular).unwrap();
+        let fifo = d.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let dir = d.path().join("dir");
+        std::fs::create_dir(&dir).unwrap();
+        for (path, kind) in [
+            (&zero, "symbolic link"),
+            (&to_regular, "symbolic link"),
+            (&fifo, "FIFO"),
+            (&dir, "directory"),
+            (&std::path::PathBuf::from("/dev/null"), "device"),
+        ] {
+            match drain_in_time(path) {
+                Err(e @ IntakeError::NotRegular(_)) => {
+                    assert_eq!(e.error_type(), "spool_not_regular");
+                    let text = e.to_string();
+                    assert!(text.contains(&format!("{} is a {kind}", path.display())), "{text}");
+                }
+                other => panic!("{}: expected a refusal, got {other:?}", path.display()),
+            }
+        }
+        assert_eq!(drain_in_time(&regular).unwrap().unwrap().records, 1);
+        assert!(drain_in_time(&d.path().join("missing")).unwrap().is_none());
     }
 
     #[test]

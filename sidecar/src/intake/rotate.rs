@@ -9,6 +9,8 @@
 //! again, so it can be drained to its end and deleted.
 //!
 //! Callers: `intake::pump` on its own thread (the lock blocks, briefly).
+//! Rotation renames whatever `events.log` is (a rename never follows a
+//! symlink); the pump drains only regular files.
 
 use std::fs::File;
 use std::io;
@@ -45,11 +47,12 @@ pub fn rotate_active(dir: &Path) -> io::Result<Option<PathBuf>> {
     }
 }
 
-/// Waits until no writer holds (or will take) a lock on the rotated file.
-pub fn seal(path: &Path) -> io::Result<()> {
-    let f = File::open(path)?;
-    f.lock()?;
-    f.unlock()
+/// Waits until no writer holds (or will take) a lock on the rotated file,
+/// opened by the caller (`intake::reader::open_spool_file`: a regular file,
+/// never a symlink or a FIFO).
+pub fn seal(file: &File) -> io::Result<()> {
+    file.lock()?;
+    file.unlock()
 }
 
 #[cfg(test)]
@@ -67,6 +70,6 @@ mod tests {
         std::fs::write(d.path().join("events.log.junk"), b"").unwrap();
         let names: Vec<u64> = rotated_files(d.path()).unwrap().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, (1..=11).collect::<Vec<_>>());
-        seal(&d.path().join("events.log.3")).unwrap();
+        seal(&File::open(d.path().join("events.log.3")).unwrap()).unwrap();
     }
 }

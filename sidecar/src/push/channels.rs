@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 
 use super::doveadm;
 use super::jobs::{Channel, Routing};
+use super::limits::{InFlightLimits, ValidationRate};
 use super::settings::PushSettings;
 use super::sinks::{DeltaChatSink, Retirer, UnsetSink, WebPushSink};
 use super::vapid::VapidKeys;
@@ -73,6 +74,10 @@ pub fn start(
                 sender: sender.clone(),
                 ledger: ledger(channel),
                 retirer: retirer.clone(),
+                // Per channel: each channel's driver releases its own permits.
+                in_flight: InFlightLimits::new(w.requests_in_flight_per_user, w.requests_in_flight_per_host),
+                validation_rate: (channel == Channel::Validation)
+                    .then(|| ValidationRate::new(w.validations_per_user_per_hour)),
             };
             supervisor.start_fixed(Arc::new(sink), Arc::new(Notify::new()));
             started.push(channel.queue_name());

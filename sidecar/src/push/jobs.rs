@@ -141,7 +141,8 @@ pub enum Job {
         /// Every METADATA key holding this token (removed on 410).
         token_keys: Vec<String>,
     },
-    /// Unset one METADATA key of a user through doveadm.
+    /// Unset one METADATA key of a user through doveadm, if it still holds
+    /// the dead target.
     MetadataUnset {
         /// Whose metadata.
         user: String,
@@ -149,6 +150,12 @@ pub enum Job {
         key: String,
         /// What the key held.
         target: TargetKind,
+        /// [`fingerprint`] of the dead endpoint or token: the key is removed
+        /// only while it still holds that one (a client may have set a new
+        /// subscription under the same id meanwhile). `None` in jobs queued
+        /// before this field existed: removed unconditionally, as then.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<String>,
     },
 }
 
@@ -398,10 +405,11 @@ pub fn route_validation(v: &WebPushValidationV1, routing: &Routing) -> Routed {
     out
 }
 
-/// The METADATA clean-up jobs for a gone target, one per key. Their event
-/// id is `unset:<user>:<metadata key>`, so a clean-up already pending for
-/// the same key is not queued twice.
-pub fn unset_jobs(user: &str, target: TargetKind, keys: &[String], ts_ms: u64) -> Vec<NewEvent> {
+/// The METADATA clean-up jobs for a gone target (`fingerprint` of its
+/// endpoint or token), one per key. Their event id is
+/// `unset:<user>:<metadata key>`, so a clean-up already pending for the
+/// same key is not queued twice.
+pub fn unset_jobs(user: &str, target: TargetKind, keys: &[String], fingerprint: &str, ts_ms: u64) -> Vec<NewEvent> {
     let prefix = match target {
         TargetKind::Webpush => SUBSCRIPTIONS_PREFIX,
         TargetKind::Deltachat => DEVICETOKENS_PREFIX,
@@ -413,6 +421,7 @@ pub fn unset_jobs(user: &str, target: TargetKind, keys: &[String], ts_ms: u64) -
                 user: user.to_string(),
                 key: key.clone(),
                 target,
+                fingerprint: Some(fingerprint.to_string()),
             };
             job_event(format!("unset:{user}:{key}"), ts_ms, &job, Channel::MetadataUnset, None)
         })
@@ -472,6 +481,7 @@ mod tests {
             deltachat,
             pid: 1,
             dropped_before: 0,
+            targets_dropped: 0,
         }
     }
 
@@ -567,7 +577,7 @@ mod tests {
         long.secret = "x".repeat(1025);
         assert_eq!(labels(&route_validation(&long, &ALL_ON)), vec![("validation", "invalid_target")]);
 
-        let jobs = unset_jobs("alice", TargetKind::Deltachat, &["k1".into(), "k3".into()], 1);
+        let jobs = unset_jobs("alice", TargetKind::Deltachat, &["k1".into(), "k3".into()], "f00d", 1);
         assert_eq!(jobs[1].event_id, "unset:alice:/private/vendor/vendor.dovecot/coi/devicetokens/k3");
         assert_eq!(jobs[1].endpoints, vec!["push:metadata-unset"]);
         let job: Job = serde_json::from_str(&jobs[1].payload).unwrap();
@@ -576,9 +586,16 @@ mod tests {
             Job::MetadataUnset {
                 user: "alice".into(),
                 key: "/private/vendor/vendor.dovecot/coi/devicetokens/k3".into(),
-                target: TargetKind::Deltachat
+                target: TargetKind::Deltachat,
+                fingerprint: Some("f00d".into()),
             }
         );
+        // A clean-up queued before the fingerprint existed still reads.
+        let old: Job = serde_json::from_str(
+            r#"{"job":"metadata_unset","user":"a","key":"/private/k","target":"webpush"}"#,
+        )
+        .unwrap();
+        assert!(matches!(old, Job::MetadataUnset { fingerprint: None, .. }));
         let Job::Validation { .. } = serde_json::from_str(&r.events[0].payload).unwrap() else { panic!() };
         let (dead, keys) = gone_target(&serde_json::from_str(&r.events[0].payload).unwrap()).unwrap();
         assert_eq!(keys, vec!["subscription-1"]);

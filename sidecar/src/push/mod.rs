@@ -11,6 +11,8 @@
 //!   pair's files and the `Authorization: vapid` header;
 //! - [`settings`]: the `[webpush]`, `[deltachat]` and `[dovecot]` config
 //!   sections;
+//! - [`limits`]: requests in flight per user and per push-service host,
+//!   and validation pushes per user per hour;
 //! - [`doveadm`]: the doveadm HTTP API request that unsets a METADATA key
 //!   and how its answer is read;
 //! - [`sinks`]: the delivery sinks of the four channels (what one attempt
@@ -26,6 +28,7 @@ pub mod channels;
 pub mod doveadm;
 pub mod ece;
 pub mod jobs;
+pub mod limits;
 pub mod payload;
 pub mod settings;
 pub mod sinks;

@@ -19,7 +19,12 @@
 //!   read now (a missing or empty file is a config error); loopback and
 //!   private addresses are allowed (doveadm runs next to us).
 //! - every channel has `timeout_secs`, `concurrency`, `retry_schedule_secs`
-//!   and `deadline_secs` with the webhook limits.
+//!   and `deadline_secs` with the webhook limits;
+//! - `[webpush]` also limits requests in flight per user and per push
+//!   service (`requests_in_flight_per_user`, default 4, and
+//!   `requests_in_flight_per_host`, default 16; 1 to `concurrency`, an
+//!   unset one never above it) and validation pushes per user
+//!   (`validations_per_user_per_hour`, default 20, 1 to 3600).
 //!
 //! Callers: `config.rs`.
 
@@ -67,6 +72,12 @@ pub struct RawWebPush {
     deadline_secs: u64,
     #[serde(default = "default_validation_deadline_secs")]
     validation_deadline_secs: u64,
+    #[serde(default)]
+    requests_in_flight_per_user: Option<usize>,
+    #[serde(default)]
+    requests_in_flight_per_host: Option<usize>,
+    #[serde(default = "default_validations_per_user_per_hour")]
+    validations_per_user_per_hour: usize,
     #[serde(default)]
     allow_private_addresses: bool,
 }
@@ -149,6 +160,19 @@ fn default_doveadm_concurrency() -> usize {
 fn default_validation_deadline_secs() -> u64 {
     300
 }
+/// One user's requests in flight: a few devices are pushed at once, and
+/// never-answering endpoints of one user hold at most this many of the
+/// shared slots.
+pub const DEFAULT_REQUESTS_IN_FLIGHT_PER_USER: usize = 4;
+/// One push service's requests in flight: at most half of the default 32
+/// slots, so one host that stops answering (or a host a few users point
+/// at on purpose) leaves the other half to everyone else.
+pub const DEFAULT_REQUESTS_IN_FLIGHT_PER_HOST: usize = 16;
+/// Enough for a user setting up all of the plugin's default 10
+/// subscriptions, and more, within an hour.
+fn default_validations_per_user_per_hour() -> usize {
+    20
+}
 /// A week: a doveadm outage of a weekend must not lose clean-ups.
 fn default_doveadm_deadline_secs() -> u64 {
     7 * 86_400
@@ -186,6 +210,12 @@ pub struct WebPushSettings {
     pub tuning: Tuning,
     /// Validation pushes: the same, with this deadline.
     pub validation_deadline: Duration,
+    /// Requests in flight per user (each channel).
+    pub requests_in_flight_per_user: usize,
+    /// Requests in flight per push-service origin (each channel).
+    pub requests_in_flight_per_host: usize,
+    /// Validation pushes per user in any hour.
+    pub validations_per_user_per_hour: usize,
     /// Allow endpoints on loopback/private addresses (and plain http).
     pub allow_private_addresses: bool,
 }
@@ -332,6 +362,19 @@ pub fn validate(
     if !(1..=86_400).contains(&w.validation_deadline_secs) {
         return Err(refuse("webpush.validation_deadline_secs", "must be between 1 and 86400"));
     }
+    let webpush_tuning = tuning("webpush", w.timeout_secs, w.concurrency, &w.retry_schedule_secs, w.deadline_secs)?;
+    // Unset: the default, but never more than the channel's concurrency.
+    let slots = webpush_tuning.concurrency;
+    let per_key = |key: &str, value: Option<usize>, default: usize| match value {
+        None => Ok(default.min(slots)),
+        Some(n) if (1..=slots).contains(&n) => Ok(n),
+        Some(_) => Err(refuse(key, "must be between 1 and webpush.concurrency")),
+    };
+    let per_user = per_key("webpush.requests_in_flight_per_user", w.requests_in_flight_per_user, DEFAULT_REQUESTS_IN_FLIGHT_PER_USER)?;
+    let per_host = per_key("webpush.requests_in_flight_per_host", w.requests_in_flight_per_host, DEFAULT_REQUESTS_IN_FLIGHT_PER_HOST)?;
+    if !(1..=3600).contains(&w.validations_per_user_per_hour) {
+        return Err(refuse("webpush.validations_per_user_per_hour", "must be between 1 and 3600"));
+    }
     let webpush = WebPushSettings {
         enabled: w.enabled,
         vapid_private_key: private,
@@ -339,8 +382,11 @@ pub fn validate(
         vapid_subject: subject,
         ttl: Duration::from_secs(w.ttl_secs),
         urgency,
-        tuning: tuning("webpush", w.timeout_secs, w.concurrency, &w.retry_schedule_secs, w.deadline_secs)?,
+        tuning: webpush_tuning,
         validation_deadline: Duration::from_secs(w.validation_deadline_secs),
+        requests_in_flight_per_user: per_user,
+        requests_in_flight_per_host: per_host,
+        validations_per_user_per_hour: w.validations_per_user_per_hour,
         allow_private_addresses: w.allow_private_addresses,
     };
 

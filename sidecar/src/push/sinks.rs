@@ -36,18 +36,23 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::doveadm::{self, UnsetResult};
+use super::doveadm::{self, GetResult, UnsetResult};
 use super::ece::{self, Subscriber};
 use super::jobs::{decode_key, gone_target, unset_jobs, Channel, Job, TargetKind};
+use super::limits::{limit_keys, InFlightLimits, ValidationRate};
 use super::payload;
 use super::settings::{DeltaChatSettings, DovecotSettings, WebPushSettings};
 use super::vapid::VapidKeys;
-use crate::delivery::driver::Sink;
+use crate::delivery::driver::{Admission, Permit, Sink};
 use crate::delivery::http::{HttpSender, Response};
 use crate::delivery::retry::{Outcome, RetryLogic, StandardRetryLogic, Verdict};
-use crate::delivery::settle::{AttemptError, Ledger};
+use crate::delivery::settle::{AttemptError, Attempted, Ledger};
 use crate::queue::deliveries::DueDelivery;
 use crate::time::{now_ms, now_secs};
+
+/// `coi_push_requests_total{outcome}` of a validation push not sent
+/// because its user reached `validations_per_user_per_hour`.
+pub const USER_RATE_LIMITED: &str = "user_rate_limited";
 
 /// What an answer means for a push job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +119,7 @@ impl Retirer {
         let target = dead.target;
         let user = dead.user.clone();
         let unset = if self.doveadm {
-            unset_jobs(&user, target, &keys, now_ms())
+            unset_jobs(&user, target, &keys, &dead.fingerprint, now_ms())
         } else {
             Vec::new()
         };
@@ -191,21 +196,36 @@ async fn settle(
     }
 }
 
-/// The common start of a push attempt: a row past its deadline or whose
-/// job cannot be read is buried (`None`); otherwise its job and deadline.
+/// The common start of a push attempt: a row whose job cannot be read or
+/// that is past its deadline is buried (`None`); otherwise its job and
+/// deadline. The deadline counts from the row's enqueue time, except for
+/// validations: the client's answer is accepted for a while after the
+/// subscription was made (the plugin's `coi_webpush_validation_timeout`,
+/// from the subscription's `created`), so their deadline counts from the
+/// record's time, which the plugin takes at that moment. Counting from the
+/// enqueue time sent validations after a backlog that the plugin would
+/// refuse to accept.
 async fn open_job(ledger: &Ledger, d: &DueDelivery, deadline: Duration) -> Result<Option<(Job, u64)>, AttemptError> {
-    let deadline_ms = Ledger::deadline_ms(d, deadline);
-    if now_ms() >= deadline_ms {
-        ledger.bury(d, d.attempts, "deadline passed before the next attempt".into()).await?;
-        return Ok(None);
-    }
-    match serde_json::from_str(&d.payload) {
-        Ok(job) => Ok(Some((job, deadline_ms))),
+    let job: Job = match serde_json::from_str(&d.payload) {
+        Ok(job) => job,
         Err(e) => {
             ledger.bury(d, d.attempts, format!("unreadable queued job: {e}")).await?;
-            Ok(None)
+            return Ok(None);
         }
+    };
+    let deadline_ms = match &job {
+        Job::Validation { ts_ms, .. } => ts_ms.saturating_add(deadline.as_millis() as u64),
+        _ => Ledger::deadline_ms(d, deadline),
+    };
+    if now_ms() >= deadline_ms {
+        let why = match job {
+            Job::Validation { .. } => "the subscription's validation window closed before the next attempt",
+            _ => "deadline passed before the next attempt",
+        };
+        ledger.bury(d, d.attempts, why.into()).await?;
+        return Ok(None);
     }
+    Ok(Some((job, deadline_ms)))
 }
 
 /// Web Push: new-message pushes or validation pushes.
@@ -222,6 +242,10 @@ pub struct WebPushSink {
     pub ledger: Ledger,
     /// Gone targets.
     pub retirer: Arc<Retirer>,
+    /// Requests in flight per user and per push service (this channel's).
+    pub in_flight: Arc<InFlightLimits>,
+    /// Validation pushes per user per hour (the validation channel only).
+    pub validation_rate: Option<ValidationRate>,
 }
 
 impl Sink for WebPushSink {
@@ -233,8 +257,19 @@ impl Sink for WebPushSink {
         self.settings.tuning.concurrency
     }
 
-    async fn attempt(self: Arc<Self>, d: DueDelivery) -> bool {
+    async fn attempt(self: Arc<Self>, d: DueDelivery) -> Attempted {
         self.ledger.settled(&d, self.attempt_inner(&d)).await
+    }
+
+    fn admit(&self, d: &DueDelivery) -> Admission {
+        // A row that is no job of ours starts (and is buried by the attempt).
+        let Some((user, host)) = limit_keys(&d.payload) else {
+            return Admission::Start(Permit::default());
+        };
+        match self.in_flight.try_acquire(&user, &host) {
+            Ok(guard) => Admission::Start(Permit::new(guard)),
+            Err(limit) => Admission::Wait(limit),
+        }
     }
 }
 
@@ -258,7 +293,22 @@ impl WebPushSink {
                     return Ok(false);
                 }
             },
-            (Job::Validation { target, secret, .. }, Channel::Validation) => (target, payload::validation(secret), true),
+            (Job::Validation { target, secret, user, .. }, Channel::Validation) => {
+                // Counted once per job, at its first attempt.
+                let over = d.attempts == 0
+                    && self.validation_rate.as_ref().is_some_and(|rate| !rate.allow(user, now_ms()));
+                if over {
+                    self.ledger
+                        .metrics
+                        .push_requests
+                        .with_label_values(&[Channel::Validation.label(), USER_RATE_LIMITED])
+                        .inc();
+                    tracing::debug!(subscription = %target.subscription_id, "validation push not sent: the user's hourly limit is reached");
+                    // Done with it: nothing was sent, nothing to retry.
+                    return Ok(true);
+                }
+                (target, payload::validation(secret), true)
+            }
             _ => {
                 self.ledger.bury(d, d.attempts, "job of another channel".into()).await?;
                 return Ok(false);
@@ -284,7 +334,10 @@ impl WebPushSink {
             }
         };
         let s = &self.settings;
-        let ttl = if validation { s.ttl.min(s.validation_deadline) } else { s.ttl };
+        // A validation the push service delivers after the window closed
+        // is useless: its TTL is what is left of the window.
+        let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms()));
+        let ttl = if validation { s.ttl.min(left).max(Duration::from_secs(1)) } else { s.ttl };
         let mut request = self
             .sender
             .request(reqwest::Method::POST, url.clone())
@@ -338,7 +391,7 @@ impl Sink for DeltaChatSink {
         self.settings.tuning.concurrency
     }
 
-    async fn attempt(self: Arc<Self>, d: DueDelivery) -> bool {
+    async fn attempt(self: Arc<Self>, d: DueDelivery) -> Attempted {
         self.ledger.settled(&d, self.attempt_inner(&d)).await
     }
 }
@@ -398,18 +451,78 @@ impl Sink for UnsetSink {
         self.settings.tuning.concurrency
     }
 
-    async fn attempt(self: Arc<Self>, d: DueDelivery) -> bool {
+    async fn attempt(self: Arc<Self>, d: DueDelivery) -> Attempted {
         self.ledger.settled(&d, self.attempt_inner(&d)).await
     }
 }
 
+/// What one doveadm request came to, short of a 200 answer body.
+type Refused = (Verdict, String);
+
 impl UnsetSink {
+    /// POSTs one doveadm command; the 200 answer's body, or how the failure
+    /// is to be judged.
+    async fn call(&self, body: Vec<u8>) -> Result<Vec<u8>, Refused> {
+        let request = self
+            .sender
+            .request(reqwest::Method::POST, self.url.clone())
+            .header(reqwest::header::AUTHORIZATION, &self.authorization)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let (response, body) = self.sender.execute(request).await;
+        match &response {
+            Response::Status { code: 200, .. } => Ok(body),
+            // A wrong API key is a configuration error: a dead letter an
+            // operator replays after fixing it, not a day of retries.
+            Response::Status { code: 401 | 403, .. } => {
+                Err((Verdict::Permanent { outcome: Outcome::PermanentStatus }, detail(&response)))
+            }
+            Response::Status { code, retry_after } => {
+                match StandardRetryLogic.classify_status(*code, *retry_after) {
+                    // Another 2xx: no body to read.
+                    Verdict::Delivered => Err((
+                        Verdict::Retry { outcome: Outcome::RetriableStatus, retry_after: None },
+                        detail(&response),
+                    )),
+                    v => Err((v, detail(&response))),
+                }
+            }
+            Response::Failure { failure, .. } => Err((StandardRetryLogic.classify_failure(*failure), detail(&response))),
+        }
+    }
+
+    /// Compare, then delete: reads the key and unsets it only while it
+    /// still holds the dead target (`fingerprint`; `None` = an old job,
+    /// unset unconditionally). The result label, or why not.
+    async fn remove_if_dead(&self, user: &str, key: &str, target: TargetKind, fingerprint: Option<&str>) -> Result<&'static str, Refused> {
+        let retry = |why| (Verdict::Retry { outcome: Outcome::RetriableStatus, retry_after: None }, why);
+        let permanent = |why| (Verdict::Permanent { outcome: Outcome::PermanentStatus }, why);
+        if let Some(dead) = fingerprint {
+            match doveadm::classify_get(&self.call(doveadm::get_body(user, key)).await?) {
+                GetResult::NoUser => return Ok("no_user"),
+                GetResult::Retry(why) => return Err(retry(why)),
+                GetResult::Permanent(why) => return Err(permanent(why)),
+                GetResult::Value(value) => match doveadm::held_fingerprint(target, &value) {
+                    None => return Ok("absent"),
+                    Some(held) if held != dead => return Ok("changed"),
+                    Some(_) => {}
+                },
+            }
+        }
+        match doveadm::classify(&self.call(doveadm::unset_body(user, key)).await?) {
+            UnsetResult::Done => Ok("removed"),
+            UnsetResult::NoUser => Ok("no_user"),
+            UnsetResult::Retry(why) => Err(retry(why)),
+            UnsetResult::Permanent(why) => Err(permanent(why)),
+        }
+    }
+
     async fn attempt_inner(&self, d: &DueDelivery) -> Result<bool, AttemptError> {
         let m = &self.ledger.metrics;
         let channel = Channel::MetadataUnset.label();
         let deadline_ms = Ledger::deadline_ms(d, self.settings.tuning.deadline);
-        let (user, key, target) = match serde_json::from_str::<Job>(&d.payload) {
-            Ok(Job::MetadataUnset { user, key, target }) => (user, key, target),
+        let (user, key, target, fingerprint) = match serde_json::from_str::<Job>(&d.payload) {
+            Ok(Job::MetadataUnset { user, key, target, fingerprint }) => (user, key, target, fingerprint),
             _ => {
                 self.ledger.bury(d, d.attempts, "unreadable or foreign clean-up job".into()).await?;
                 return Ok(false);
@@ -423,56 +536,21 @@ impl UnsetSink {
             buried(target);
             return Ok(false);
         }
-        let request = self
-            .sender
-            .request(reqwest::Method::POST, self.url.clone())
-            .header(reqwest::header::AUTHORIZATION, &self.authorization)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(doveadm::unset_body(&user, &key));
-        let (response, body) = self.sender.execute(request).await;
         let attempts = d.attempts.saturating_add(1);
-        let (outcome, result) = match &response {
-            Response::Status { code: 200, .. } => match doveadm::classify(&body) {
-                UnsetResult::Done => (Outcome::Success.label(), Ok("removed")),
-                UnsetResult::NoUser => ("no_user", Ok("no_user")),
-                UnsetResult::Retry(why) => (
-                    Outcome::RetriableStatus.label(),
-                    Err((Verdict::Retry { outcome: Outcome::RetriableStatus, retry_after: None }, why)),
-                ),
-                UnsetResult::Permanent(why) => (
-                    Outcome::PermanentStatus.label(),
-                    Err((Verdict::Permanent { outcome: Outcome::PermanentStatus }, why)),
-                ),
-            },
-            // A wrong API key is a configuration error: a dead letter an
-            // operator replays after fixing it, not a day of retries.
-            Response::Status { code: 401 | 403, .. } => (
-                Outcome::PermanentStatus.label(),
-                Err((Verdict::Permanent { outcome: Outcome::PermanentStatus }, detail(&response))),
-            ),
-            other => {
-                let verdict = match other {
-                    Response::Status { code, retry_after } => StandardRetryLogic.classify_status(*code, *retry_after),
-                    Response::Failure { failure, .. } => StandardRetryLogic.classify_failure(*failure),
-                };
-                let label = match &verdict {
-                    Verdict::Delivered => Outcome::Success.label(),
-                    Verdict::Retry { outcome, .. } | Verdict::Permanent { outcome } => outcome.label(),
-                };
-                match verdict {
-                    Verdict::Delivered => (label, Ok("removed")),
-                    v => (label, Err((v, detail(other)))),
-                }
-            }
-        };
-        m.push_requests.with_label_values(&[channel, outcome]).inc();
-        match result {
+        match self.remove_if_dead(&user, &key, target, fingerprint.as_deref()).await {
             Ok(how) => {
+                let outcome = if how == "no_user" { "no_user" } else { Outcome::Success.label() };
+                m.push_requests.with_label_values(&[channel, outcome]).inc();
                 m.push_metadata_removals.with_label_values(&[target.label(), how]).inc();
-                tracing::info!(result = how, target_kind = target.label(), "removed a gone push target from METADATA");
+                match how {
+                    "changed" => tracing::info!(target_kind = target.label(),
+                        "a gone push target's METADATA key holds a new target now: kept"),
+                    _ => tracing::info!(result = how, target_kind = target.label(), "removed a gone push target from METADATA"),
+                }
                 Ok(true)
             }
             Err((Verdict::Retry { outcome, retry_after }, why)) => {
+                m.push_requests.with_label_values(&[channel, outcome.label()]).inc();
                 let dead = self
                     .ledger
                     .retry_later(d, attempts, outcome, retry_after, why, &self.settings.tuning.retry_schedule, deadline_ms)
@@ -482,7 +560,12 @@ impl UnsetSink {
                 }
                 Ok(false)
             }
-            Err((_, why)) => {
+            Err((verdict, why)) => {
+                let outcome = match verdict {
+                    Verdict::Permanent { outcome } => outcome,
+                    _ => Outcome::PermanentStatus,
+                };
+                m.push_requests.with_label_values(&[channel, outcome.label()]).inc();
                 self.ledger.bury(d, attempts, format!("{why} (permanent)")).await?;
                 buried(target);
                 Ok(false)

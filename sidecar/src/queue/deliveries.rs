@@ -153,6 +153,28 @@ pub fn reschedule(
     Ok(())
 }
 
+/// Not now, and not a failure: rows `seqs` of `endpoint` are due again at
+/// `until_ms` at the earliest; their attempt count and error stay (the
+/// driver holds back rows a per-user or per-host limit refuses, when it
+/// cannot keep more of them in memory). One transaction.
+pub fn defer(conn: &mut Connection, endpoint: &str, seqs: &[i64], until_ms: u64) -> Result<(), QueueError> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut update = tx.prepare_cached(
+            "UPDATE deliveries SET next_attempt_ms = MAX(next_attempt_ms, ?3)
+              WHERE endpoint = ?1 AND event_seq = ?2",
+        )?;
+        for &seq in seqs {
+            update.execute(params![endpoint, seq, until_ms as i64])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 /// Gives up: moves the delivery to `dead_letters`. Returns the dead letter's
 /// id, or `None` if the delivery was already gone.
 pub fn bury(
@@ -230,6 +252,24 @@ mod tests {
         assert_eq!(count(&c, "events"), 2, "a dead letter keeps its event");
         assert_eq!(bury(&mut c, "hook", d[2].event_seq, 1, "404", 2000).unwrap(), None);
         assert_eq!(due(&c, "hook", 10_000, 10, &none).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn defer_moves_rows_later_without_counting_an_attempt() {
+        let (_d, mut c) = temp_db();
+        seed(&mut c, &["a", "b"]);
+        let none = HashSet::new();
+        let d = due(&c, "hook", 1000, 10, &none).unwrap();
+        defer(&mut c, "hook", &[d[0].event_seq], 9000).unwrap();
+        let left = due(&c, "hook", 8999, 10, &none).unwrap();
+        assert_eq!(left.iter().map(|r| r.event_seq).collect::<Vec<_>>(), vec![d[1].event_seq]);
+        let later = due(&c, "hook", 9000, 10, &none).unwrap();
+        assert_eq!(later.len(), 2);
+        assert!(later.iter().all(|r| r.attempts == 0));
+        // Never earlier than a retry already scheduled.
+        reschedule(&mut c, "hook", d[1].event_seq, 1, 20_000, "503").unwrap();
+        defer(&mut c, "hook", &[d[1].event_seq], 9000).unwrap();
+        assert_eq!(next_due_ms(&c, "hook", &[d[0].event_seq].into_iter().collect()).unwrap(), Some(20_000));
     }
 
     #[test]

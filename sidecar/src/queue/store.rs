@@ -115,6 +115,12 @@ impl DeliveryStore {
             .await
     }
 
+    /// See [`deliveries::defer`].
+    pub async fn defer(&self, endpoint: &str, seqs: Vec<i64>, until_ms: u64) -> Result<(), QueueError> {
+        let endpoint = endpoint.to_string();
+        self.run(move |c| deliveries::defer(c, &endpoint, &seqs, until_ms)).await
+    }
+
     /// See [`deliveries::bury`].
     pub async fn bury(
         &self,

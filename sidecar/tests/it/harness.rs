@@ -169,6 +169,7 @@ pub fn message(kind: &str, folder: &str) -> MessageEventV1 {
         pid: std::process::id(),
         dropped_before: 0,
     origin: Default::default(),
+    headers_protected: false,
     }
 }
 

@@ -506,3 +506,46 @@ fn json_logs_are_one_object_per_line() {
         assert!(v.get("level").is_some() && v.get("fields").is_some(), "{l}");
     }
 }
+
+/// User + system CPU time of `pid` so far, in clock ticks (/proc/<pid>/stat).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    // After the command name: state is field 3, utime 14, stime 15.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn spool_symlinks_and_fifos_are_refused_without_spinning_or_hanging() {
+    // Issue 12 item 9: every mail process can write the spool directory.
+    // events.log -> /dev/zero made the intake spin, a FIFO made it hang.
+    let env = Env::new();
+    let rx = Receiver::ok();
+    env.write_config(&[Hook::new("ops", &rx.url("/hook"))]);
+    let first = message("chat", "INBOX");
+    std::fs::write(env.spool.join("events.log.5"), coi_core::wire::encode_record(&Record::Message(first.clone()))).unwrap();
+    nix::unistd::mkfifo(&env.spool.join("events.log.3"), nix::sys::stat::Mode::from_bits_truncate(0o660)).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", env.spool.join("events.log")).unwrap();
+    let sc = env.start();
+    wait_for("the event of the regular rotated file", LONG, || rx.count() >= 1);
+    assert_eq!(rx.requests()[0].header("webhook-id"), first.id);
+    wait_for("the refusal counted", LONG, || {
+        sc.scrape().value("coi_errors_total", &[("stage", "intake"), ("error_type", "spool_not_regular")]) >= 2.0
+    });
+    let pid = sc.child.id();
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(pid) - before;
+    assert!(used < 50, "the sidecar used {used} ticks of CPU in 2 s (spinning?)");
+    let log = sc.log();
+    assert!(log.contains("events.log is a symbolic link") && log.contains("events.log.3 is a FIFO"), "{log}");
+    assert!(env.spool.join("events.log.3").exists(), "the FIFO is left for the operator");
+    // The operator removes them; the intake goes on where it was.
+    std::fs::remove_file(env.spool.join("events.log")).unwrap();
+    std::fs::remove_file(env.spool.join("events.log.3")).unwrap();
+    let second = env.append("chat", "INBOX");
+    env.ring();
+    wait_for("the next event", LONG, || rx.count() >= 2);
+    assert_eq!(rx.requests()[1].header("webhook-id"), second);
+    assert_eq!(sc.healthz().0, 200);
+}

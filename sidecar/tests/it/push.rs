@@ -110,6 +110,7 @@ fn push_record(webpush: Vec<WebPushTargetV1>, deltachat: Vec<DeltaChatTargetV1>)
         deltachat,
         pid: std::process::id(),
         dropped_before: 0,
+        targets_dropped: 0,
     })
 }
 
@@ -147,9 +148,63 @@ fn verify_vapid(env: &Env, req: &Request) -> serde_json::Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap()
 }
 
-fn doveadm_ok() -> Receiver {
-    Receiver::with_body(|_, _| (200, vec![], br#"[["doveadmResponse",[],"coi-unset"]]"#.to_vec()))
+/// A doveadm HTTP API over an in-memory METADATA store: answers
+/// `mailboxMetadataGet` (value, `""` when unset) and `mailboxMetadataUnset`
+/// as Dovecot 2.3 does (tests/test_push_sidecar.py checks the real one).
+struct FakeDoveadm {
+    rx: Receiver,
+    store: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), String>>>,
 }
+
+impl FakeDoveadm {
+    fn new() -> FakeDoveadm {
+        let store: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), String>>> = Default::default();
+        let st = store.clone();
+        let rx = Receiver::with_body(move |r, _| {
+            let cmd = r.json();
+            let (name, args, tag) = (cmd[0][0].as_str().unwrap(), &cmd[0][1], cmd[0][2].clone());
+            let id = (args["user"].as_str().unwrap().to_string(), args["key"].as_str().unwrap().to_string());
+            let mut map = st.lock().unwrap();
+            let answer = match name {
+                "mailboxMetadataGet" => {
+                    serde_json::json!([["doveadmResponse", [{"value": map.get(&id).cloned().unwrap_or_default()}], tag]])
+                }
+                _ => {
+                    map.remove(&id);
+                    serde_json::json!([["doveadmResponse", [], tag]])
+                }
+            };
+            (200, vec![], serde_json::to_vec(&answer).unwrap())
+        });
+        FakeDoveadm { rx, store }
+    }
+
+    fn set(&self, user: &str, key: &str, value: &str) {
+        self.store.lock().unwrap().insert((user.into(), key.into()), value.into());
+    }
+
+    fn get(&self, user: &str, key: &str) -> Option<String> {
+        self.store.lock().unwrap().get(&(user.to_string(), key.to_string())).cloned()
+    }
+
+    fn url(&self, path: &str) -> String {
+        self.rx.url(path)
+    }
+
+    /// The unset requests received.
+    fn unsets(&self) -> Vec<Request> {
+        self.rx.requests().into_iter().filter(|r| r.json()[0][0] == "mailboxMetadataUnset").collect()
+    }
+}
+
+/// What GETMETADATA (and doveadm) shows for a subscription to `endpoint`.
+fn public_subscription(endpoint: &str) -> String {
+    serde_json::json!({"msgtype": "chat", "resource": {"endpoint": endpoint, "keys": {"p256dh": "x", "auth": "y"}},
+                       "created": "2026-01-01T00:00:00Z"})
+    .to_string()
+}
+
+const SUBSCRIPTIONS: &str = "/private/vendor/vendor.dovecot/webpush/subscriptions/";
 
 #[test]
 fn web_push_is_encrypted_vapid_signed_and_carries_the_payload() {
@@ -215,7 +270,8 @@ fn validation_push_carries_the_secret_and_the_header() {
     wait_for("the validation push", LONG, || rx.count() >= 1);
     let req = &rx.requests()[0];
     assert_eq!(req.headers.get("webpush-validation").map(String::as_str), Some(""), "present, no value");
-    assert_eq!(req.header("ttl"), "300", "no longer than the validation window");
+    let ttl: u64 = req.header("ttl").parse().unwrap();
+    assert!((290..=300).contains(&ttl), "no longer than what is left of the validation window: {ttl}");
     verify_vapid(&env, req);
     assert_eq!(sub.decrypt(&req.body), br#"{"validation":"abc$123$xyz"}"#);
     wait_for("counted", LONG, || {
@@ -223,11 +279,49 @@ fn validation_push_carries_the_secret_and_the_header() {
     });
 }
 
+fn validation_record(ts_ms: u64, target: WebPushTargetV1) -> Record {
+    Record::WebPushValidation(WebPushValidationV1 {
+        id: new_event_id(),
+        ts_ms,
+        user: "alice@example.org".into(),
+        target,
+        secret: "s3cret".into(),
+        pid: 1,
+        dropped_before: 0,
+    })
+}
+
+#[test]
+fn validation_window_counts_from_the_subscription_not_from_the_queue() {
+    // Issue 12 item 12: after a backlog (sidecar down), a validation whose
+    // window (300 s from the subscription) is over is never sent; one
+    // with 10 s left is sent with a TTL of at most those 10 s.
+    let env = Env::new();
+    let rx = Receiver::with(|_, _| (201, vec![]));
+    env.write_config_with(&[], &webpush_section(&env));
+    let sub = Subscriber::new();
+    env.append_record(&validation_record(now_ms() - 301_000, sub.target("subscription-late", &rx.url("/late"))));
+    env.append_record(&validation_record(now_ms() - 290_000, sub.target("subscription-soon", &rx.url("/soon"))));
+    let sc = env.start();
+    env.ring();
+    wait_for("the one still in its window", LONG, || rx.count() >= 1);
+    wait_for("the late one given up", LONG, || {
+        sc.scrape().value("coi_dead_letters_total", &[("endpoint", "push:validation")]) == 1.0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let reqs = rx.requests();
+    assert_eq!(reqs.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), vec!["/soon"], "no push after the window");
+    let ttl: u64 = reqs[0].header("ttl").parse().unwrap();
+    assert!((1..=10).contains(&ttl), "TTL {ttl} outlives the window");
+    let list = String::from_utf8_lossy(&env.cli(&["dead-letters", "list"]).stdout).into_owned();
+    assert!(list.contains("validation window closed"), "{list}");
+}
+
 #[test]
 fn gone_subscription_is_unset_through_doveadm_and_not_pushed_again() {
     let env = Env::new();
     let rx = Receiver::with(|r, _| (if r.path == "/gone" { 410 } else { 201 }, vec![]));
-    let doveadm = doveadm_ok();
+    let doveadm = FakeDoveadm::new();
     let key_file = env.dir.path().join("doveadm.key");
     std::fs::write(&key_file, "s3cret\n").unwrap();
     let sections = format!(
@@ -239,19 +333,23 @@ fn gone_subscription_is_unset_through_doveadm_and_not_pushed_again() {
     let sc = env.start();
     let sub = Subscriber::new();
     let gone = sub.target("Subscription-Gone", &rx.url("/gone"));
+    let key = format!("{SUBSCRIPTIONS}Subscription-Gone");
+    doveadm.set("alice@example.org", &key, &public_subscription(&gone.endpoint));
     env.append_record(&push_record(vec![gone.clone(), sub.target("subscription-ok", &rx.url("/ok"))], vec![]));
     env.ring();
-    wait_for("the doveadm clean-up", LONG, || doveadm.count() >= 1);
-    let req = &doveadm.requests()[0];
-    assert_eq!(req.path, "/doveadm/v1");
-    assert_eq!(req.header("authorization"), "X-Dovecot-API czNjcmV0");
-    assert_eq!(
-        req.json(),
-        serde_json::json!([["mailboxMetadataUnset",
-            {"user": "alice@example.org", "mailbox": "",
-             "key": "/private/vendor/vendor.dovecot/webpush/subscriptions/Subscription-Gone",
-             "allowEmptyMailboxName": true}, "coi-unset"]])
-    );
+    wait_for("the doveadm clean-up", LONG, || !doveadm.unsets().is_empty());
+    let reqs = doveadm.rx.requests();
+    assert_eq!(reqs.len(), 2, "read, then unset");
+    for (req, command) in reqs.iter().zip(["mailboxMetadataGet", "mailboxMetadataUnset"]) {
+        assert_eq!(req.path, "/doveadm/v1");
+        assert_eq!(req.header("authorization"), "X-Dovecot-API czNjcmV0");
+        assert_eq!(
+            req.json(),
+            serde_json::json!([[command,
+                {"user": "alice@example.org", "mailbox": "", "key": key, "allowEmptyMailboxName": true}, "coi-unset"]])
+        );
+    }
+    assert_eq!(doveadm.get("alice@example.org", &key), None);
     wait_for("metrics", LONG, || {
         let m = sc.scrape();
         m.value("coi_push_requests_total", &[("channel", "webpush"), ("outcome", "gone")]) == 1.0
@@ -268,7 +366,38 @@ fn gone_subscription_is_unset_through_doveadm_and_not_pushed_again() {
     });
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(rx.requests().iter().filter(|r| r.path == "/gone").count(), before);
-    assert_eq!(doveadm.count(), 1, "one clean-up");
+    assert_eq!(doveadm.unsets().len(), 1, "one clean-up");
+}
+
+#[test]
+fn gone_subscription_id_that_now_holds_a_new_endpoint_is_kept() {
+    // Issue 12 item 8: the client re-subscribed under the same id (new
+    // endpoint) before the clean-up ran: only the dead target may go.
+    let env = Env::new();
+    let rx = Receiver::with(|r, _| (if r.path == "/gone" { 410 } else { 201 }, vec![]));
+    let doveadm = FakeDoveadm::new();
+    let key_file = env.dir.path().join("doveadm.key");
+    std::fs::write(&key_file, "k\n").unwrap();
+    env.write_config_with(
+        &[],
+        &format!(
+            "{}\n[dovecot]\ndoveadm_url = {:?}\ndoveadm_api_key_file = {key_file:?}\nretry_schedule_secs = [1]\n",
+            webpush_section(&env),
+            doveadm.url("/doveadm/v1")
+        ),
+    );
+    let sc = env.start();
+    let key = format!("{SUBSCRIPTIONS}subscription-1");
+    let renewed = public_subscription(&rx.url("/new-endpoint"));
+    doveadm.set("alice@example.org", &key, &renewed);
+    env.append_record(&push_record(vec![Subscriber::new().target("subscription-1", &rx.url("/gone"))], vec![]));
+    env.ring();
+    wait_for("the clean-up decided", LONG, || {
+        sc.scrape().value("coi_push_metadata_removals_total", &[("target", "webpush"), ("result", "changed")]) == 1.0
+    });
+    assert!(doveadm.unsets().is_empty(), "the new subscription was unset");
+    assert_eq!(doveadm.get("alice@example.org", &key), Some(renewed));
+    assert_eq!(sc.scrape().value("coi_dead_letters_total", &[]), 0.0);
 }
 
 #[test]
@@ -313,7 +442,10 @@ fn rate_limited_push_is_retried_after_retry_after() {
 fn delta_chat_tokens_are_posted_once_and_410_removes_every_key() {
     let env = Env::new();
     let proxy = Receiver::with(|r, _| (if r.body == b"dead-token" { 410 } else { 200 }, vec![]));
-    let doveadm = doveadm_ok();
+    let doveadm = FakeDoveadm::new();
+    for k in ["00000000000000a2", "00000000000000a4"] {
+        doveadm.set("alice@example.org", &format!("/private/vendor/vendor.dovecot/coi/devicetokens/{k}"), "dead-token");
+    }
     let key_file = env.dir.path().join("doveadm.key");
     std::fs::write(&key_file, "k").unwrap();
     env.write_config_with(
@@ -332,12 +464,12 @@ fn delta_chat_tokens_are_posted_once_and_410_removes_every_key() {
         vec![dc("00000000000000a1", "live-token"), dc("00000000000000a2", "dead-token"), dc("00000000000000a3", "live-token"), dc("00000000000000a4", "dead-token")],
     ));
     env.ring();
-    wait_for("two clean-ups", LONG, || doveadm.count() >= 2);
+    wait_for("two clean-ups", LONG, || doveadm.unsets().len() >= 2);
     let posted: Vec<Vec<u8>> = proxy.requests().iter().map(|r| r.body.clone()).collect();
     assert_eq!(posted.iter().filter(|b| b.as_slice() == b"live-token").count(), 1, "deduplicated");
     assert_eq!(posted.iter().filter(|b| b.as_slice() == b"dead-token").count(), 1);
     assert!(proxy.requests().iter().all(|r| r.path == "/notify" && r.method == "POST"));
-    let mut keys: Vec<String> = doveadm.requests().iter().map(|r| r.json()[0][1]["key"].as_str().unwrap().to_string()).collect();
+    let mut keys: Vec<String> = doveadm.unsets().iter().map(|r| r.json()[0][1]["key"].as_str().unwrap().to_string()).collect();
     keys.sort();
     assert_eq!(
         keys,
@@ -415,4 +547,115 @@ fn push_channels_refuse_private_endpoints_unless_allowed() {
     let out = env.cli(&["check-config"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("deltachat.allow_private_addresses"), "{out:?}");
+}
+
+#[test]
+fn endpoint_paths_never_reach_logs_metrics_or_dead_letters() {
+    // Issue 12 item 7: a Web Push endpoint's path is the device's push
+    // token, a webhook's may hold a secret; only scheme and host may show.
+    let env = Env::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let push_secret = "Device-Push-Token-5d2e";
+    let hook_secret = "Hook-Path-Secret-0b7a";
+    let hook = crate::harness::Hook::new("ops", &format!("http://{closed}/hooks/{hook_secret}?sig=Query-Secret-31"))
+        .extra("retry_schedule_secs = [1]\ntimeout_secs = 2\n");
+    let sections = webpush_section(&env).replace("retry_schedule_secs = [1, 1, 1]", "retry_schedule_secs = [1]");
+    env.write_config_with(&[hook], &sections);
+    let sc = env.start();
+    let target = Subscriber::new().target("subscription-1", &format!("http://{closed}/wpush/{push_secret}?auth=Query-Secret-92"));
+    env.append_record(&push_record(vec![target], vec![]));
+    env.append("chat", "INBOX");
+    env.ring();
+    wait_for("both dead letters", LONG, || {
+        let m = sc.scrape();
+        m.value("coi_dead_letters_total", &[("endpoint", "push:webpush")]) == 1.0
+            && m.value("coi_dead_letters_total", &[("endpoint", "ops")]) == 1.0
+    });
+    let out = env.cli(&["dead-letters", "list"]);
+    let list = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(list.contains(&format!("http://{closed}")), "the origin is named: {list}");
+    let metrics = sc.metrics_text();
+    let log = sc.log();
+    for secret in [push_secret, hook_secret, "Query-Secret", "/wpush", "/hooks"] {
+        assert!(!list.contains(secret), "{secret} in the dead letters:\n{list}");
+        assert!(!log.contains(secret), "{secret} in the log (debug level):\n{log}");
+        assert!(!metrics.contains(secret), "{secret} in the metrics");
+    }
+}
+
+#[test]
+fn one_users_hanging_endpoints_cannot_hold_the_shared_web_push_slots() {
+    // Issue 12 item 6: 10 subscriptions of mallory and 10 of trudy on a
+    // server that accepts and never answers, 8 slots in all. Without
+    // per-user and per-host limits they held every slot for the whole
+    // timeout and alice's push waited behind them.
+    let env = Env::new();
+    let hang = Receiver::with(|_, _| {
+        std::thread::sleep(Duration::from_secs(8));
+        (201, vec![])
+    });
+    let fast = Receiver::with(|_, _| (201, vec![]));
+    let sections = webpush_section(&env).replace("timeout_secs = 5\n", "timeout_secs = 5\nconcurrency = 8\nrequests_in_flight_per_host = 6\n");
+    env.write_config_with(&[], &sections);
+    let sc = env.start();
+    let sub = Subscriber::new();
+    let targets = |user: &str, rx: &Receiver, n: usize| -> Vec<WebPushTargetV1> {
+        (0..n).map(|i| sub.target(&format!("{user}-sub-{i:02}"), &rx.url(&format!("/{user}/{i}")))).collect()
+    };
+    let record = |user: &str, t: Vec<WebPushTargetV1>| {
+        let mut r = push_record(t, vec![]);
+        if let Record::Push(p) = &mut r {
+            p.user = user.into();
+        }
+        r
+    };
+    env.append_record(&record("mallory", targets("mallory", &hang, 10)));
+    env.append_record(&record("trudy", targets("trudy", &hang, 10)));
+    env.append_record(&record("alice", targets("alice", &fast, 1)));
+    let start = std::time::Instant::now();
+    env.ring();
+    wait_for("alice's push", Duration::from_secs(4), || fast.count() >= 1);
+    let alice_after = start.elapsed();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Nothing at the hanging server has finished yet (it answers after 8 s,
+    // the sidecar gives up after 5 s): what arrived is what is in flight.
+    let arrived = hang.requests();
+    let of = |user: &str| arrived.iter().filter(|r| r.path.starts_with(&format!("/{user}/"))).count();
+    assert!(of("mallory") <= 4 && of("trudy") <= 4, "per user: mallory {} trudy {}", of("mallory"), of("trudy"));
+    assert!(arrived.len() <= 6, "per host: {} in flight", arrived.len());
+    assert!(alice_after < Duration::from_secs(3), "alice waited {alice_after:?}");
+    let m = sc.scrape();
+    assert!(m.value("coi_delivery_held_back_total", &[("endpoint", "push:webpush"), ("limit", "user")]) >= 1.0);
+    assert!(m.value("coi_delivery_held_back_total", &[("endpoint", "push:webpush"), ("limit", "host")]) >= 1.0);
+}
+
+#[test]
+fn validation_pushes_are_limited_per_user_per_hour() {
+    // Issue 12 item 6: re-setting the same subscription id queues a new
+    // validation each time; past the hourly limit none is sent.
+    let env = Env::new();
+    let rx = Receiver::with(|_, _| (201, vec![]));
+    env.write_config_with(&[], &format!("{}validations_per_user_per_hour = 3\n", webpush_section(&env)));
+    let sc = env.start();
+    let sub = Subscriber::new();
+    for _ in 0..6 {
+        env.append_record(&validation_record(now_ms(), sub.target("subscription-1", &rx.url("/alice"))));
+    }
+    let mut bob = validation_record(now_ms(), sub.target("subscription-1", &rx.url("/bob")));
+    if let Record::WebPushValidation(v) = &mut bob {
+        v.user = "bob@example.org".into();
+    }
+    env.append_record(&bob);
+    env.ring();
+    wait_for("the limited ones counted", LONG, || {
+        sc.scrape().value("coi_push_requests_total", &[("channel", "validation"), ("outcome", "user_rate_limited")]) == 3.0
+    });
+    wait_for("the allowed ones sent", LONG, || rx.count() >= 4);
+    std::thread::sleep(Duration::from_millis(300));
+    let paths: Vec<String> = rx.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths.iter().filter(|p| *p == "/alice").count(), 3, "{paths:?}");
+    assert_eq!(paths.iter().filter(|p| *p == "/bob").count(), 1, "{paths:?}");
+    let m = sc.scrape();
+    assert_eq!(m.value("coi_queue_depth_deliveries", &[("kind", "validation")]), 0.0, "nothing left queued");
+    assert_eq!(m.value("coi_dead_letters_total", &[]), 0.0);
 }

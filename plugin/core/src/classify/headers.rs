@@ -16,7 +16,7 @@
 //! - the first occurrence of each field wins.
 //!
 //! Invariants: values borrow from the block; one linear pass, stopping as soon
-//! as all four fields were seen; no allocation, no panic.
+//! as all seven fields were seen; no allocation, no panic.
 //!
 //! Callers: the FFI layer builds [`ChatHeaders`] directly;
 //! [`crate::classify::classify_header_block`] uses [`extract_headers`].
@@ -34,8 +34,14 @@ pub struct ChatHeaders<'a> {
     pub message_id: Option<&'a [u8]>,
     /// `References`.
     pub references: Option<&'a [u8]>,
-    /// `Content-Type` (to recognise read receipts).
+    /// `Content-Type` (to recognise read receipts and PGP/MIME encryption).
     pub content_type: Option<&'a [u8]>,
+    /// `From`, raw (the header-protected rule wants it without display name).
+    pub from: Option<&'a [u8]>,
+    /// `To`, raw (the header-protected rule wants Delta Chat's empty group).
+    pub to: Option<&'a [u8]>,
+    /// `Subject`, raw, not decoded (the header-protected rule wants `[...]`).
+    pub subject: Option<&'a [u8]>,
 }
 
 impl ChatHeaders<'_> {
@@ -44,16 +50,19 @@ impl ChatHeaders<'_> {
             && self.message_id.is_some()
             && self.references.is_some()
             && self.content_type.is_some()
+            && self.from.is_some()
+            && self.to.is_some()
+            && self.subject.is_some()
     }
 }
 
-/// Finds the first `Chat-Version`, `Message-ID`, `References` and
-/// `Content-Type` fields of a raw header block (the parsing half of
-/// [`crate::classify::classify_header_block`]).
+/// Finds the first `Chat-Version`, `Message-ID`, `References`,
+/// `Content-Type`, `From`, `To` and `Subject` fields of a raw header block
+/// (the parsing half of [`crate::classify::classify_header_block`]).
 ///
 /// Values are borrowed, with leading whitespace and the final line ending
 /// removed; folds inside a value are left for the value readers. Work is one
-/// pass over the block, stopping early once all four fields were found.
+/// pass over the block, stopping early once all seven fields were found.
 pub fn extract_headers(block: &[u8]) -> ChatHeaders<'_> {
     let mut headers = ChatHeaders::default();
     for (name, value) in Fields::new(block) {
@@ -65,6 +74,12 @@ pub fn extract_headers(block: &[u8]) -> ChatHeaders<'_> {
             &mut headers.references
         } else if name.eq_ignore_ascii_case(b"content-type") {
             &mut headers.content_type
+        } else if name.eq_ignore_ascii_case(b"from") {
+            &mut headers.from
+        } else if name.eq_ignore_ascii_case(b"to") {
+            &mut headers.to
+        } else if name.eq_ignore_ascii_case(b"subject") {
+            &mut headers.subject
         } else {
             continue;
         };
@@ -228,7 +243,7 @@ mod tests {
     }
 
     #[test]
-    fn extract_finds_all_four_case_insensitively() {
+    fn extract_finds_all_fields_case_insensitively() {
         let block = b"CHAT-VERSION: 1.0\r\nmessage-id: <a@b>\r\nReFeReNcEs: <r@b>\r\n\
                       CONTENT-type: text/plain\r\n\r\nbody\r\n";
         let h = extract_headers(block);
@@ -236,6 +251,11 @@ mod tests {
         assert_eq!(h.message_id, Some(&b"<a@b>"[..]));
         assert_eq!(h.references, Some(&b"<r@b>"[..]));
         assert_eq!(h.content_type, Some(&b"text/plain"[..]));
+        let block = b"FROM: <a@b>\r\nto: \"hidden-recipients\": ;\r\nSUBJECT: [...]\r\n\r\n";
+        let h = extract_headers(block);
+        assert_eq!(h.from, Some(&b"<a@b>"[..]));
+        assert_eq!(h.to, Some(&b"\"hidden-recipients\": ;"[..]));
+        assert_eq!(h.subject, Some(&b"[...]"[..]));
     }
 
     #[test]
@@ -267,7 +287,10 @@ mod tests {
         fn extract_headers_never_panics(block in proptest::collection::vec(any::<u8>(), 0..2048)) {
             let h = extract_headers(&block);
             // Values must be sub-slices of the input.
-            for v in [h.chat_version, h.message_id, h.references, h.content_type].into_iter().flatten() {
+            for v in [h.chat_version, h.message_id, h.references, h.content_type, h.from, h.to, h.subject]
+                .into_iter()
+                .flatten()
+            {
                 let start = v.as_ptr() as usize - block.as_ptr() as usize;
                 prop_assert!(start + v.len() <= block.len());
             }

@@ -18,7 +18,8 @@ pub enum Kind {
     /// A chat message of a COI group.
     GroupChat {
         /// The `<groupid>` of `chat$group.<groupid>.<unique>@domain`
-        /// (`[0-9A-Za-z_-]`, 12 to 64 characters).
+        /// (`[0-9A-Za-z_-]`, 12 to 64 characters), or of a Delta Chat 1.x
+        /// `Gr.<groupid>.<random>@domain` (11 or 16 characters).
         group_id: String,
     },
     /// A read receipt (RFC 8098 MDN) sent by a chat client: filed like a chat,

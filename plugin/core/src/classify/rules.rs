@@ -1,21 +1,26 @@
-//! The COI classification rules, combining the field readers.
+//! The classification rules, combining the field readers.
 //!
 //! See the module docs of [`crate::classify`] for the rules. Precedence:
-//! not a chat at all => [`Kind::NotChat`] (even for an MDN); else an MDN =>
-//! [`Kind::ReadReceipt`]; else a group id found => [`Kind::GroupChat`]; else
-//! [`Kind::Chat`].
+//! the COI markers (Chat-Version, `chat$` ids) first, then the
+//! header-protected Delta Chat form; not a chat at all => [`Kind::NotChat`]
+//! (even for an MDN); else an MDN => [`Kind::ReadReceipt`]; else a group id
+//! found (COI `chat$group.`, then Delta Chat 1.x `Gr.` with Chat-Version)
+//! => [`Kind::GroupChat`]; else [`Kind::Chat`]. A header-protected message is
+//! always a plain [`Kind::Chat`]: its group and whether it is a receipt are
+//! encrypted.
 //!
 //! Invariants: each header value is read through a window of at most
 //! [`VALUE_SCAN_LIMIT`] bytes; work is linear in that window; the only
 //! allocation is a group chat's id (at most 64 bytes).
 //!
-//! Callers: the plugin's `classify` op ([`classify`]); tests, fuzzer and
-//! benchmark ([`classify_header_block`]).
+//! Callers: the plugin's `classify` op ([`verdict`], [`classify`]); tests,
+//! fuzzer and benchmark ([`classify_header_block`]).
 
 use super::content_type::is_disposition_report;
 use super::headers::{extract_headers, ChatHeaders};
 use super::kind::Kind;
-use super::msgid::{first_chat_id, ChatId};
+use super::msgid::{first_chat_id, first_deltachat_group, ChatId};
+use super::protected::is_header_protected_chat;
 
 /// Most bytes of any one header value the classifier looks at.
 ///
@@ -33,8 +38,55 @@ fn chat_id(value: Option<&[u8]>) -> ChatId<'_> {
     value.map_or(ChatId::NotChat, |v| first_chat_id(window(v)))
 }
 
+/// Which rule made a message a chat (for logs, events and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    /// No rule matched: ordinary mail.
+    None,
+    /// A `Chat-Version` field (COI, Delta Chat unencrypted and 1.x).
+    ChatVersion,
+    /// A `chat$` Message-ID or first References id (COI).
+    ChatMessageId,
+    /// The header-protected Delta Chat 2.x form (`crate::classify` docs):
+    /// group id, receipt status and subject are end-to-end encrypted.
+    HeaderProtected,
+}
+
+impl Evidence {
+    /// Stable name for debug logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Evidence::None => "none",
+            Evidence::ChatVersion => "chat-version",
+            Evidence::ChatMessageId => "chat-message-id",
+            Evidence::HeaderProtected => "header-protected",
+        }
+    }
+}
+
+/// The classifier's answer: the kind, and the rule behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// What the message is, as far as the server can know.
+    pub kind: Kind,
+    /// Which rule said so.
+    pub evidence: Evidence,
+}
+
+impl Verdict {
+    /// True when the chat's own headers are encrypted, so the server cannot
+    /// know its group, whether it is a read receipt, or its subject.
+    pub fn headers_protected(&self) -> bool {
+        self.evidence == Evidence::HeaderProtected
+    }
+}
+
+fn deltachat_group(value: Option<&[u8]>) -> Option<&[u8]> {
+    value.and_then(|v| first_deltachat_group(window(v)))
+}
+
 /// Classifies a message from the first occurrence of its relevant header fields.
-pub fn classify(headers: &ChatHeaders<'_>) -> Kind {
+pub fn verdict(headers: &ChatHeaders<'_>) -> Verdict {
     let from_message_id = chat_id(headers.message_id);
     // References only matters when Message-ID did not already settle both
     // chat-ness and the group id.
@@ -42,24 +94,54 @@ pub fn classify(headers: &ChatHeaders<'_>) -> Kind {
         ChatId::Group(_) => ChatId::NotChat,
         _ => chat_id(headers.references),
     };
-    let is_chat =
-        headers.chat_version.is_some() || from_message_id.is_chat() || from_references.is_chat();
-    if !is_chat {
-        return Kind::NotChat;
-    }
+    let evidence = if headers.chat_version.is_some() {
+        Evidence::ChatVersion
+    } else if from_message_id.is_chat() || from_references.is_chat() {
+        Evidence::ChatMessageId
+    } else if is_header_protected_chat(headers, window) {
+        return Verdict {
+            kind: Kind::Chat,
+            evidence: Evidence::HeaderProtected,
+        };
+    } else {
+        return Verdict {
+            kind: Kind::NotChat,
+            evidence: Evidence::None,
+        };
+    };
     if headers
         .content_type
         .is_some_and(|v| is_disposition_report(window(v)))
     {
-        return Kind::ReadReceipt;
+        return Verdict {
+            kind: Kind::ReadReceipt,
+            evidence,
+        };
     }
-    match from_message_id.group().or(from_references.group()) {
+    let group = from_message_id
+        .group()
+        .or(from_references.group())
+        .or_else(|| {
+            // Delta Chat 1.x names the group in its own msg-id form; trusted
+            // only next to Chat-Version, as Delta Chat itself does.
+            if evidence != Evidence::ChatVersion {
+                return None;
+            }
+            deltachat_group(headers.message_id).or_else(|| deltachat_group(headers.references))
+        });
+    let kind = match group {
+        // Group ids are checked to be ASCII, so this is a plain copy.
         Some(id) => Kind::GroupChat {
-            // Group ids are checked to be ASCII, so this is a plain copy.
             group_id: id.iter().map(|&b| char::from(b)).collect(),
         },
         None => Kind::Chat,
-    }
+    };
+    Verdict { kind, evidence }
+}
+
+/// The kind alone (see [`verdict`]).
+pub fn classify(headers: &ChatHeaders<'_>) -> Kind {
+    verdict(headers).kind
 }
 
 /// Parses a raw RFC 5322 header block (bytes up to the first empty line;
@@ -68,6 +150,11 @@ pub fn classify(headers: &ChatHeaders<'_>) -> Kind {
 /// Used by tests, the fuzzer and the benchmark.
 pub fn classify_header_block(block: &[u8]) -> Kind {
     classify(&extract_headers(block))
+}
+
+/// [`classify_header_block`] with the rule behind the verdict.
+pub fn verdict_header_block(block: &[u8]) -> Verdict {
+    verdict(&extract_headers(block))
 }
 
 #[cfg(test)]
@@ -169,7 +256,7 @@ mod tests {
                 Kind::Chat,
             ),
             (
-                "Delta Chat encrypted",
+                "Delta Chat 1.x encrypted, Chat-Version outside",
                 b"From: alice@example.org\r\nTo: bob@example.net\r\nDate: Sun, 1 Jun 2025 10:00:00 +0000\r\n\
                   Chat-Version: 1.0\r\nSubject: [...]\r\n\
                   Message-ID: <0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0@localhost>\r\n\
@@ -220,6 +307,40 @@ mod tests {
                   In-Reply-To: <20250531.def@host>\r\n\r\n"
                     .to_vec(),
                 Kind::NotChat,
+            ),
+            (
+                "Delta Chat 1.x group: Gr. id with Chat-Version",
+                b"Chat-Version: 1.0\r\nMessage-ID: <Gr.abcdefghijk.mnopqrstuvw@example.org>\r\n".to_vec(),
+                group("abcdefghijk"),
+            ),
+            (
+                "Delta Chat 1.x reply: Gr. id in References",
+                b"Chat-Version: 1.0\r\nMessage-ID: <Mr.abcdefghijk.mnopqrstuvw@example.org>\r\n\
+                  References: <Gr.ABCDEFGHIJKLMNOP.x@example.org>\r\n"
+                    .to_vec(),
+                group("ABCDEFGHIJKLMNOP"),
+            ),
+            (
+                "Delta Chat 1.x: COI group id wins over Gr.",
+                b"Chat-Version: 1.0\r\nMessage-ID: <Gr.abcdefghijk.x@example.org>\r\n\
+                  References: <chat$group.RRRRRRRRRRRR.1@x>\r\n"
+                    .to_vec(),
+                group("RRRRRRRRRRRR"),
+            ),
+            (
+                "Delta Chat 1.x Mr. id with Chat-Version",
+                b"Chat-Version: 1.0\r\nMessage-ID: <Mr.abcdefghijk.mnopqrstuvw@example.org>\r\n".to_vec(),
+                Kind::Chat,
+            ),
+            (
+                "Gr. id of the wrong length with Chat-Version",
+                b"Chat-Version: 1.0\r\nMessage-ID: <Gr.abcdefghijkl.x@example.org>\r\n".to_vec(),
+                Kind::Chat,
+            ),
+            (
+                "Gr. id with chat$ Message-ID but no Chat-Version",
+                b"Message-ID: <chat$1@x>\r\nReferences: <Gr.abcdefghijk.x@example.org>\r\n".to_vec(),
+                Kind::Chat,
             ),
             (
                 "Delta Chat old Gr. prefix alone",
@@ -404,6 +525,153 @@ mod tests {
         }
     }
 
+    fn fixtures(dir: &str) -> Vec<(String, Vec<u8>)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures")
+            .join(dir);
+        let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .map(|p| {
+                (
+                    p.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                    std::fs::read(&p).unwrap_or_default(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Every message Delta Chat 2.65 sent in tests/capture_deltachat.py is a
+    /// chat: the encrypted ones by the header-protected rule, the few it
+    /// sends in the clear (to addresses without a key) by Chat-Version.
+    #[test]
+    fn captured_deltachat_messages_are_chats() {
+        let captured = fixtures("deltachat");
+        assert!(captured.len() >= 20, "capture missing: {}", captured.len());
+        let mut protected = 0;
+        for (name, raw) in &captured {
+            let v = verdict_header_block(raw);
+            assert_eq!(v.kind, Kind::Chat, "{name}");
+            if raw.windows(20).any(|w| w == b"multipart/encrypted;") {
+                assert_eq!(v.evidence, Evidence::HeaderProtected, "{name}");
+                assert!(v.headers_protected(), "{name}");
+                protected += 1;
+            } else {
+                assert_eq!(v.evidence, Evidence::ChatVersion, "{name}");
+            }
+        }
+        assert!(protected >= 20, "{protected}");
+    }
+
+    /// Encrypted mail of ordinary clients stays mail (near misses,
+    /// tests/fixtures/encrypted-mail/README.md).
+    #[test]
+    fn encrypted_mail_of_mail_clients_stays_mail() {
+        let mail = fixtures("encrypted-mail");
+        assert!(mail.len() >= 7, "{}", mail.len());
+        for (name, raw) in &mail {
+            assert_eq!(
+                verdict_header_block(raw),
+                Verdict {
+                    kind: Kind::NotChat,
+                    evidence: Evidence::None
+                },
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_signal_off_the_captured_form_is_mail() {
+        let base: &[(&str, &str)] = &[
+            ("From", "<bob@example.org>"),
+            ("Date", "Tue, 1 Dec 2026 08:49:26 +0000"),
+            (
+                "Message-ID",
+                "<4f6251f5-b4ee-4fa0-a716-c3f9f24f0023@localhost>",
+            ),
+            ("MIME-Version", "1.0"),
+            ("To", "\"hidden-recipients\": ;"),
+            ("Subject", "[...]"),
+            (
+                "Content-Type",
+                "multipart/encrypted; protocol=\"application/pgp-encrypted\";\r\n boundary=\"b\"",
+            ),
+        ];
+        let block = |replace: Option<(&str, &str)>| {
+            let mut out = String::new();
+            for (name, value) in base {
+                let value = match replace {
+                    Some((n, v)) if n == *name => v,
+                    _ => value,
+                };
+                if !value.is_empty() {
+                    out.push_str(&format!("{name}: {value}\r\n"));
+                }
+            }
+            out + "\r\n"
+        };
+        assert_eq!(
+            verdict_header_block(block(None).as_bytes()).evidence,
+            Evidence::HeaderProtected
+        );
+        let misses: &[(&str, &str)] = &[
+            ("From", "Bob <bob@example.org>"),
+            ("From", ""),
+            (
+                "Message-ID",
+                "<4F6251F5-B4EE-4FA0-A716-C3F9F24F0023@localhost>",
+            ),
+            (
+                "Message-ID",
+                "<4f6251f5-b4ee-4fa0-a716-c3f9f24f0023@example.org>",
+            ),
+            ("Message-ID", ""),
+            ("To", "<alice@example.org>"),
+            ("To", "undisclosed-recipients:;"),
+            ("To", ""),
+            ("Subject", "..."),
+            ("Subject", "hello"),
+            ("Subject", ""),
+            (
+                "Content-Type",
+                "multipart/signed; protocol=\"application/pgp-signature\"; boundary=b",
+            ),
+            ("Content-Type", "multipart/mixed; boundary=b"),
+            ("Content-Type", ""),
+        ];
+        for miss in misses {
+            assert_eq!(
+                verdict_header_block(block(Some(*miss)).as_bytes()).kind,
+                Kind::NotChat,
+                "{miss:?}"
+            );
+        }
+        // Header order and case do not matter, and a Chat-Version added by
+        // a future version keeps it a chat (by the COI rule then).
+        let reordered = "content-type: multipart/encrypted; protocol=\"application/pgp-encrypted\"\n\
+                         SUBJECT: [...]\nto: hidden-recipients:;\nmessage-id: <4f6251f5-b4ee-4fa0-a716-c3f9f24f0023@localhost>\n\
+                         from: <bob@example.org>\n\n";
+        assert_eq!(
+            verdict_header_block(reordered.as_bytes()).evidence,
+            Evidence::HeaderProtected
+        );
+        let with_cv = block(None).replacen("MIME-Version", "Chat-Version: 1.0\r\nMIME-Version", 1);
+        assert_eq!(
+            verdict_header_block(with_cv.as_bytes()),
+            Verdict {
+                kind: Kind::Chat,
+                evidence: Evidence::ChatVersion
+            }
+        );
+    }
+
     #[test]
     fn classify_from_dovecot_style_values() {
         // What mail_get_first_header() hands the FFI layer: raw, maybe folded.
@@ -449,6 +717,7 @@ mod tests {
                     message_id: Some(b""),
                     references: Some(b""),
                     content_type: Some(b""),
+                    ..Default::default()
                 },
                 Kind::NotChat,
             ),
@@ -492,10 +761,11 @@ mod tests {
                 message_id: mid.as_deref(),
                 references: refs.as_deref(),
                 content_type: ct.as_deref(),
+                ..Default::default()
             };
             let kind = classify(&headers);
             if let Kind::GroupChat { group_id } = &kind {
-                prop_assert!((12..=64).contains(&group_id.len()));
+                prop_assert!((11..=64).contains(&group_id.len()));
                 prop_assert!(group_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
             }
             if cv.is_some() {
@@ -514,6 +784,7 @@ mod tests {
                 message_id: Some(mid.as_bytes()),
                 references: Some(refs.as_bytes()),
                 content_type: Some(ct.as_bytes()),
+                ..Default::default()
             };
             let _ = classify(&headers);
         }
@@ -553,6 +824,7 @@ mod tests {
                 message_id: mid.as_deref().map(str::as_bytes),
                 references: refs.as_deref().map(str::as_bytes),
                 content_type: ct.as_deref().map(str::as_bytes),
+                ..Default::default()
             };
             prop_assert_eq!(classify_header_block(block.as_bytes()), classify(&headers));
         }

@@ -81,7 +81,7 @@ pub fn build_push(
     if message.kind == "read-receipt" || (webpush.is_empty() && deltachat.is_empty()) {
         return None;
     }
-    Some(PushEventV1 { id, ts_ms, user: user.to_string(), message, webpush, deltachat, pid: std::process::id(), dropped_before: 0 })
+    Some(PushEventV1 { id, ts_ms, user: user.to_string(), message, webpush, deltachat, pid: std::process::id(), dropped_before: 0, targets_dropped: 0 })
 }
 
 #[cfg(test)]

@@ -12,6 +12,10 @@
 //! - `coi_webpush_allow_private_endpoints`: boolean; `yes` lets dsync and
 //!   `doveadm coi import` bring in subscriptions whose endpoint is a
 //!   loopback, private or link-local address (tests). Default `no`.
+//! - `coi_deltachat_max_smtp_recipients`: 1..=100000, unset by default;
+//!   served as `/shared/vendor/deltachat/maxsmtprecipients` (Delta Chat
+//!   splits a message to more recipients into several SMTP transactions, and
+//!   the entry alone also makes it register push tokens).
 //!
 //! Invariants: unset or blank means the default; a bad value is an error
 //! naming the setting (the FFI layer then disables push for the user and
@@ -41,6 +45,8 @@ pub struct PushSettings {
     pub deltachat: bool,
     /// Subscriptions from dsync or an import may point at private addresses.
     pub allow_private_endpoints: bool,
+    /// The SMTP recipient limit Delta Chat is told about, if any.
+    pub deltachat_max_smtp_recipients: Option<u32>,
 }
 
 impl Default for PushSettings {
@@ -51,6 +57,7 @@ impl Default for PushSettings {
             validation_timeout_secs: DEFAULT_VALIDATION_TIMEOUT_SECS,
             deltachat: false,
             allow_private_endpoints: false,
+            deltachat_max_smtp_recipients: None,
         }
     }
 }
@@ -127,6 +134,20 @@ impl PushSettings {
         }
         Ok(s)
     }
+
+    /// Adds `coi_deltachat_max_smtp_recipients` (`None` or blank = not served).
+    pub fn with_max_smtp_recipients(mut self, raw: Option<&[u8]>) -> Result<PushSettings, PushSettingsError> {
+        if let Some(raw) = blank_to_none(raw) {
+            self.deltachat_max_smtp_recipients = Some(
+                std::str::from_utf8(raw)
+                    .ok()
+                    .and_then(|t| t.parse::<u32>().ok())
+                    .filter(|n| (1..=100_000).contains(n))
+                    .ok_or_else(|| refuse("coi_deltachat_max_smtp_recipients", raw, "a number from 1 to 100000"))?,
+            );
+        }
+        Ok(self)
+    }
 }
 
 #[cfg(test)]
@@ -137,6 +158,23 @@ mod tests {
     fn defaults_when_unset_or_blank() {
         assert_eq!(PushSettings::from_raw(None, None, None, None, None), Ok(PushSettings::default()));
         assert_eq!(PushSettings::from_raw(Some(b" "), Some(b""), None, Some(b""), None), Ok(PushSettings::default()));
+    }
+
+    #[test]
+    fn max_smtp_recipients() {
+        let base = PushSettings::default;
+        assert_eq!(base().with_max_smtp_recipients(None).unwrap().deltachat_max_smtp_recipients, None);
+        assert_eq!(base().with_max_smtp_recipients(Some(b" ")).unwrap().deltachat_max_smtp_recipients, None);
+        assert_eq!(base().with_max_smtp_recipients(Some(b"50")).unwrap().deltachat_max_smtp_recipients, Some(50));
+        assert_eq!(base().with_max_smtp_recipients(Some(b"100000")).unwrap().deltachat_max_smtp_recipients, Some(100_000));
+        for bad in [&b"0"[..], b"100001", b"-1", b"ten", b"5 "] {
+            let err = base().with_max_smtp_recipients(Some(bad));
+            if bad == b"5 " {
+                assert_eq!(err.unwrap().deltachat_max_smtp_recipients, Some(5));
+            } else {
+                assert_eq!(err.unwrap_err().setting, "coi_deltachat_max_smtp_recipients", "{bad:?}");
+            }
+        }
     }
 
     #[test]
