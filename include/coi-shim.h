@@ -22,7 +22,7 @@
 
 /* Bumped whenever a struct or function below changes shape. Rust refuses to
    start the plugin when the shim reports another version. */
-#define COI_SHIM_ABI 6
+#define COI_SHIM_ABI 7
 
 /* A borrowed byte slice. ptr == NULL means "absent" (a header that is not
    there, a metadata entry that is NIL), which is different from an empty
@@ -84,6 +84,7 @@ struct coi_user_settings {
 	struct coi_bytes webpush_subscription_limit; /* coi_webpush_subscription_limit */
 	struct coi_bytes webpush_validation_timeout; /* coi_webpush_validation_timeout */
 	struct coi_bytes deltachat_push;         /* coi_deltachat_push */
+	struct coi_bytes webpush_allow_private_endpoints; /* coi_webpush_allow_private_endpoints */
 	struct coi_bytes deltachat_max_smtp_recipients; /* coi_deltachat_max_smtp_recipients */
 	struct coi_bytes recall;                 /* coi_recall */
 	struct coi_bytes sender_trust;           /* coi_sender_trust */
@@ -161,6 +162,15 @@ struct coi_folder_change {
 	uint8_t separator;           /* the namespace's hierarchy separator */
 };
 
+/* Why a raw COI entry from dsync or an import was refused (stored_check). */
+enum coi_refusal {
+	COI_REFUSAL_INVALID = 1,          /* fails the client's validation */
+	COI_REFUSAL_PRIVATE_ENDPOINT = 2, /* Web Push endpoint on a private address */
+	COI_REFUSAL_LIMIT = 3,            /* over the per-user limit */
+	COI_REFUSAL_UNKNOWN_KEY = 4,      /* no entry the plugin writes */
+	COI_REFUSAL_INACTIVE = 5,         /* COI is not active for the user */
+};
+
 /* A message about to be pushed (after its delivery commit). Lists are
    parallel arrays borrowed for the call. */
 struct coi_push_input {
@@ -199,6 +209,19 @@ enum coi_recall_outcome {
 	COI_RECALL_ALREADY_READ = 1,
 	COI_RECALL_NOT_FOUND = 2,
 	COI_RECALL_FAILED = 3,
+};
+
+/* A user's stored COI values, read raw for `doveadm coi export` (absent =
+   not stored). Lists are parallel arrays borrowed for the call. */
+struct coi_raw_state {
+	struct coi_bytes enabled;
+	struct coi_bytes message_filter;
+	const struct coi_bytes *sub_ids;
+	const struct coi_bytes *sub_values;
+	uint32_t sub_count;
+	const struct coi_bytes *token_keys;
+	const struct coi_bytes *token_values;
+	uint32_t token_count;
 };
 
 /*
@@ -440,6 +463,30 @@ struct coi_rs_ops {
 	   the shim should collect the push targets (coi_push_collect()),
 	   0 when the user has no push. */
 	int32_t (*read_push_prepare)(void *user, const struct coi_bytes *json);
+
+	/* A raw value that dsync or `doveadm coi import` is about to store
+	   below vendor/vendor.dovecot/pvt/coi/: `name` relative to that
+	   prefix ("webpush/<id>" or "devicetokens/<key>"), the user having
+	   `others` other live entries of that kind. Applies the checks a
+	   client's SETMETADATA gets (and, for a subscription, which arrives
+	   already validated, the private-endpoint rule). Returns 0 when it
+	   may be stored, or -1 with *error_r and *reason_r (enum
+	   coi_refusal). */
+	int32_t (*stored_check)(void *user, const struct coi_bytes *name,
+				const struct coi_bytes *value, uint32_t others,
+				struct coi_bytes *error_r, int32_t *reason_r);
+
+	/* `doveadm coi export`: the document (one line of JSON) of `state`. */
+	int32_t (*export_document)(void *user, const struct coi_raw_state *state,
+				   struct coi_bytes *json_r);
+	/* `doveadm coi import`: the writes the document `json` asks for, as
+	   records "c<name>\0<value>\0" (a config key, set as a client would)
+	   or "r<name>\0<value>\0" (a raw entry below
+	   vendor/vendor.dovecot/pvt/coi/), config first. Returns 0 with
+	   *plan_r, or -1 with *error_r when it is no COI export document. */
+	int32_t (*import_plan)(void *user, const struct coi_bytes *json,
+			       struct coi_bytes *plan_r,
+			       struct coi_bytes *error_r);
 };
 
 /* Rust -> shim. Called from coi_plugin_init(). `module` is Dovecot's struct
@@ -450,6 +497,13 @@ int32_t coi_shim_init(void *module, const struct coi_rs_ops *ops);
 /* Rust -> shim. Called from coi_plugin_deinit(): removes every hook in the
    reverse order of installation. */
 void coi_shim_deinit(void);
+
+/* Rust -> shim. Called from doveadm_coi_plugin_init() when the same .so is
+   loaded as a doveadm plugin (<moduledir>/doveadm/lib10_doveadm_coi_plugin.so,
+   a symlink): registers the `doveadm coi` commands. Does nothing outside
+   doveadm. */
+void coi_shim_doveadm_init(void);
+void coi_shim_doveadm_deinit(void);
 
 /* Rust -> shim. Logs `msg[0..len]` through Dovecot's logger on `event`
    (a struct event *, or NULL for the process's default logger). The shim

@@ -76,6 +76,9 @@ static void coi_user_new_24(struct mail_user *user, struct coi_user *cuser)
 				cset->coi_webpush_validation_timeout));
 		set.deltachat_push = coi_bytes_from_str(
 			cset->coi_deltachat_push ? "yes" : "no");
+		set.webpush_allow_private_endpoints = coi_bytes_from_str(
+			cset->coi_webpush_allow_private_endpoints ?
+			"yes" : "no");
 		if (cset->coi_deltachat_max_smtp_recipients > 0) {
 			set.deltachat_max_smtp_recipients = coi_bytes_from_str(
 				t_strdup_printf("%u",
@@ -131,6 +134,8 @@ static void coi_mail_user_created(struct mail_user *user)
 		{ "coi_webpush_validation_timeout",
 		  &set.webpush_validation_timeout },
 		{ "coi_deltachat_push", &set.deltachat_push },
+		{ "coi_webpush_allow_private_endpoints",
+		  &set.webpush_allow_private_endpoints },
 		{ "coi_deltachat_max_smtp_recipients",
 		  &set.deltachat_max_smtp_recipients },
 		{ "coi_recall", &set.recall },

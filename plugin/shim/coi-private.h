@@ -29,6 +29,7 @@ struct coi_settings {
 	unsigned int coi_webpush_subscription_limit;
 	unsigned int coi_webpush_validation_timeout;
 	bool coi_deltachat_push;
+	bool coi_webpush_allow_private_endpoints;
 	unsigned int coi_deltachat_max_smtp_recipients;
 	bool coi_recall;
 	const char *coi_sender_trust;
@@ -116,6 +117,24 @@ void coi_attributes_unregister(void);
    enabling creates the folders): the user's own choice, which the site
    default never overrides. Returns 0, or -1 with *error_r. */
 int coi_set_enabled(struct mail_user *user, bool enabled, const char **error_r);
+/* Sets config key `name` (below .../coi/config/) to `value` (NULL = NIL)
+   through IMAP METADATA, validated as a client's (coi-metadata.c). */
+int coi_set_config(struct mail_user *user, const char *name,
+		   const char *value, const char **error_r);
+/* The user's raw COI entries (data stack), for `doveadm coi export`, and
+   how many live subscriptions and tokens the user has. */
+int coi_read_raw_state(struct mail_user *user, struct coi_raw_state *state_r);
+int coi_count_targets(struct mail_user *user, unsigned int *subscriptions_r,
+		      unsigned int *tokens_r);
+/* While set, raw COI entries being written come from `doveadm coi
+   import` (for the log line and the coi_value_refused event). */
+void coi_attributes_importing(bool importing);
+/* "dsync", "import", or NULL when a client writes. */
+const char *coi_value_source(struct mail_user *user);
+/* Logs a refused value from dsync or an import and emits the named event
+   coi_value_refused (fields item, reason, source) for Dovecot's stats. */
+void coi_value_refused(struct mail_user *user, const char *item,
+		       const char *reason, const char *error);
 /* Collects the user's push targets for a delivered message and hands
    them to Rust (coi-deliver.c calls it after the first stored copy). */
 void coi_push_collect(struct mail_user *user, struct mail *src_mail,

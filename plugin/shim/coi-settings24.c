@@ -42,6 +42,7 @@ static const struct setting_define coi_setting_defines[] = {
 	DEF(UINT, coi_webpush_subscription_limit),
 	DEF(TIME, coi_webpush_validation_timeout),
 	DEF(BOOL, coi_deltachat_push),
+	DEF(BOOL, coi_webpush_allow_private_endpoints),
 	DEF(UINT, coi_deltachat_max_smtp_recipients),
 	DEF(BOOL, coi_recall),
 	DEF(ENUM, coi_sender_trust),
@@ -64,6 +65,7 @@ static const struct coi_settings coi_default_settings = {
 	.coi_webpush_subscription_limit = 10,
 	.coi_webpush_validation_timeout = 5 * 60,
 	.coi_deltachat_push = FALSE,
+	.coi_webpush_allow_private_endpoints = FALSE,
 	/* 0: not served */
 	.coi_deltachat_max_smtp_recipients = 0,
 	.coi_recall = FALSE,

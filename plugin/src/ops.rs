@@ -74,6 +74,9 @@ pub(crate) static OPS: ffi::coi_rs_ops = ffi::coi_rs_ops {
     message_read: Some(crate::recall_ops::message_read),
     read_mark_parse: Some(crate::recall_ops::read_mark_parse),
     read_push_prepare: Some(crate::recall_ops::read_push_prepare),
+    stored_check: Some(crate::push_ops::stored_check),
+    export_document: Some(crate::transfer_ops::export_document),
+    import_plan: Some(crate::transfer_ops::import_plan),
 };
 
 /// What the plugin keeps per mail user.
@@ -168,6 +171,7 @@ unsafe extern "C" fn user_new(log_event: *mut c_void, settings: *const ffi::coi_
                 raw.webpush_subscription_limit.as_option(),
                 raw.webpush_validation_timeout.as_option(),
                 raw.deltachat_push.as_option(),
+                raw.webpush_allow_private_endpoints.as_option(),
             )
             .and_then(|p| p.with_max_smtp_recipients(raw.deltachat_max_smtp_recipients.as_option()))
         };
