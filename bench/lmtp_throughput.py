@@ -14,6 +14,13 @@ reconfigured between variants by rewriting its config and ``doveadm reload``:
 
   (k) optional probe, ``--variants afbck``: (c) without ``addflag``, which shows
       what storing the ``$Chat`` keyword alone costs.
+  (e) optional: (b) with events on (spool + a running ``coi-sidecar``);
+  (p) optional: (e) with push configured (``coi_deltachat_push = yes``) for
+      users who have no push targets; p/e is the cost of push being
+      configured (target <= 2 %).
+
+``--format maildir|sdbox|mdbox`` picks the mail storage format (default
+maildir). Run it against 2.4 with ``scripts/test-dovecot24 --exec``.
 
 The stream is a third plain mail, a third COI chats, a third Delta Chat
 messages; N concurrent LMTP connections each send M messages, one RCPT per
@@ -63,7 +70,13 @@ VARIANTS = {
     "k": ("sieve_before fileinto only, no $Chat",
           dict(plugin=False, lmtp_save_to_detail_mailbox=False, sieve_before=SIEVE_FILEINTO_ONLY)),
 }
+VARIANTS["e"] = ("coi plugin, events on (spool + sidecar)",
+                  dict(plugin=True, lmtp_save_to_detail_mailbox=False, sieve_before=None))
+VARIANTS["p"] = ("coi plugin, events on, push configured, no targets",
+                  dict(plugin=True, lmtp_save_to_detail_mailbox=False, sieve_before=None))
 ORDER = ["a", "f", "b", "c"]
+PLUGIN_VARIANTS = ("b", "e", "p")
+FORMATS = {"maildir": "maildir:~/Maildir", "sdbox": "sdbox:~/sdbox", "mdbox": "mdbox:~/mdbox"}
 
 
 class VerificationError(AssertionError):
@@ -123,7 +136,7 @@ def verify(dc: DovecotInstance, variant: str, expected: dict[str, dict[str, int]
         if got_cmp != want or extra:
             raise VerificationError(f"variant {variant} user {user}: expected {want}, "
                                     f"found {got}")
-        if variant in ("b", "c") and want[CHATS]:
+        if variant in ("b", "c", *PLUGIN_VARIANTS) and want[CHATS]:
             rows = dc.doveadm.fetch(user, "flags", ["mailbox", CHATS])
             untagged = [r for r in rows if "$Chat" not in r.get("flags", "").split()]
             if untagged:
@@ -136,8 +149,19 @@ def verify(dc: DovecotInstance, variant: str, expected: dict[str, dict[str, int]
                                         "any classifier loaded (stale config after reload?)")
 
 
-def configure(dc: DovecotInstance, variant: str) -> None:
-    dc.reconfigure(**VARIANTS[variant][1])
+def plugin_settings_for(variant: str, sidecar) -> dict[str, str]:
+    """Events (spool + sidecar socket) for (e) and (p), push for (p) only."""
+    if variant not in ("e", "p") or sidecar is None:
+        return {}
+    out = dict(sidecar.plugin_settings())
+    if variant == "p":
+        out["coi_deltachat_push"] = "yes"
+    return out
+
+
+def configure(dc: DovecotInstance, variant: str, sidecar=None) -> None:
+    dc.reconfigure(plugin_settings=plugin_settings_for(variant, sidecar),
+                   **VARIANTS[variant][1])
 
 
 def warm_up(dc: DovecotInstance, variant: str, connections: int) -> None:
@@ -163,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default="".join(ORDER),
                     help="subset/order of variants to run, e.g. 'afc' or 'afbck' "
                          "(default afbc)")
+    ap.add_argument("--format", choices=sorted(FORMATS), default="maildir",
+                    help="mail storage format (default maildir)")
     ap.add_argument("--keep", action="store_true", help="keep the Dovecot temp dir")
     args = ap.parse_args(argv)
     order = [v for v in args.variants if v in VARIANTS]
@@ -174,12 +200,20 @@ def main(argv: list[str] | None = None) -> int:
             for u in user_names(v, r, args.users):
                 users[u] = {}
     first = order[0]
+    sidecar = None
     try:
-        dc = DovecotInstance(keep_tmp=args.keep, users=users, **VARIANTS["b" if "b" in order
-                                                                           else first][1])
+        if "e" in order or "p" in order:
+            from tests.harness.sidecar import SidecarProcess
+            sidecar = SidecarProcess(keep_tmp=args.keep, scan_interval_ms=200)
+            sidecar.start()
+        dc = DovecotInstance(keep_tmp=args.keep, users=users,
+                             mail_location=FORMATS[args.format],
+                             **VARIANTS["b" if "b" in order else first][1])
         dc.start()
     except Exception as exc:  # noqa: BLE001
         print(f"setup failed: {exc}", file=sys.stderr)
+        if sidecar is not None:
+            sidecar.stop()
         return 2
     results: dict[str, list[float]] = {v: [] for v in order}
     status = 0
@@ -187,15 +221,17 @@ def main(argv: list[str] | None = None) -> int:
         # Create COI/Chats for every user, so no variant pays (or races on)
         # folder creation in the timed part; enable COI for the (b) users as a
         # client would (IMAP SETMETADATA).
-        print(f"Dovecot at {dc.tmpdir}; {args.rounds} rounds x {args.connections} connections"
-              f" x {args.messages} messages, order {' '.join(order)}", flush=True)
+        print(f"Dovecot at {dc.tmpdir} ({args.format}); {args.rounds} rounds x "
+              f"{args.connections} connections x {args.messages} messages, {args.users} users, "
+              f"order {' '.join(order)}", flush=True)
         for u in users:
             dc.doveadm.run("mailbox", "create", "-s", "-u", u, CHATS)
-            if u.startswith(("bench_b_", "warm_b")):
+            if u.startswith(tuple(f"{p}{v}" for v in PLUGIN_VARIANTS
+                                  for p in ("bench_", "warm_"))):
                 dc.enable_coi(u, "active")
         for r in range(args.rounds):
             for v in order:
-                configure(dc, v)
+                configure(dc, v, sidecar)
                 warm_up(dc, v, args.connections)
                 mark = dc.log.mark()
                 secs, expected = run_load(dc, v, user_names(v, r, args.users),
@@ -216,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         status = 1
     finally:
         dc.stop()
+        if sidecar is not None:
+            sidecar.stop()
     report(results)
     return status
 
@@ -234,7 +272,8 @@ def report(results: dict[str, list[float]]) -> None:
     def ratio(x, y):
         return med[x] / med[y] if x in med and y in med and med[y] else None
 
-    for name, target in (("b/f", 0.95), ("b/c", 1.2), ("f/a", None)):
+    for name, target in (("b/f", 0.95), ("b/c", 1.2), ("f/a", None), ("b/a", None),
+                         ("e/b", None), ("e/f", None), ("p/e", 0.98)):
         q = ratio(name[0], name[2])
         if q is None:
             continue

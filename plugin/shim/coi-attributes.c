@@ -54,6 +54,13 @@
 #define COI_PVT_SUBSCRIPTIONS COI_PVT_PREFIX "webpush/"
 #define COI_PVT_TOKENS COI_PVT_PREFIX "devicetokens/"
 #define COI_VALIDATE_SUFFIX "/validate"
+/* The push-target marker (docs/performance.md): "none" means a look found
+   no target and nothing stored one since. This server's own cache, never
+   copied: outside pvt/coi/, and internal with a get that shows nothing and
+   a set that drops every write, so dsync and clients can neither read nor
+   write it; only the raw writes below touch it. */
+#define COI_PUSH_MARKER MAILBOX_ATTRIBUTE_PREFIX_DOVECOT_PVT "coi-local/push-targets"
+#define COI_PUSH_MARKER_NONE "none"
 /* Largest body read into a push, bytes (coi_core::wire caps it again). */
 #define COI_PUSH_CONTENT_MAX 4000
 
@@ -92,14 +99,36 @@ static int coi_raw_get(struct mailbox *box, const char *key,
 	return ret;
 }
 
-static int coi_raw_set(struct mailbox_transaction_context *t, const char *key,
-		       const char *value)
+static bool coi_is_push_target_key(const char *key)
+{
+	return coi_str_begins(key, COI_PVT_SUBSCRIPTIONS) ||
+		coi_str_begins(key, COI_PVT_TOKENS);
+}
+
+static int coi_raw_set_one(struct mailbox_transaction_context *t,
+			   const char *key, const char *value)
 {
 	struct mail_attribute_value attr;
 
 	i_zero(&attr);
 	attr.value = value;
 	return t->box->v.attribute_set(t, MAIL_ATTRIBUTE_TYPE_PRIVATE, key, &attr);
+}
+
+/* Whatever stores a push target deletes the marker in the same
+   transaction, so the two commit together. */
+static int coi_push_marker_forget(struct mailbox_transaction_context *t)
+{
+	return coi_raw_set_one(t, COI_PUSH_MARKER, NULL);
+}
+
+static int coi_raw_set(struct mailbox_transaction_context *t, const char *key,
+		       const char *value)
+{
+	if (value != NULL && coi_is_push_target_key(key) &&
+	    coi_push_marker_forget(t) < 0)
+		return -1;
+	return coi_raw_set_one(t, key, value);
 }
 
 /* The key names below `prefix` (data stack). */
@@ -715,16 +744,80 @@ static int coi_pvt_set(struct mailbox_transaction_context *t, const char *key,
 		coi_value_refused(user, item, coi_refusal_name(reason), msg);
 		return coi_refuse(box, MAIL_ERROR_PARAMS, &error);
 	}
+	/* Dovecot stores the target after this: the marker goes with it */
+	if (coi_is_push_target_key(key) && coi_push_marker_forget(t) < 0)
+		return -1;
 	return 0;
+}
+
+/* ---- the push-target marker ---- */
+
+bool coi_push_marker_says_none(struct mailbox *inbox)
+{
+	const char *value;
+
+	return coi_raw_get(inbox, COI_PUSH_MARKER, &value) > 0 &&
+		strcmp(value, COI_PUSH_MARKER_NONE) == 0;
+}
+
+static int coi_push_marker_get(struct mailbox *box ATTR_UNUSED,
+			       const char *key ATTR_UNUSED,
+			       struct mail_attribute_value *value_r ATTR_UNUSED)
+{
+	/* never shown: dsync must not copy another server's cache */
+	return 0;
+}
+
+static int coi_push_marker_set(struct mailbox_transaction_context *t,
+			       const char *key,
+			       const struct mail_attribute_value *value ATTR_UNUSED)
+{
+	/* dropped: only this server's own look may write it */
+	e_debug(t->box->storage->user->event,
+		"coi: ignoring a write to %s (this server's own cache)", key);
+	return 0;
+}
+
+/* After a look found no target: records "none", then looks once more,
+   because a target stored between the first look and this write found no
+   marker to delete. Errors leave no marker (the next delivery looks). */
+static void coi_push_marker_learn(struct mail_user *user)
+{
+	struct mailbox *inbox;
+	struct mailbox_transaction_context *t;
+	ARRAY_TYPE(const_string) names;
+	struct mail_namespace *ns = mail_namespace_find_inbox(user->namespaces);
+
+	if (ns == NULL)
+		return;
+	inbox = mailbox_alloc(ns->list, "INBOX", 0);
+	if (mailbox_open(inbox) < 0) {
+		mailbox_free(&inbox);
+		return;
+	}
+	t = mailbox_transaction_begin(inbox, MAILBOX_TRANSACTION_FLAG_EXTERNAL,
+				      "coi push marker");
+	if (coi_raw_set_one(t, COI_PUSH_MARKER, COI_PUSH_MARKER_NONE) < 0) {
+		mailbox_transaction_rollback(&t);
+	} else if (mailbox_transaction_commit(&t) == 0) {
+		t_array_init(&names, 4);
+		if (coi_raw_list(inbox, COI_PVT_SUBSCRIPTIONS, &names) < 0 ||
+		    coi_raw_list(inbox, COI_PVT_TOKENS, &names) < 0 ||
+		    array_count(&names) > 0)
+			coi_raw_delete(inbox, COI_PUSH_MARKER);
+	}
+	mailbox_free(&inbox);
 }
 
 /* ---- push targets of a delivered message ---- */
 
 ARRAY_DEFINE_TYPE(coi_bytes_array, struct coi_bytes);
 
-static void coi_collect_values(struct mailbox *box, const char *prefix,
-			       bool with_id, ARRAY_TYPE(coi_bytes_array) *keys,
-			       ARRAY_TYPE(coi_bytes_array) *values)
+/* Returns how many entries are listed under `prefix` (readable or not),
+   -1 if the listing failed. */
+static int coi_collect_values(struct mailbox *box, const char *prefix,
+			      bool with_id, ARRAY_TYPE(coi_bytes_array) *keys,
+			      ARRAY_TYPE(coi_bytes_array) *values)
 {
 	ARRAY_TYPE(const_string) names;
 	const char *const *name, *stored;
@@ -732,7 +825,7 @@ static void coi_collect_values(struct mailbox *box, const char *prefix,
 
 	t_array_init(&names, 16);
 	if (coi_raw_list(box, prefix, &names) < 0)
-		return;
+		return -1;
 	array_foreach(&names, name) {
 		if (coi_raw_get(box, t_strconcat(prefix, *name, NULL),
 				&stored) <= 0)
@@ -756,6 +849,7 @@ static void coi_collect_values(struct mailbox *box, const char *prefix,
 			array_push_back(keys, &bytes);
 		}
 	}
+	return (int)array_count(&names);
 }
 
 static const char *coi_read_small_body(struct mail *mail)
@@ -793,7 +887,7 @@ void coi_push_collect(struct mail_user *user, struct mail *src_mail,
 	struct mailbox *inbox;
 	const char *from;
 	time_t date;
-	int tz;
+	int tz, n_subs, n_tokens;
 
 	if (rs == NULL || ns == NULL)
 		return;
@@ -802,9 +896,10 @@ void coi_push_collect(struct mail_user *user, struct mail *src_mail,
 		t_array_init(&token_keys, 8);
 		t_array_init(&tokens, 8);
 		inbox = mailbox_alloc(ns->list, "INBOX", MAILBOX_FLAG_READONLY);
-		coi_collect_values(inbox, COI_PVT_SUBSCRIPTIONS, TRUE, NULL, &subs);
-		coi_collect_values(inbox, COI_PVT_TOKENS, FALSE, &token_keys,
-				   &tokens);
+		n_subs = coi_collect_values(inbox, COI_PVT_SUBSCRIPTIONS, TRUE,
+					    NULL, &subs);
+		n_tokens = coi_collect_values(inbox, COI_PVT_TOKENS, FALSE,
+					      &token_keys, &tokens);
 		i_zero(&input);
 		/* array_front() asserts on an empty array */
 		input.subscription_count = array_count(&subs);
@@ -837,6 +932,8 @@ void coi_push_collect(struct mail_user *user, struct mail *src_mail,
 		}
 		(void)coi_ops->push(rs, user->event, &input);
 		mailbox_free(&inbox);
+		if (n_subs == 0 && n_tokens == 0)
+			coi_push_marker_learn(user);
 	} T_END;
 }
 
@@ -941,6 +1038,9 @@ static const struct mailbox_attribute_internal coi_internal_attributes[] = {
 	  .rank = MAIL_ATTRIBUTE_INTERNAL_RANK_OVERRIDE,
 	  .flags = MAIL_ATTRIBUTE_INTERNAL_FLAG_CHILDREN,
 	  .get = coi_pvt_get, .set = coi_pvt_set, .iter = coi_pvt_iter },
+	{ .type = MAIL_ATTRIBUTE_TYPE_PRIVATE, .key = COI_PUSH_MARKER,
+	  .rank = MAIL_ATTRIBUTE_INTERNAL_RANK_AUTHORITY,
+	  .get = coi_push_marker_get, .set = coi_push_marker_set },
 	{ .type = MAIL_ATTRIBUTE_TYPE_SHARED,
 	  .key = COI_SERVER_ATTR("vendor/deltachat/maxsmtprecipients"),
 	  .rank = MAIL_ATTRIBUTE_INTERNAL_RANK_AUTHORITY,

@@ -36,6 +36,9 @@ static struct {
 	bool add_chat_keyword;
 	/* report each stored copy to Rust (events) */
 	bool report_stored;
+	/* the user's marker said "no push targets": push is not even looked
+	   at (read with the chat's METADATA; unset = look) */
+	bool push_targets_none;
 	/* envelope recipient, for push (self-sent mail); data stack free */
 	char *recipient;
 } coi_current;
@@ -140,7 +143,8 @@ coi_report_stored(struct mailbox *box,
 						      box->storage->user->event,
 						      &message);
 			/* once per delivery: Rust says no after the first */
-			if (coi_ops->wants_push(cuser->rs) == 1) {
+			if (!coi_current.push_targets_none &&
+			    coi_ops->wants_push(cuser->rs) == 1) {
 				coi_push_collect(box->storage->user,
 						 coi_current.src_mail,
 						 coi_current.recipient,
@@ -263,7 +267,9 @@ static void coi_deliver_prepare(struct mail_deliver_context *ctx)
 
 	if (kind != COI_KIND_NOT_CHAT) {
 		/* METADATA costs a mailbox open: only chats pay it */
-		if (coi_read_metadata(user, &metadata, &error) < 0) {
+		if (coi_read_delivery_metadata(user, &metadata,
+					       &coi_current.push_targets_none,
+					       &error) < 0) {
 			e_warning(ctx->event, "coi: cannot read COI METADATA: %s"
 				  " - delivering as usual", error);
 			coi_ops->fallback(cuser->rs,

@@ -18,9 +18,9 @@
 
 #define COI_METADATA_CONFIG "/private/vendor/vendor.dovecot/coi/config/"
 
-int coi_read_metadata(struct mail_user *user,
-		      struct coi_user_metadata *metadata_r,
-		      const char **error_r)
+static int coi_read_metadata_full(struct mail_user *user,
+				  struct coi_user_metadata *metadata_r,
+				  bool *push_none_r, const char **error_r)
 {
 	static const char *const keys[] = {
 		COI_SERVER_ATTR(COI_CONFIG_KEY_PREFIX "enabled"),
@@ -58,8 +58,27 @@ int coi_read_metadata(struct mail_user *user,
 		}
 		*values[i] = coi_bytes_from_str(t_strdup(value.value));
 	}
+	/* same mailbox, already opened for the keys above: one more dict
+	   lookup instead of a second INBOX and two iterations per chat */
+	if (push_none_r != NULL)
+		*push_none_r = ret == 0 && coi_push_marker_says_none(box);
 	mailbox_free(&box);
 	return ret;
+}
+
+int coi_read_metadata(struct mail_user *user,
+		      struct coi_user_metadata *metadata_r,
+		      const char **error_r)
+{
+	return coi_read_metadata_full(user, metadata_r, NULL, error_r);
+}
+
+int coi_read_delivery_metadata(struct mail_user *user,
+			       struct coi_user_metadata *metadata_r,
+			       bool *push_none_r, const char **error_r)
+{
+	*push_none_r = FALSE;
+	return coi_read_metadata_full(user, metadata_r, push_none_r, error_r);
 }
 
 int coi_set_enabled(struct mail_user *user, bool enabled, const char **error_r)

@@ -188,6 +188,16 @@ bool coi_transaction_is_replication(const struct mailbox_transaction_context *t)
 int coi_read_metadata(struct mail_user *user,
 		      struct coi_user_metadata *metadata_r,
 		      const char **error_r);
+/* The same for a delivery, which also learns (from the same INBOX) whether
+   the user's push-target marker says "no targets" (*push_none_r; FALSE
+   when unsure, docs/performance.md). */
+int coi_read_delivery_metadata(struct mail_user *user,
+			       struct coi_user_metadata *metadata_r,
+			       bool *push_none_r, const char **error_r);
+/* coi-attributes.c: TRUE only when `inbox`'s marker records that the user
+   had no push targets when it was written (and nothing has added one since:
+   every path that stores a target deletes it). */
+bool coi_push_marker_says_none(struct mailbox *inbox);
 
 /* coi-deliver.c: the delivery hook (installed only where the process has
    one: lmtp, dovecot-lda), and the vfuncs of mailboxes opened for delivery

@@ -1,0 +1,118 @@
+#!/usr/bin/python3
+"""Per-session cost of the coi plugin: one message per LMTP connection (one command).
+
+Owns the start-up benchmark. Dovecot 2.4's ``service lmtp`` defaults (with
+``dovecot_config_version`` 2.4.x) have ``restart_request_count = 1``: every
+LMTP connection is served by a fresh lmtp process, which loads the mail
+plugins (dlopen, their init, settings) before it answers. On 2.3
+(``service_count = 0``) processes are reused and the start-up is paid once
+per process. This measures what an MX pays per connection:
+
+  (a) no plugin; (b) the coi plugin loaded, the recipient enabled+active.
+
+Each session connects, sends LHLO, delivers one Delta Chat message to its
+own fresh user, and QUITs; sessions run one after another (latency, not
+throughput), variants interleaved round by round with ``doveadm reload``
+between them. Prints the median session time per variant, b - a (what
+the plugin adds per session), and the lmtp processes Dovecot started.
+
+Usage: /usr/bin/python3 bench/lmtp_sessions.py [--rounds 5] [--sessions 100]
+       (2.4: scripts/test-dovecot24 --exec /usr/bin/python3 bench/lmtp_sessions.py)
+Exit status: 0 ok, 1 a delivery failed, 2 setup failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.harness import DovecotInstance  # noqa: E402
+from tests.harness import messages as M  # noqa: E402
+from tests.harness.lmtp import LmtpSession  # noqa: E402
+
+VARIANTS = {"a": dict(plugin=False), "b": dict(plugin=True)}
+
+
+def lmtp_pids(dc: DovecotInstance) -> set[int]:
+    return {pid for pid, name in dc.child_processes() if name == "lmtp"}
+
+
+def one_round(dc: DovecotInstance, variant: str, rnd: int, sessions: int) -> tuple[list[float], int]:
+    """Per-session seconds, and how many distinct lmtp processes served them."""
+    times, seen = [], set()
+    for i in range(sessions):
+        raw = M.deltachat_plain().raw
+        rcpt = dc.address(f"s_{variant}_{rnd}_{i}")
+        t0 = time.perf_counter()
+        session = LmtpSession("127.0.0.1", dc.lmtp_port)
+        try:
+            res = session.deliver(raw, [rcpt])
+            t1 = time.perf_counter()
+            seen |= lmtp_pids(dc)  # while the session's process is alive; not timed
+            t2 = time.perf_counter()
+        finally:
+            session.close()
+        times.append(time.perf_counter() - t2 + (t1 - t0))
+        if not res[0].ok:
+            raise RuntimeError(f"delivery to {rcpt} failed: {res[0]}")
+    return times, len(seen)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--sessions", type=int, default=100, help="sessions per variant and round")
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args(argv)
+    users = {f"s_{v}_{r}_{i}": {} for v in VARIANTS for r in range(args.rounds)
+             for i in range(args.sessions)}
+    users["warm"] = {}
+    try:
+        dc = DovecotInstance(keep_tmp=args.keep, users=users, plugin=True)
+        dc.start()
+    except Exception as exc:  # noqa: BLE001
+        print(f"setup failed: {exc}", file=sys.stderr)
+        return 2
+    samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    procs: dict[str, list[int]] = {v: [] for v in VARIANTS}
+    status = 0
+    try:
+        for u in users:
+            if u.startswith("s_b_"):
+                dc.enable_coi(u, "active")
+        print(f"Dovecot at {dc.tmpdir}; {args.rounds} rounds x {args.sessions} sessions",
+              flush=True)
+        for r in range(args.rounds):
+            for v in VARIANTS:
+                dc.reconfigure(**VARIANTS[v])
+                dc.lmtp_deliver(M.plain_mail().raw, [dc.address("warm")])
+                times, nproc = one_round(dc, v, r, args.sessions)
+                samples[v] += times
+                procs[v].append(nproc)
+                print(f"  round {r + 1} ({v}): median {statistics.median(times) * 1e3:.2f} ms "
+                      f"per session, {nproc} lmtp processes", flush=True)
+        dc.assert_no_panic_or_fatal()
+    except RuntimeError as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        dc.failed = True
+        status = 1
+    finally:
+        dc.stop()
+    med = {v: statistics.median(s) * 1e3 for v, s in samples.items() if s}
+    print()
+    for v, m in med.items():
+        print(f"({v}) {'coi plugin' if v == 'b' else 'no plugin'}: median {m:.2f} ms per "
+              f"session over {len(samples[v])} sessions; lmtp processes per round "
+              f"{procs[v]}")
+    if "a" in med and "b" in med:
+        print(f"  b - a = {med['b'] - med['a']:.2f} ms per session; b/a = {med['b'] / med['a']:.3f}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
