@@ -18,6 +18,8 @@ reconfigured between variants by rewriting its config and ``doveadm reload``:
   (p) optional: (e) with push configured (``coi_deltachat_push = yes``) for
       users who have no push targets; p/e is the cost of push being
       configured (target <= 2 %).
+  (o) optional, with ``--baseline-so OLD.so``: (p) with another plugin build
+      (e.g. main's, before the push-target marker), installed for its rounds.
 
 ``--format maildir|sdbox|mdbox`` picks the mail storage format (default
 maildir). Run it against 2.4 with ``scripts/test-dovecot24 --exec``.
@@ -74,8 +76,10 @@ VARIANTS["e"] = ("coi plugin, events on (spool + sidecar)",
                   dict(plugin=True, lmtp_save_to_detail_mailbox=False, sieve_before=None))
 VARIANTS["p"] = ("coi plugin, events on, push configured, no targets",
                   dict(plugin=True, lmtp_save_to_detail_mailbox=False, sieve_before=None))
+VARIANTS["o"] = ("(p) with the --baseline-so plugin build",
+                  dict(plugin=True, lmtp_save_to_detail_mailbox=False, sieve_before=None))
 ORDER = ["a", "f", "b", "c"]
-PLUGIN_VARIANTS = ("b", "e", "p")
+PLUGIN_VARIANTS = ("b", "e", "p", "o")
 FORMATS = {"maildir": "maildir:~/Maildir", "sdbox": "sdbox:~/sdbox", "mdbox": "mdbox:~/mdbox"}
 
 
@@ -151,15 +155,17 @@ def verify(dc: DovecotInstance, variant: str, expected: dict[str, dict[str, int]
 
 def plugin_settings_for(variant: str, sidecar) -> dict[str, str]:
     """Events (spool + sidecar socket) for (e) and (p), push for (p) only."""
-    if variant not in ("e", "p") or sidecar is None:
+    if variant not in ("e", "p", "o") or sidecar is None:
         return {}
     out = dict(sidecar.plugin_settings())
-    if variant == "p":
+    if variant in ("p", "o"):
         out["coi_deltachat_push"] = "yes"
     return out
 
 
-def configure(dc: DovecotInstance, variant: str, sidecar=None) -> None:
+def configure(dc: DovecotInstance, variant: str, sidecar=None, baseline_so=None) -> None:
+    if baseline_so is not None:  # the reload below makes every process load it
+        dc.install_plugin(baseline_so if variant == "o" else None)
     dc.reconfigure(plugin_settings=plugin_settings_for(variant, sidecar),
                    **VARIANTS[variant][1])
 
@@ -189,9 +195,13 @@ def main(argv: list[str] | None = None) -> int:
                          "(default afbc)")
     ap.add_argument("--format", choices=sorted(FORMATS), default="maildir",
                     help="mail storage format (default maildir)")
+    ap.add_argument("--baseline-so", type=Path, default=None,
+                    help="plugin build for variant (o), e.g. main's")
     ap.add_argument("--keep", action="store_true", help="keep the Dovecot temp dir")
     args = ap.parse_args(argv)
     order = [v for v in args.variants if v in VARIANTS]
+    if "o" in order and args.baseline_so is None:
+        ap.error("variant o needs --baseline-so")
 
     users = {}
     for v in order:
@@ -202,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     first = order[0]
     sidecar = None
     try:
-        if "e" in order or "p" in order:
+        if set(order) & {"e", "p", "o"}:
             from tests.harness.sidecar import SidecarProcess
             sidecar = SidecarProcess(keep_tmp=args.keep, scan_interval_ms=200)
             sidecar.start()
@@ -231,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                 dc.enable_coi(u, "active")
         for r in range(args.rounds):
             for v in order:
-                configure(dc, v, sidecar)
+                configure(dc, v, sidecar, args.baseline_so)
                 warm_up(dc, v, args.connections)
                 mark = dc.log.mark()
                 secs, expected = run_load(dc, v, user_names(v, r, args.users),
@@ -273,7 +283,8 @@ def report(results: dict[str, list[float]]) -> None:
         return med[x] / med[y] if x in med and y in med and med[y] else None
 
     for name, target in (("b/f", 0.95), ("b/c", 1.2), ("f/a", None), ("b/a", None),
-                         ("e/b", None), ("e/f", None), ("p/e", 0.98)):
+                         ("e/b", None), ("e/f", None), ("p/e", 0.98),
+                         ("o/e", None)):
         q = ratio(name[0], name[2])
         if q is None:
             continue

@@ -30,14 +30,15 @@ import pytest
 from tests.harness import COI_ENABLED, COI_MESSAGE_FILTER
 from tests.harness import messages as M
 from tests.harness.coistate import (PVT_COI, SERVER_CONFIG, TOKENS, WEBPUSH_SUBS, PushFiles,
-                                    client_view, plant_raw_entries, push_files, raw_coi_entries,
-                                    subscribe_validated, subscription_json)
+                                    _read_dict, attribute_dict, client_view, plant_raw_entries,
+                                    push_files, raw_coi_entries, subscribe_validated,
+                                    subscription_json)
 from tests.harness.doveadm import DoveadmError
 from tests.harness.dsync import doveadm_service_config, password_args, tcp_location
-from tests.harness.imap import IdleClient
+from tests.harness.imap import IdleClient, ImapCommandFailed
 from tests.harness.instance import free_ports
 
-USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "gina"]
+USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "gina", "hana"]
 SITE = {"coi_default_enabled": "no", "coi_default_message_filter": "none"}
 
 
@@ -377,3 +378,87 @@ def test_flags_dsync_copies_never_trigger_seen_mode_moves(backends):
     assert len(dst.events()) - events_before == 2
     dsync_lines = [ln for ln in dst.inst.log_text()[mark:].splitlines() if ln.startswith("doveadm")]
     assert not [ln for ln in dsync_lines if "coi:" in ln], dsync_lines
+
+
+# -- 4. the push-target marker (docs/performance.md) ---------------------------
+
+PUSH_MARKER = "vendor/vendor.dovecot/pvt/coi-local/push-targets"
+
+
+def push_marker(b: Backend, user: str) -> str | None:
+    """The user's raw marker value on this backend (None: no marker)."""
+    found = [v for k, v in _read_dict(attribute_dict(b.inst, user))
+             if k.split("/", 2)[-1] == PUSH_MARKER]
+    return found[0] if found else None
+
+
+def chat_pushes(b: Backend, user: str, chat) -> list[dict]:
+    return [r for r in message_events(b, user) if r["type"] == "push"
+            and r["message"]["message_id"].strip("<>") == chat.message_id.strip("<>")]
+
+
+def test_push_marker_never_hides_a_target_and_never_travels(backends):
+    """A user with push configured but no targets gets the "none" marker on
+    the first chat (later chats skip the look); every way a target arrives
+    (IMAP device token, Web Push subscription, dsync) deletes it on that
+    backend, and the next chat is pushed. dsync never copies the marker."""
+    src, dst = backends["src"], backends["dst"]
+    user = "hana"
+    # one account on two backends: COI on (folders made), copied once
+    with src.inst.imap(user) as c:
+        c.enable_coi("active")
+    src.doveadm("backup", "-u", user, dst.location)
+    for b in (src, dst):
+        first = M.coi_chat()
+        b.inst.lmtp_deliver(first.raw, [user])
+        assert push_marker(b, user) == "none"
+        assert not chat_pushes(b, user, first)
+        # the marker is this server's own: no client, no dsync sees it
+        with b.inst.imap(user) as c:
+            try:
+                shown = c.getmetadata("/private/" + PUSH_MARKER, mailbox="INBOX")
+            except ImapCommandFailed:
+                shown = None  # Dovecot refuses its pvt/ keys to clients
+            assert shown is None
+
+    # a token over IMAP on src: the marker goes in the same transaction
+    with src.inst.imap(user) as c:
+        c.setmetadata_ok("/private/devicetoken", "dc-token-hana", mailbox="INBOX")
+    assert push_marker(src, user) is None
+    chat = M.coi_chat()
+    src.inst.lmtp_deliver(chat.raw, [user])
+    pushes = chat_pushes(src, user, chat)
+    assert len(pushes) == 1 and [t["token"] for t in pushes[0]["deltachat"]] == ["dc-token-hana"]
+    assert push_marker(src, user) is None  # a look that found targets writes nothing
+
+    # dsync brings the token to dst, whose marker still says "none": the
+    # write deletes it there, and dst's next chat is pushed to the token
+    assert push_marker(dst, user) == "none"
+    src.doveadm("sync", "-u", user, dst.location)
+    assert push_marker(dst, user) is None
+    assert raw_coi_entries(dst.inst, user) == raw_coi_entries(src.inst, user)
+    chat = M.coi_chat()
+    dst.inst.lmtp_deliver(chat.raw, [user])
+    pushes = chat_pushes(dst, user, chat)
+    assert len(pushes) == 1 and [t["token"] for t in pushes[0]["deltachat"]] == ["dc-token-hana"]
+
+    # a backend with the marker syncing to one without: nothing carries it
+    with src.inst.imap("erin") as c:
+        c.enable_coi("active")
+    src.doveadm("backup", "-u", "erin", dst.location)
+    src.inst.lmtp_deliver(M.coi_chat().raw, ["erin"])
+    assert push_marker(src, "erin") == "none"
+    src.doveadm("sync", "-u", "erin", dst.location)
+    assert push_marker(dst, "erin") is None
+
+    # a Web Push subscription deletes it too (erin on src)
+    with src.inst.imap("erin") as c:
+        subscribe_validated(c, src.files, "erin-phone-0001", "https://push.example.net/erin")
+    assert push_marker(src, "erin") is None
+    chat = M.coi_chat()
+    src.inst.lmtp_deliver(chat.raw, ["erin"])
+    pushes = chat_pushes(src, "erin", chat)
+    assert len(pushes) == 1 and [t["subscription_id"] for t in pushes[0]["webpush"]] == \
+        ["erin-phone-0001"]
+    src.inst.assert_no_panic_or_fatal()
+    dst.inst.assert_no_panic_or_fatal()
