@@ -38,7 +38,7 @@ from tests.harness.dsync import doveadm_service_config, password_args, tcp_locat
 from tests.harness.imap import IdleClient, ImapCommandFailed
 from tests.harness.instance import free_ports
 
-USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "gina", "hana"]
+USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "gina", "hana", "ivan"]
 SITE = {"coi_default_enabled": "no", "coi_default_message_filter": "none"}
 
 
@@ -443,22 +443,22 @@ def test_push_marker_never_hides_a_target_and_never_travels(backends):
     assert len(pushes) == 1 and [t["token"] for t in pushes[0]["deltachat"]] == ["dc-token-hana"]
 
     # a backend with the marker syncing to one without: nothing carries it
-    with src.inst.imap("erin") as c:
+    with src.inst.imap("ivan") as c:
         c.enable_coi("active")
-    src.doveadm("backup", "-u", "erin", dst.location)
-    src.inst.lmtp_deliver(M.coi_chat().raw, ["erin"])
-    assert push_marker(src, "erin") == "none"
-    src.doveadm("sync", "-u", "erin", dst.location)
-    assert push_marker(dst, "erin") is None
+    src.doveadm("backup", "-u", "ivan", dst.location)
+    src.inst.lmtp_deliver(M.coi_chat().raw, ["ivan"])
+    assert push_marker(src, "ivan") == "none"
+    src.doveadm("sync", "-u", "ivan", dst.location)
+    assert push_marker(dst, "ivan") is None
 
-    # a Web Push subscription deletes it too (erin on src)
-    with src.inst.imap("erin") as c:
-        subscribe_validated(c, src.files, "erin-phone-0001", "https://push.example.net/erin")
-    assert push_marker(src, "erin") is None
+    # a Web Push subscription deletes it too (ivan on src)
+    with src.inst.imap("ivan") as c:
+        subscribe_validated(c, src.files, "ivan-phone-0001", "https://push.example.net/ivan")
+    assert push_marker(src, "ivan") is None
     chat = M.coi_chat()
-    src.inst.lmtp_deliver(chat.raw, ["erin"])
-    pushes = chat_pushes(src, "erin", chat)
+    src.inst.lmtp_deliver(chat.raw, ["ivan"])
+    pushes = chat_pushes(src, "ivan", chat)
     assert len(pushes) == 1 and [t["subscription_id"] for t in pushes[0]["webpush"]] == \
-        ["erin-phone-0001"]
+        ["ivan-phone-0001"]
     src.inst.assert_no_panic_or_fatal()
     dst.inst.assert_no_panic_or_fatal()
