@@ -290,7 +290,10 @@ def report(results: dict[str, list[float]]) -> None:
             continue
         verdict = "" if target is None else \
             f"  (target >= {target:.2f}: {'MET' if q >= target else 'NOT MET'})"
-        print(f"  {name} = {q:.3f}{verdict}")
+        # the same ratio round by round (neighbours in time share the load)
+        paired = [x / y for x, y in zip(results[name[0]], results[name[2]]) if y]
+        per_round = f"; per round: median {statistics.median(paired):.3f}" if paired else ""
+        print(f"  {name} = {q:.3f}{verdict}{per_round}")
 
 
 if __name__ == "__main__":

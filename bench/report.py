@@ -471,6 +471,11 @@ def write_report(path: Path, runs: list[Bench], quick: bool, started: str, total
             "`COI_PLUGIN_SO=$PWD/target/release/libcoi_plugin.so` and "
             "`COI_SIDECAR_BIN=$PWD/target/release/coi-sidecar` (bench/report.py sets both). "
             "bench/README.md describes each benchmark and keeps earlier figures.", ""]
+    # the 2.3/2.4 section (bench/versions_report.py) is another command's: kept
+    old = path.read_text() if path.exists() else ""
+    begin, end = "<!-- versions-report: begin", "<!-- versions-report: end -->"
+    if begin in old and end in old:
+        out += ["", old[old.index(begin):old.index(end) + len(end)], ""]
     path.write_text("\n".join(out))
 
 
