@@ -40,8 +40,10 @@ Exit status: 0 ok, 1 a variant stored the wrong thing, 2 setup failure.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -85,6 +87,34 @@ FORMATS = {"maildir": "maildir:~/Maildir", "sdbox": "sdbox:~/sdbox", "mdbox": "m
 
 class VerificationError(AssertionError):
     pass
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def dovecot_cpu_seconds(dc: DovecotInstance) -> float:
+    """CPU time the Dovecot process tree has used so far: the master's own,
+    its reaped children's (cutime/cstime: 2.4's one-session lmtp processes
+    end up there) and its live children's. A counter: the difference over a
+    round is the CPU that round cost, whatever else ran on the machine."""
+    master = dc.master_pid()
+    if master is None:
+        return float("nan")
+    f = _stat_fields(master)
+    ticks = sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+    for pid, _ in dc.child_processes():
+        try:
+            c = _stat_fields(pid)
+        except OSError:
+            continue  # ended meanwhile: counted in the master's cutime now
+        ticks += int(c[11]) + int(c[12])
+    return ticks / CLK_TCK
 
 
 def user_names(variant: str, rnd: int, n: int) -> list[str]:
@@ -163,6 +193,21 @@ def plugin_settings_for(variant: str, sidecar) -> dict[str, str]:
     return out
 
 
+def prime(dc: DovecotInstance, variant: str, users: list[str]) -> None:
+    """One chat to each user before the timed part: the users are not new
+    to the server (per-user state such as the push-target marker exists, as
+    it would for any user who has had mail before), the same for every variant."""
+    session = dc.lmtp_session()
+    try:
+        for u in users:
+            msg = M.coi_chat()
+            res = session.deliver(msg.raw, [rcpt_for(dc, variant, u, msg)])
+            if not res[0].ok:
+                raise VerificationError(f"priming {u} for {variant} failed: {res[0]}")
+    finally:
+        session.close()
+
+
 def configure(dc: DovecotInstance, variant: str, sidecar=None, baseline_so=None) -> None:
     if baseline_so is not None:  # the reload below makes every process load it
         dc.install_plugin(baseline_so if variant == "o" else None)
@@ -226,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             sidecar.stop()
         return 2
     results: dict[str, list[float]] = {v: [] for v in order}
+    cpu: dict[str, list[float]] = {v: [] for v in order}
     status = 0
     try:
         # Create COI/Chats for every user, so no variant pays (or races on)
@@ -244,18 +290,26 @@ def main(argv: list[str] | None = None) -> int:
                 configure(dc, v, sidecar, args.baseline_so)
                 warm_up(dc, v, args.connections)
                 mark = dc.log.mark()
-                secs, expected = run_load(dc, v, user_names(v, r, args.users),
-                                          args.connections, args.messages)
+                round_users = user_names(v, r, args.users)
+                prime(dc, v, round_users)
+                cpu0 = dovecot_cpu_seconds(dc)
+                secs, expected = run_load(dc, v, round_users, args.connections, args.messages)
+                for u in round_users:  # the primed chat
+                    expected[u][CHATS if v != "a" else "INBOX"] += 1
                 total = args.connections * args.messages
+                # lmtp processes still finishing their QUIT: let them end
+                time.sleep(0.3)
+                cpu_ms = (dovecot_cpu_seconds(dc) - cpu0) * 1e3 / total
                 rate = total / secs
                 results[v].append(rate)
+                cpu[v].append(cpu_ms)
                 verify(dc, v, expected)
                 dc.assert_no_panic_or_fatal(since=mark)
                 errs = dc.log.grep(": Error: ", since=mark, ignore_case=False)
                 if errs:
                     raise VerificationError(f"variant {v} logged errors: {errs[:3]}")
-                print(f"  round {r + 1} ({v}): {total} msgs in {secs:.2f}s = {rate:8.1f} msgs/s",
-                      flush=True)
+                print(f"  round {r + 1} ({v}): {total} msgs in {secs:.2f}s = {rate:8.1f} msgs/s,"
+                      f" Dovecot CPU {cpu_ms:.3f} ms/msg", flush=True)
     except VerificationError as exc:
         print(f"VERIFICATION FAILED: {exc}", file=sys.stderr)
         dc.failed = True
@@ -264,11 +318,23 @@ def main(argv: list[str] | None = None) -> int:
         dc.stop()
         if sidecar is not None:
             sidecar.stop()
-    report(results)
+    report(results, cpu)
     return status
 
 
-def report(results: dict[str, list[float]]) -> None:
+def report(results: dict[str, list[float]], cpu: dict[str, list[float]] | None = None) -> None:
+    if cpu:
+        print()
+        print(f"{'variant':<44} {'Dovecot CPU ms/msg':>18}  rounds")
+        for v, xs in cpu.items():
+            if xs:
+                print(f"[{v}] {VARIANTS[v][0]:<40} {statistics.median(xs):>18.3f}  " +
+                      " ".join(f"{x:.3f}" for x in xs))
+        cmed = {v: statistics.median(xs) for v, xs in cpu.items() if xs}
+        for x, y in (("b", "f"), ("b", "c"), ("b", "a"), ("e", "b"), ("p", "e"), ("o", "e")):
+            if x in cmed and y in cmed and cmed[y]:
+                paired = statistics.median(p / q for p, q in zip(cpu[x], cpu[y]) if q)
+                print(f"  cpu {x}/{y} = {cmed[x] / cmed[y]:.3f}; per round: median {paired:.3f}")
     med = {v: statistics.median(r) for v, r in results.items() if r}
     print()
     print(f"{'variant':<44} {'median msgs/s':>14}  rounds")

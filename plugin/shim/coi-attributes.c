@@ -876,63 +876,83 @@ static const char *coi_read_small_body(struct mail *mail)
 	return str_c(body);
 }
 
-void coi_push_collect(struct mail_user *user, struct mail *src_mail,
-		      const char *recipient,
-		      const struct coi_stored_message *message)
+/* Lists the targets in `inbox` and hands them to Rust with the message.
+   Returns TRUE when the listing worked and found no target at all. */
+static bool coi_push_collect_inbox(struct mail_user *user, void *rs,
+				   struct mailbox *inbox, struct mail *src_mail,
+				   const char *recipient,
+				   const struct coi_stored_message *message)
 {
-	void *rs = coi_user_rs(user);
-	struct mail_namespace *ns = mail_namespace_find_inbox(user->namespaces);
 	ARRAY_TYPE(coi_bytes_array) subs, token_keys, tokens;
 	struct coi_push_input input;
-	struct mailbox *inbox;
 	const char *from;
 	time_t date;
 	int tz, n_subs, n_tokens;
 
+	t_array_init(&subs, 8);
+	t_array_init(&token_keys, 8);
+	t_array_init(&tokens, 8);
+	n_subs = coi_collect_values(inbox, COI_PVT_SUBSCRIPTIONS, TRUE,
+				    NULL, &subs);
+	n_tokens = coi_collect_values(inbox, COI_PVT_TOKENS, FALSE,
+				      &token_keys, &tokens);
+	i_zero(&input);
+	/* array_front() asserts on an empty array */
+	input.subscription_count = array_count(&subs);
+	if (input.subscription_count > 0)
+		input.subscriptions = array_front(&subs);
+	input.token_count = array_count(&tokens);
+	if (input.token_count > 0) {
+		input.token_keys = array_front(&token_keys);
+		input.tokens = array_front(&tokens);
+	}
+	input.recipient = coi_bytes_from_str(recipient);
+	input.message = *message;
+	if (src_mail != NULL) {
+		if (mail_get_first_header_utf8(src_mail, "From", &from) > 0) {
+			struct message_address *addr =
+				message_address_parse(
+					pool_datastack_create(),
+					(const unsigned char *)from,
+					strlen(from), 1, 0);
+			if (addr != NULL)
+				input.from_name =
+					coi_bytes_from_str(addr->name);
+		}
+		if (mail_get_date(src_mail, &date, &tz) == 0 && date > 0) {
+			input.date_unix = date;
+			input.has_date = 1;
+		}
+		input.content = coi_bytes_from_str(
+			coi_read_small_body(src_mail));
+	}
+	(void)coi_ops->push(rs, user->event, &input);
+	return n_subs == 0 && n_tokens == 0;
+}
+
+void coi_push_collect(struct mail_user *user, struct mailbox *open_inbox,
+		      struct mail *src_mail, const char *recipient,
+		      const struct coi_stored_message *message)
+{
+	void *rs = coi_user_rs(user);
+	struct mail_namespace *ns = mail_namespace_find_inbox(user->namespaces);
+	struct mailbox *inbox;
+	bool none = FALSE;
+
 	if (rs == NULL || ns == NULL)
 		return;
+	/* plain mail (and the read-status path) come here without the chat's
+	   METADATA read: one lookup, in the INBOX the delivery has open */
+	if (open_inbox != NULL && coi_push_marker_says_none(open_inbox))
+		return;
 	T_BEGIN {
-		t_array_init(&subs, 8);
-		t_array_init(&token_keys, 8);
-		t_array_init(&tokens, 8);
 		inbox = mailbox_alloc(ns->list, "INBOX", MAILBOX_FLAG_READONLY);
-		n_subs = coi_collect_values(inbox, COI_PVT_SUBSCRIPTIONS, TRUE,
-					    NULL, &subs);
-		n_tokens = coi_collect_values(inbox, COI_PVT_TOKENS, FALSE,
-					      &token_keys, &tokens);
-		i_zero(&input);
-		/* array_front() asserts on an empty array */
-		input.subscription_count = array_count(&subs);
-		if (input.subscription_count > 0)
-			input.subscriptions = array_front(&subs);
-		input.token_count = array_count(&tokens);
-		if (input.token_count > 0) {
-			input.token_keys = array_front(&token_keys);
-			input.tokens = array_front(&tokens);
+		if (open_inbox != NULL || !coi_push_marker_says_none(inbox)) {
+			none = coi_push_collect_inbox(user, rs, inbox, src_mail,
+						      recipient, message);
 		}
-		input.recipient = coi_bytes_from_str(recipient);
-		input.message = *message;
-		if (src_mail != NULL) {
-			if (mail_get_first_header_utf8(src_mail, "From", &from) > 0) {
-				struct message_address *addr =
-					message_address_parse(
-						pool_datastack_create(),
-						(const unsigned char *)from,
-						strlen(from), 1, 0);
-				if (addr != NULL)
-					input.from_name =
-						coi_bytes_from_str(addr->name);
-			}
-			if (mail_get_date(src_mail, &date, &tz) == 0 && date > 0) {
-				input.date_unix = date;
-				input.has_date = 1;
-			}
-			input.content = coi_bytes_from_str(
-				coi_read_small_body(src_mail));
-		}
-		(void)coi_ops->push(rs, user->event, &input);
 		mailbox_free(&inbox);
-		if (n_subs == 0 && n_tokens == 0)
+		if (none)
 			coi_push_marker_learn(user);
 	} T_END;
 }

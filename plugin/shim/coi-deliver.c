@@ -146,6 +146,7 @@ coi_report_stored(struct mailbox *box,
 			if (!coi_current.push_targets_none &&
 			    coi_ops->wants_push(cuser->rs) == 1) {
 				coi_push_collect(box->storage->user,
+						 box->inbox_user ? box : NULL,
 						 coi_current.src_mail,
 						 coi_current.recipient,
 						 &message);
@@ -267,9 +268,13 @@ static void coi_deliver_prepare(struct mail_deliver_context *ctx)
 
 	if (kind != COI_KIND_NOT_CHAT) {
 		/* METADATA costs a mailbox open: only chats pay it */
-		if (coi_read_delivery_metadata(user, &metadata,
-					       &coi_current.push_targets_none,
-					       &error) < 0) {
+		/* with push on, the marker comes with the same INBOX
+		   (wants_push needs only the kind, known by now) */
+		if ((coi_ops->wants_push(cuser->rs) == 1 ?
+		     coi_read_delivery_metadata(user, &metadata,
+						&coi_current.push_targets_none,
+						&error) :
+		     coi_read_metadata(user, &metadata, &error)) < 0) {
 			e_warning(ctx->event, "coi: cannot read COI METADATA: %s"
 				  " - delivering as usual", error);
 			coi_ops->fallback(cuser->rs,

@@ -136,9 +136,12 @@ const char *coi_value_source(struct mail_user *user);
 void coi_value_refused(struct mail_user *user, const char *item,
 		       const char *reason, const char *error);
 /* Collects the user's push targets for a delivered message and hands
-   them to Rust (coi-deliver.c calls it after the first stored copy). */
-void coi_push_collect(struct mail_user *user, struct mail *src_mail,
-		      const char *recipient,
+   them to Rust (coi-deliver.c calls it after the first stored copy).
+   `open_inbox` is the user's INBOX when the caller has it open (the
+   delivery just committed there), else NULL: the marker is read there
+   without opening INBOX again. */
+void coi_push_collect(struct mail_user *user, struct mailbox *open_inbox,
+		      struct mail *src_mail, const char *recipient,
 		      const struct coi_stored_message *message);
 
 /* coi-imap.c: COI/WEBPUSH/XDELTAPUSH capabilities (imap only). */

@@ -430,7 +430,7 @@ static int coi_read_mark_set(struct mailbox_transaction_context *t,
 	}
 	/* the sender's devices hear of it (Web Push, msgtype chat) */
 	if (marked > 0 && coi_ops->read_push_prepare(rs, &json) == 1)
-		coi_push_collect(user, NULL, NULL, &first);
+		coi_push_collect(user, NULL, NULL, NULL, &first);
 	e_debug(user->event, "coi: read status: %s marked "COI_KEYWORD_READ
 		" on %d copie(s)", message_id, marked);
 	return 0;
