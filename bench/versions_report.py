@@ -30,6 +30,8 @@ RUNS = [
     ("hot-mdbox", "one hot mailbox (1 user, 4 connections), mdbox"),
     ("many-maildir", "many users (40 users, 4 connections), maildir"),
     ("many-sdbox", "many users (40 users, 4 connections), sdbox"),
+    ("push-maildir", "push configured, users without targets (40 users, 4 connections, maildir, "
+                     "7 rounds, every user primed with one chat)"),
 ]
 LABELS = {
     "a": "(a) stock: no plugin, all to INBOX",
@@ -46,7 +48,8 @@ RATIOS = ["b/f", "b/c", "b/a", "f/a", "e/b", "p/e", "o/e"]
 
 
 def parse(path: Path) -> dict:
-    out = {"medians": {}, "ratios": {}, "per_round": {}, "cmd": "", "load": [], "rounds": {}}
+    out = {"medians": {}, "ratios": {}, "per_round": {}, "cmd": "", "load": [], "rounds": {},
+           "cpu": {}, "cpu_ratios": {}}
     if not path.exists():
         return out
     for line in path.read_text().splitlines():
@@ -55,6 +58,10 @@ def parse(path: Path) -> dict:
             out["cmd"] = rest.split(": ", 1)[1].strip()
         elif line.startswith("# load"):
             out["load"].append(line.split(": ", 1)[1].strip())
+        elif m := re.match(r"^\[(\w)\] .*?\s(\d+\.\d+)\s+((?:\d+\.\d+ ?)+)$", line):
+            out["cpu"][m.group(1)] = float(m.group(2))
+        elif m := re.match(r"^\s+cpu (\w/\w) = (\d+\.\d+); per round: median (\d+\.\d+)", line):
+            out["cpu_ratios"][m.group(1)] = (float(m.group(2)), float(m.group(3)))
         elif m := re.match(r"^\((\w)\) .*?\s(\d+\.\d)\s+((?:\d+ ?)+)$", line):
             out["medians"][m.group(1)] = float(m.group(2))
             out["rounds"][m.group(1)] = m.group(3).split()
@@ -69,6 +76,11 @@ def parse(path: Path) -> dict:
         elif m := re.match(r"^\s+b - a = (-?\d+\.\d+) ms per session; b/a = (\d+\.\d+)", line):
             out["ratios"]["b-a"] = float(m.group(1))
             out["ratios"]["b/a"] = float(m.group(2))
+        elif m := re.match(r"^\((\w)\) median (\d+\.\d) system calls per message", line):
+            out["medians"][m.group(1)] = float(m.group(2))
+        elif m := re.match(r"^\s+(\w) - e = ([+-]\d+\.\d) per message \(([+-]\d+\.\d) %\); by call: (.*)$",
+                           line):
+            out["ratios"][m.group(1) + "-e"] = (float(m.group(2)), float(m.group(3)), m.group(4))
         elif line.startswith("# exit"):
             out["failed"] = line
     return out
@@ -139,6 +151,20 @@ def section(outdir: Path) -> str:
             target = TARGETS.get(q, ("", None))[0]
             out.append(f"| {q}{' (target ' + target + ')' if target else ''} | " +
                        " | ".join(cells) + " |")
+        if any(logs[(v, run)]["cpu"] for v in VERSIONS):
+            out += ["", "| Dovecot CPU ms per message (median; all Dovecot processes) | 2.3 | 2.4 |",
+                    "|---|---|---|"]
+            for k in variants:
+                out.append(f"| {LABELS[k]} | " + " | ".join(
+                    fmt(logs[(v, run)]["cpu"].get(k), 3) for v in VERSIONS) + " |")
+            for q in ("b/f", "b/c", "b/a", "e/b", "p/e", "o/e"):
+                if not any(q in logs[(v, run)]["cpu_ratios"] for v in VERSIONS):
+                    continue
+                cells = []
+                for v in VERSIONS:
+                    c = logs[(v, run)]["cpu_ratios"].get(q)
+                    cells.append("–" if c is None else f"**{c[0]:.3f}** (per round {c[1]:.3f})")
+                out.append(f"| CPU {q} | " + " | ".join(cells) + " |")
         out.append("")
         for v in VERSIONS:
             r = logs[(v, run)]
@@ -164,10 +190,38 @@ def section(outdir: Path) -> str:
         r = logs[(v, "sessions")]
         if r["cmd"]:
             out.append(f"- {v}: `{r['cmd']}` at {r.get('date', '?')}, load {' → '.join(r['load'])}")
-    loadf = outdir / "plugin_load.txt"
-    if loadf.exists():
-        out += ["", "### Loading the plugin into a fresh process (bench/plugin_load.py)", "",
-                "```", loadf.read_text().strip(), "```"]
+    out += ["", "### What push configured costs a user without targets, counted "
+            "(bench/push_syscalls.py)", "",
+            "System calls per message of every Dovecot process while one LMTP session delivers "
+            "30 messages (plain, COI chat, Delta Chat) to a user who has had one chat before; "
+            "calls whose number follows timing (waits, signals, socket I/O) left out; median of "
+            "3 interleaved rounds, a fresh user per variant and round.", "",
+            "| system calls per message | 2.3 | 2.4 |", "|---|---|---|"]
+    sc = {v: parse(outdir / f"{v}-push-syscalls.txt") for v in VERSIONS}
+    for k, label in (("e", "(e) events on, push off"),
+                     ("p", "(p) push configured, no targets (this build: marker)"),
+                     ("o", "(o) push configured, no targets (main's build, before the marker)")):
+        out.append(f"| {label} | " + " | ".join(fmt(sc[v]["medians"].get(k)) for v in VERSIONS)
+                   + " |")
+    for k in ("p", "o"):
+        cells = []
+        for v in VERSIONS:
+            d = sc[v]["ratios"].get(k + "-e")
+            cells.append("–" if d is None else f"**{d[1]:+.1f} %** ({d[0]:+.1f}: {d[2]})")
+        out.append(f"| {k} − e" + (" (target ≤ +2 %)" if k == "p" else "") + " | " +
+                   " | ".join(cells) + " |")
+    out.append("")
+    for v in VERSIONS:
+        if sc[v]["cmd"]:
+            out.append(f"- {v}: `{sc[v]['cmd']}` at {sc[v].get('date', '?')}, load "
+                       f"{' → '.join(sc[v]['load'])}")
+    out += ["", "### Loading the plugin into a fresh process (bench/plugin_load.py)", ""]
+    for v in VERSIONS:
+        f = outdir / f"{v}-plugin-load.txt"
+        if f.exists():
+            r = parse(f)
+            body = [ln for ln in f.read_text().splitlines() if not ln.startswith("#")]
+            out += [f"{v}: `{r['cmd']}` (load {' → '.join(r['load'])})", "", "```", *body, "```", ""]
     out += ["", END]
     return "\n".join(out) + "\n"
 
