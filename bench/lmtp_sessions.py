@@ -8,9 +8,15 @@ plugins (dlopen, their init, settings) before it answers. On 2.3
 (``service_count = 0``) processes are reused and the start-up is paid once
 per process. This measures what an MX pays per connection:
 
-  (a) no plugin; (b) the coi plugin loaded, the recipient enabled+active
-  (every recipient has its mailboxes and COI on before, so both variants
-  deliver into existing folders: (a) to INBOX, (b) to COI/Chats).
+  (a) no plugin, to INBOX;
+  (n) the coi plugin loaded, the recipient without COI (to INBOX): n - a is
+      what loading and running the plugin costs a session;
+  (f) no plugin, the sender names the folder (``user+COI/Chats``,
+      ``lmtp_save_to_detail_mailbox``): the floor for filing into a second
+      folder, which a fresh process must open too;
+  (b) the coi plugin, the recipient enabled+active (to COI/Chats): b - f is
+      the plugin's own share of a chat session.
+Every recipient's mailboxes (INBOX, COI/Chats) exist before its session.
 
 Each session connects, sends LHLO, delivers one Delta Chat message to its
 own fresh user, and QUITs; sessions run one after another (latency, not
@@ -37,7 +43,12 @@ from tests.harness import DovecotInstance  # noqa: E402
 from tests.harness import messages as M  # noqa: E402
 from tests.harness.lmtp import LmtpSession  # noqa: E402
 
-VARIANTS = {"a": dict(plugin=False), "b": dict(plugin=True)}
+VARIANTS = {"a": dict(plugin=False, lmtp_save_to_detail_mailbox=False),
+            "n": dict(plugin=True, lmtp_save_to_detail_mailbox=False),
+            "f": dict(plugin=False, lmtp_save_to_detail_mailbox=True),
+            "b": dict(plugin=True, lmtp_save_to_detail_mailbox=False)}
+LABELS = {"a": "no plugin, to INBOX", "n": "coi plugin, user without COI, to INBOX",
+          "f": "no plugin, +detail to COI/Chats", "b": "coi plugin, chat to COI/Chats"}
 
 
 def lmtp_pids(dc: DovecotInstance) -> set[int]:
@@ -49,7 +60,8 @@ def one_round(dc: DovecotInstance, variant: str, rnd: int, sessions: int) -> tup
     times, seen = [], set()
     for i in range(sessions):
         raw = M.deltachat_plain().raw
-        rcpt = dc.address(f"s_{variant}_{rnd}_{i}")
+        user = f"s_{variant}_{rnd}_{i}"
+        rcpt = dc.rcpt(user, "COI/Chats") if variant == "f" else dc.address(user)
         t0 = time.perf_counter()
         session = LmtpSession("127.0.0.1", dc.lmtp_port)
         try:
@@ -84,11 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     procs: dict[str, list[int]] = {v: [] for v in VARIANTS}
     status = 0
     try:
-        # every user the same: mailboxes made and COI on (an unloaded
-        # plugin ignores the METADATA), so (a) does not pay for creating
-        # the Maildir on its first delivery
+        # every user's mailboxes exist: no variant pays for creating them
         for u in users:
-            dc.enable_coi(u, "active")
+            dc.doveadm.run("mailbox", "create", "-s", "-u", u, "COI/Chats")
+            if u.startswith("s_b_"):
+                dc.enable_coi(u, "active")
         print(f"Dovecot at {dc.tmpdir}; {args.rounds} rounds x {args.sessions} sessions",
               flush=True)
         for r in range(args.rounds):
@@ -110,11 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     med = {v: statistics.median(s) * 1e3 for v, s in samples.items() if s}
     print()
     for v, m in med.items():
-        print(f"({v}) {'coi plugin' if v == 'b' else 'no plugin'}: median {m:.2f} ms per "
-              f"session over {len(samples[v])} sessions; lmtp processes per round "
-              f"{procs[v]}")
-    if "a" in med and "b" in med:
-        print(f"  b - a = {med['b'] - med['a']:.2f} ms per session; b/a = {med['b'] / med['a']:.3f}")
+        print(f"({v}) {LABELS[v]}: median {m:.2f} ms per session over {len(samples[v])} "
+              f"sessions; lmtp processes per round {procs[v]}")
+    for x, y in (("n", "a"), ("b", "f"), ("f", "a"), ("b", "a")):
+        if x in med and y in med:
+            print(f"  {x} - {y} = {med[x] - med[y]:.2f} ms per session; "
+                  f"{x}/{y} = {med[x] / med[y]:.3f}")
     return status
 
 
