@@ -69,13 +69,14 @@ def parse(path: Path) -> dict:
             out["ratios"][m.group(1)] = float(m.group(2))
             if m.group(3):
                 out["per_round"][m.group(1)] = float(m.group(3))
-        elif m := re.match(r"^\((\w)\) (?:coi plugin|no plugin): median (\d+\.\d+) ms per session"
+        elif m := re.match(r"^\((\w)\) [^:]*: median (\d+\.\d+) ms per session"
                            r".*lmtp processes per round \[(.*)\]", line):
             out["medians"][m.group(1)] = float(m.group(2))
             out["rounds"][m.group(1)] = m.group(3)
-        elif m := re.match(r"^\s+b - a = (-?\d+\.\d+) ms per session; b/a = (\d+\.\d+)", line):
-            out["ratios"]["b-a"] = float(m.group(1))
-            out["ratios"]["b/a"] = float(m.group(2))
+        elif m := re.match(r"^\s+(\w) - (\w) = (-?\d+\.\d+) ms per session; \w/\w = (\d+\.\d+)",
+                           line):
+            out["ratios"][f"{m.group(1)}-{m.group(2)}"] = float(m.group(3))
+            out["ratios"][f"{m.group(1)}/{m.group(2)}"] = float(m.group(4))
         elif m := re.match(r"^\((\w)\) median (\d+\.\d) system calls per message", line):
             out["medians"][m.group(1)] = float(m.group(2))
         elif m := re.match(r"^\s+(\w) - e = ([+-]\d+\.\d) per message \(([+-]\d+\.\d) %\); by call: (.*)$",
@@ -175,16 +176,23 @@ def section(outdir: Path) -> str:
         out.append("")
     out += ["### Per LMTP session (one message per connection, sessions one after another)", ""]
     out += ["| ms per session (median) | 2.3 | 2.4 |", "|---|---|---|"]
-    for k, label in (("a", "(a) no plugin"), ("b", "(b) coi plugin")):
+    sess = {v: logs[(v, "sessions")] for v in VERSIONS}
+    for k, label in (("a", "(a) no plugin, to INBOX"),
+                     ("n", "(n) coi plugin loaded, user without COI, to INBOX"),
+                     ("f", "(f) no plugin, +detail to COI/Chats (floor)"),
+                     ("b", "(b) coi plugin, chat to COI/Chats")):
+        out.append(f"| {label} | " + " | ".join(fmt(sess[v]["medians"].get(k), 2)
+                                                for v in VERSIONS) + " |")
+    for q, label in (("n-a", "n − a: loading and running the plugin, per session"),
+                     ("b-f", "b − f: the plugin's share of a chat session"),
+                     ("f-a", "f − a: opening a second folder (no plugin)")):
         out.append(f"| {label} | " + " | ".join(
-            fmt(logs[(v, 'sessions')]["medians"].get(k), 2) for v in VERSIONS) + " |")
-    out.append("| b − a (what the plugin adds per session) | " + " | ".join(
-        fmt(logs[(v, 'sessions')]["ratios"].get("b-a"), 2) + " ms" for v in VERSIONS) + " |")
-    out.append("| b / a | " + " | ".join(
-        fmt(logs[(v, 'sessions')]["ratios"].get("b/a"), 3) for v in VERSIONS) + " |")
-    out.append("| distinct lmtp processes per round of 60 sessions (a; b) | " + " | ".join(
-        f"{logs[(v, 'sessions')]['rounds'].get('a', '–')}; {logs[(v, 'sessions')]['rounds'].get('b', '–')}"
-        for v in VERSIONS) + " |")
+            (fmt(sess[v]["ratios"].get(q), 2) + " ms" +
+             (f" ({sess[v]['ratios'][q.replace('-', '/')]:.3f} ×)"
+              if q.replace('-', '/') in sess[v]["ratios"] else ""))
+            if q in sess[v]["ratios"] else "–" for v in VERSIONS) + " |")
+    out.append("| lmtp processes serving each round's 60 sessions (a, n, f, b) | " + " | ".join(
+        "; ".join(str(sess[v]["rounds"].get(k, "–")) for k in "anfb") for v in VERSIONS) + " |")
     out.append("")
     for v in VERSIONS:
         r = logs[(v, "sessions")]
