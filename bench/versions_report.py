@@ -177,15 +177,15 @@ def section(outdir: Path) -> str:
     out += ["### Per LMTP session (one message per connection, sessions one after another)", ""]
     out += ["| ms per session (median) | 2.3 | 2.4 |", "|---|---|---|"]
     sess = {v: logs[(v, "sessions")] for v in VERSIONS}
-    for k, label in (("a", "(a) no plugin, to INBOX"),
-                     ("n", "(n) coi plugin loaded, user without COI, to INBOX"),
+    for k, label in (("a", "(a) no plugin, plain mail to INBOX"),
+                     ("n", "(n) coi plugin loaded, plain mail to INBOX"),
                      ("f", "(f) no plugin, +detail to COI/Chats (floor)"),
                      ("b", "(b) coi plugin, chat to COI/Chats")):
         out.append(f"| {label} | " + " | ".join(fmt(sess[v]["medians"].get(k), 2)
                                                 for v in VERSIONS) + " |")
-    for q, label in (("n-a", "n − a: loading and running the plugin, per session"),
+    for q, label in (("n-a", "n − a: loading and running the plugin, plain-mail session"),
                      ("b-f", "b − f: the plugin's share of a chat session"),
-                     ("f-a", "f − a: opening a second folder (no plugin)")):
+                     ("f-a", "f − a: a chat to a second folder instead of plain mail to INBOX")):
         out.append(f"| {label} | " + " | ".join(
             (fmt(sess[v]["ratios"].get(q), 2) + " ms" +
              (f" ({sess[v]['ratios'][q.replace('-', '/')]:.3f} ×)"
