@@ -21,8 +21,9 @@ Every recipient's mailboxes (INBOX, COI/Chats) exist before its session.
 Each session connects, sends LHLO, delivers one message to its own fresh
 user, and QUITs; sessions run one after another (latency, not
 throughput), variants interleaved round by round with ``doveadm reload``
-between them. Prints the median session time per variant, b - a (what
-the plugin adds per session), and the lmtp processes Dovecot started.
+between them. Prints the median session time and the Dovecot process tree's
+CPU per session (which other people's load moves much less than latency),
+the differences, and how many lmtp processes served each round.
 
 Usage: /usr/bin/python3 bench/lmtp_sessions.py [--rounds 5] [--sessions 100]
        (2.4: scripts/test-dovecot24 --exec /usr/bin/python3 bench/lmtp_sessions.py)
@@ -42,6 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.harness import DovecotInstance  # noqa: E402
 from tests.harness import messages as M  # noqa: E402
 from tests.harness.lmtp import LmtpSession  # noqa: E402
+
+from bench.lmtp_throughput import dovecot_cpu_seconds  # noqa: E402
 
 VARIANTS = {"a": dict(plugin=False, lmtp_save_to_detail_mailbox=False),
             "n": dict(plugin=True, lmtp_save_to_detail_mailbox=False),
@@ -95,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
     procs: dict[str, list[int]] = {v: [] for v in VARIANTS}
+    cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
     status = 0
     try:
         # every user's mailboxes exist: no variant pays for creating them
@@ -108,11 +112,16 @@ def main(argv: list[str] | None = None) -> int:
             for v in VARIANTS:
                 dc.reconfigure(**VARIANTS[v])
                 dc.lmtp_deliver(M.plain_mail().raw, [dc.address("warm")])
+                cpu0 = dovecot_cpu_seconds(dc)
                 times, nproc = one_round(dc, v, r, args.sessions)
+                time.sleep(0.3)  # the last session's process ends (2.4)
+                cpu_ms = (dovecot_cpu_seconds(dc) - cpu0) * 1e3 / args.sessions
                 samples[v] += times
                 procs[v].append(nproc)
+                cpu[v].append(cpu_ms)
                 print(f"  round {r + 1} ({v}): median {statistics.median(times) * 1e3:.2f} ms "
-                      f"per session, {nproc} lmtp processes", flush=True)
+                      f"per session, Dovecot CPU {cpu_ms:.2f} ms per session, {nproc} lmtp "
+                      "processes", flush=True)
         dc.assert_no_panic_or_fatal()
     except RuntimeError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
@@ -129,6 +138,15 @@ def main(argv: list[str] | None = None) -> int:
         if x in med and y in med:
             print(f"  {x} - {y} = {med[x] - med[y]:.2f} ms per session; "
                   f"{x}/{y} = {med[x] / med[y]:.3f}")
+    cmed = {v: statistics.median(xs) for v, xs in cpu.items() if xs}
+    for v, m in cmed.items():
+        print(f"[{v}] Dovecot CPU: median {m:.2f} ms per session (rounds: "
+              f"{' '.join(f'{x:.2f}' for x in cpu[v])})")
+    for x, y in (("n", "a"), ("b", "f"), ("f", "a"), ("b", "a")):
+        if x in cmed and y in cmed:
+            paired = statistics.median(p - q for p, q in zip(cpu[x], cpu[y]))
+            print(f"  cpu {x} - {y} = {cmed[x] - cmed[y]:.2f} ms per session; per round: "
+                  f"median {paired:.2f}")
     return status
 
 
