@@ -58,6 +58,11 @@ def parse(path: Path) -> dict:
             out["cmd"] = rest.split(": ", 1)[1].strip()
         elif line.startswith("# load"):
             out["load"].append(line.split(": ", 1)[1].strip())
+        elif m := re.match(r"^\[(\w)\] Dovecot CPU: median (\d+\.\d+) ms per session", line):
+            out["cpu"][m.group(1)] = float(m.group(2))
+        elif m := re.match(r"^\s+cpu (\w - \w) = (-?\d+\.\d+) ms per session; per round: median "
+                           r"(-?\d+\.\d+)", line):
+            out["cpu_ratios"][m.group(1).replace(" ", "")] = (float(m.group(2)), float(m.group(3)))
         elif m := re.match(r"^\[(\w)\] .*?\s(\d+\.\d+)\s+((?:\d+\.\d+ ?)+)$", line):
             out["cpu"][m.group(1)] = float(m.group(2))
         elif m := re.match(r"^\s+cpu (\w/\w) = (\d+\.\d+); per round: median (\d+\.\d+)", line):
@@ -131,7 +136,7 @@ def section(outdir: Path) -> str:
         out += [f"### {title}", ""]
         present = [v for v in VERSIONS if logs[(v, run)]["medians"]]
         if not present:
-            out += ["(not measured)", ""]
+            out += ["(not run in this round; bench/logs/issue14/old/ has an earlier 2.3 run)", ""]
             continue
         variants = [k for k in LABELS if any(k in logs[(v, run)]["medians"] for v in VERSIONS)]
         out += ["| msgs/s (median) | 2.3 | 2.4 |", "|---|---|---|"]
@@ -191,6 +196,15 @@ def section(outdir: Path) -> str:
              (f" ({sess[v]['ratios'][q.replace('-', '/')]:.3f} ×)"
               if q.replace('-', '/') in sess[v]["ratios"] else ""))
             if q in sess[v]["ratios"] else "–" for v in VERSIONS) + " |")
+    for k in "anfb":
+        out.append(f"| Dovecot CPU per session ({k}) | " + " | ".join(
+            fmt(sess[v]["cpu"].get(k), 2) + " ms" if k in sess[v]["cpu"] else "–"
+            for v in VERSIONS) + " |")
+    for q, label in (("n-a", "CPU n − a (per-round difference in brackets)"),
+                     ("b-f", "CPU b − f (per-round difference in brackets)")):
+        out.append(f"| {label} | " + " | ".join(
+            f"**{sess[v]['cpu_ratios'][q][0]:+.2f} ms** ({sess[v]['cpu_ratios'][q][1]:+.2f})"
+            if q in sess[v]["cpu_ratios"] else "–" for v in VERSIONS) + " |")
     out.append("| lmtp processes serving each round's 60 sessions (a, n, f, b) | " + " | ".join(
         "; ".join(str(sess[v]["rounds"].get(k, "–")) for k in "anfb") for v in VERSIONS) + " |")
     out.append("")
