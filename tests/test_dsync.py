@@ -460,5 +460,17 @@ def test_push_marker_never_hides_a_target_and_never_travels(backends):
     pushes = chat_pushes(src, "ivan", chat)
     assert len(pushes) == 1 and [t["subscription_id"] for t in pushes[0]["webpush"]] == \
         ["ivan-phone-0001"]
+
+    # through the attribute API nobody writes a value (dropped), and an
+    # operator can always remove it (the next chat looks and learns again)
+    key = "/private/" + PUSH_MARKER
+    assert push_marker(dst, "ivan") is None
+    dst.doveadm("mailbox", "metadata", "set", "-u", "ivan", "-s", "INBOX", key, "none",
+                check=False)
+    assert push_marker(dst, "ivan") is None
+    dst.inst.lmtp_deliver(M.coi_chat().raw, ["ivan"])  # dst has no ivan target: learns
+    assert push_marker(dst, "ivan") == "none"
+    dst.doveadm("mailbox", "metadata", "unset", "-u", "ivan", "-s", "INBOX", key)
+    assert push_marker(dst, "ivan") is None
     src.inst.assert_no_panic_or_fatal()
     dst.inst.assert_no_panic_or_fatal()

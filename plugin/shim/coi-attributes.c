@@ -770,9 +770,17 @@ static int coi_push_marker_get(struct mailbox *box ATTR_UNUSED,
 
 static int coi_push_marker_set(struct mailbox_transaction_context *t,
 			       const char *key,
-			       const struct mail_attribute_value *value ATTR_UNUSED)
+			       const struct mail_attribute_value *value)
 {
-	/* dropped: only this server's own look may write it */
+	const char *str;
+
+	if (coi_value_string(t->box, value, &str) < 0)
+		return -1;
+	/* removing it is always safe (the next delivery looks): an operator
+	   can (doveadm mailbox metadata unset); a value is dropped, only this
+	   server's own look may write one */
+	if (str == NULL)
+		return coi_raw_set_one(t, key, NULL);
 	e_debug(t->box->storage->user->event,
 		"coi: ignoring a write to %s (this server's own cache)", key);
 	return 0;
