@@ -186,7 +186,15 @@ def dovecot_pids(dc: DovecotInstance) -> set[int]:
 class Bench:
     def __init__(self, args):
         self.args = args
-        self.order = [v for v in args.variants if v in VARIANTS]
+        # --alt NAME:BINARY[:WINDOW_MS]: variant NAME is W with another
+        # coi-sidecar binary and/or commit window (A/B in the same run).
+        self.alts: dict[str, tuple[str, int | None]] = {}
+        for spec in args.alt:
+            name, binary, *window = spec.split(":")
+            self.alts[name] = (binary, int(window[0]) if window else None)
+            VARIANTS[name] = f"W with {Path(binary).name}" + (f", window {window[0]} ms"
+                                                               if window else "")
+        self.order = [v for v in re.findall(r"[A-Z][a-z0-9]*", args.variants) if v in VARIANTS]
         self.rates = {v: [] for v in self.order}
         self.side = {v: [] for v in self.order}   # per-round figures
         self.subscribed: dict[str, str] = {}      # user -> subscription id
@@ -205,9 +213,27 @@ class Bench:
                                        concurrency=a.webhook_concurrency,
                                        retry_schedule_secs=(1, 2, 5, 10, 30, 60))],
                               scan_interval_ms=1000, rotate_bytes=64 << 20,
-                              subject=SUBJECT, keep_tmp=a.keep)
+                              subject=SUBJECT, commit_window_ms=a.commit_window_ms,
+                              keep_tmp=a.keep)
         self.sc.push_sections = self.sc.push_config(retry_schedule_secs=(1, 2, 5, 10, 30))
         self.sc.start()
+        self.sidecars = {"W": self.sc, "X": self.sc}
+        for name, (binary, window) in self.alts.items():
+            os.environ["COI_SIDECAR_BIN"], saved = binary, os.environ.get("COI_SIDECAR_BIN")
+            try:
+                self.sidecars[name] = PushSidecar(
+                    [Webhook("bench", self.wh.url("/hook"), timeout_secs=10,
+                             concurrency=a.webhook_concurrency,
+                             retry_schedule_secs=(1, 2, 5, 10, 30, 60))],
+                    scan_interval_ms=1000, rotate_bytes=64 << 20, subject=SUBJECT,
+                    commit_window_ms=window, keep_tmp=a.keep)
+            finally:
+                if saved is None:
+                    del os.environ["COI_SIDECAR_BIN"]
+                else:
+                    os.environ["COI_SIDECAR_BIN"] = saved
+            alt = self.sidecars[name]
+            alt.push_sections = alt.push_config(retry_schedule_secs=(1, 2, 5, 10, 30))
         deadline = time.monotonic() + 20
         while not self.sc.vapid_public_key.exists():
             if time.monotonic() > deadline:
@@ -244,7 +270,7 @@ class Bench:
         if variant == "Q":
             return {"coi_spool_path": str(self.q_spool),
                     "coi_sidecar_socket": str(self.q_socket), **key}
-        return {**self.sc.plugin_settings(), **key}
+        return {**self.sidecars[variant].plugin_settings(), **key}
 
     def configure(self, variant: str) -> None:
         want = ("S",) if variant == "S" else tuple(sorted(self.settings(variant).items()))
@@ -255,10 +281,11 @@ class Bench:
             else:
                 self.dc.reconfigure(plugin=True, plugin_settings=self.settings(variant))
         self.current = variant
-        if variant in ("W", "X"):
-            self.sc.start()
-        else:
-            self.sc.stop()
+        for name, sc in self.sidecars.items():
+            if sc is not self.sidecars.get(variant):
+                sc.stop()
+        if variant in self.sidecars:
+            self.sidecars[variant].start()
 
     def subscribe(self, user: str) -> None:
         sub = self.push.call("subscribe", "b" + uuid.uuid4().hex[:20])
@@ -283,20 +310,22 @@ class Bench:
         bad = [r for r in results if not r.ok]
         if bad:
             raise VerificationError(f"warm-up of {variant} failed: {bad[:2]}")
-        if variant in ("W", "X"):
-            self.wait_drained(wh0 + len(jobs), push0)
+        if variant in self.sidecars:
+            self.wait_drained(wh0 + len(jobs), push0, self.sidecars[variant])
 
-    def wait_drained(self, want_webhooks: int, want_pushes: int, timeout: float = 180) -> None:
+    def wait_drained(self, want_webhooks: int, want_pushes: int, sc=None,
+                     timeout: float = 180) -> None:
+        sc = sc or self.sc
         deadline = time.monotonic() + timeout
         while True:
             have, pushes = self.wh.count(), self.push.count()
-            depth = self.sc.metrics().value("coi_queue_depth_events")
+            depth = sc.metrics().value("coi_queue_depth_events")
             if have >= want_webhooks and pushes >= want_pushes and depth == 0:
                 return
             if time.monotonic() > deadline:
                 raise VerificationError(f"events stuck: {have}/{want_webhooks} webhooks, "
                                         f"{pushes}/{want_pushes} pushes, queue depth {depth}\n"
-                                        f"{self.sc.log_tail(20)}")
+                                        f"{sc.log_tail(20)}")
             time.sleep(0.05)
 
     def run_round(self, variant: str, rnd: int) -> None:
@@ -311,10 +340,11 @@ class Bench:
             jobs.append((m.raw, self.dc.address(u)))
             folder = CHATS if (m.is_chat and variant != "S") else "INBOX"
             expected[u][folder] += 1
-        events = variant in ("W", "X")
+        events = variant in self.sidecars
+        sc = self.sidecars.get(variant)
         wh0, push0 = self.wh.count(), self.push.count()
-        c0 = commits(self.sc) if events else {}
-        pid = self.sc.pid if events else None
+        c0 = commits(sc) if events else {}
+        pid = sc.pid if events else None
         cpu0 = proc_cpu_seconds(pid) if pid else 0.0
         if variant == "Q":
             for f in self.q_spool.iterdir():
@@ -331,7 +361,7 @@ class Bench:
             # The event's user is the login name Dovecot resolved (user@domain).
             subs = {self.dc.address(u) for u in users if u in self.subscribed} | \
                 {u for u in users if u in self.subscribed}
-            self.wait_drained(wh0 + len(jobs), push0)
+            self.wait_drained(wh0 + len(jobs), push0, sc)
             hooks, errors = self.wh.call("check", (wh0, TEST_SECRET))
             if errors:
                 raise VerificationError(f"{variant}: bad webhooks: {errors[:3]}")
@@ -341,7 +371,7 @@ class Bench:
                 raise VerificationError(f"{variant}: {len(hooks)} webhooks for {len(jobs)} "
                                         f"messages; missing {len(want_mids - got_mids)}")
             n_push = sum(1 for h in hooks if h["user"] in subs and h["kind"] != "read-receipt")
-            self.wait_drained(wh0 + len(jobs), push0 + n_push)
+            self.wait_drained(wh0 + len(jobs), push0 + n_push, sc)
             t_last = max(h["at"] for h in hooks)
             if n_push:
                 pushes, errors = self.push.call("check", (push0, self.sc.vapid_public_key
@@ -355,7 +385,7 @@ class Bench:
                     raise VerificationError(f"{variant}: {len(pushes)} pushes, expected {n_push}")
                 t_last = max(t_last, max(p["at"] for p in pushes))
             cpu = proc_cpu_seconds(pid) - cpu0
-            c1 = commits(self.sc)
+            c1 = commits(sc)
             n_ev = len(jobs) + n_push
             fig.update(events=len(jobs), pushes=n_push, drain_lag_ms=(t_last - t_end) * 1000,
                        cpu_ms_per_1k=cpu * 1000 / len(jobs) * 1000,
@@ -409,6 +439,8 @@ class Bench:
         self.dc.assert_no_panic_or_fatal()
 
     def close(self) -> None:
+        for sc in list(getattr(self, "sidecars", {}).values())[2:]:
+            sc.close()
         for x in ("sc", "dc", "wh", "push"):
             obj = getattr(self, x, None)
             if obj is None:
@@ -439,8 +471,8 @@ class Bench:
                 f">= {t:.2f}: {'met' if ratio >= t else 'MISSED'}"
             print(f"| {v} {VARIANTS[v]} | {med[v]:.1f} | {ratio:.3f} | {verdict} | "
                   + " ".join(f"{x:.0f}" for x in self.rates[v]) + " |")
-        for v in ("W", "X"):
-            figs = self.side.get(v) or []
+        for v in self.order:
+            figs = [f for f in self.side.get(v) or [] if "cpu_ms_per_1k" in f]
             if not figs:
                 continue
             m = lambda k: statistics.median(f[k] for f in figs if k in f)  # noqa: E731
@@ -488,11 +520,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--messages", type=int, default=1500, help="messages per round")
     ap.add_argument("--connections", type=int, default=2)
     ap.add_argument("--users", type=int, default=40)
-    ap.add_argument("--variants", default="SPQWX")
+    ap.add_argument("--variants", default="SPQWX",
+                    help="variants in order, e.g. SPQWX, or SWWb with --alt Wb:...")
     ap.add_argument("--push-share", type=float, default=0.25,
                     help="share of the X users with a validated Web Push subscription")
     ap.add_argument("--msgtype", default="all", help="the subscriptions' msgtype")
     ap.add_argument("--webhook-concurrency", type=int, default=32)
+    ap.add_argument("--commit-window-ms", type=int, default=None,
+                    help="the sidecar's spool_commit_window_ms (default: its own default)")
+    ap.add_argument("--alt", action="append", default=[], metavar="NAME:BINARY[:WINDOW_MS]",
+                    help="an extra variant NAME (capitalised, e.g. Wb): W with another "
+                         "coi-sidecar binary and/or commit window, interleaved with the rest")
     ap.add_argument("--no-perf", action="store_true", help="do not count fsyncs with perf")
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs")
     args = ap.parse_args(argv)

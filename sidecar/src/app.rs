@@ -169,6 +169,7 @@ pub async fn run(config: Config, log: Option<LogHandle>) -> Result<(), AppError>
         policy,
         metrics.clone(),
         ring_tx.clone(),
+        config.spool.commit_window,
         shutdown_watch.clone(),
     ));
 
