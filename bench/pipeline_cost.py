@@ -70,6 +70,7 @@ VARIANTS = {
     "S": "stock Dovecot (no plugin)",
     "P": "plugin, events off",
     "Q": "plugin + spool, sidecar not running",
+    "Qn": "Q without Web Push configured (no VAPID key)",
     "W": "plugin + spool + sidecar + webhook",
     "X": "W + Web Push for a share of users",
 }
@@ -267,9 +268,9 @@ class Bench:
         key = {"coi_webpush_vapid_key": str(self.sc.vapid_public_key)}
         if variant == "P":
             return {"coi_spool_path": NO_SPOOL, "coi_sidecar_socket": str(self.q_socket), **key}
-        if variant == "Q":
+        if variant in ("Q", "Qn"):
             return {"coi_spool_path": str(self.q_spool),
-                    "coi_sidecar_socket": str(self.q_socket), **key}
+                    "coi_sidecar_socket": str(self.q_socket), **(key if variant == "Q" else {})}
         return {**self.sidecars[variant].plugin_settings(), **key}
 
     def configure(self, variant: str) -> None:
@@ -346,7 +347,7 @@ class Bench:
         c0 = commits(sc) if events else {}
         pid = sc.pid if events else None
         cpu0 = proc_cpu_seconds(pid) if pid else 0.0
-        if variant == "Q":
+        if variant in ("Q", "Qn"):
             for f in self.q_spool.iterdir():
                 f.unlink()
         self.perf.start()
