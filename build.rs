@@ -23,6 +23,9 @@ const SHIM_SOURCES: &[&str] = &[
     "plugin/shim/coi-lifecycle.c",
     "plugin/shim/coi-seen.c",
     "plugin/shim/coi-replication.c",
+    "plugin/shim/coi-recall.c",
+    "plugin/shim/coi-read.c",
+    "plugin/shim/coi-doveadm.c",
     // Dovecot 2.4 settings; empty with 2.3 headers
     "plugin/shim/coi-settings24.c",
 ];

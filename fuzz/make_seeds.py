@@ -216,10 +216,36 @@ def webpush() -> None:
     write(t, "subscription-id", head + b"A-b_0123456789012345678901234567890Z")
 
 
+# ---------------------------------------------------------------- recall
+def recall() -> None:
+    t = "recall"
+    lmtp = (b"from mail.example.org ([127.0.0.1])\r\n\tby mx.example.org with LMTP\r\n\tid x\r\n"
+            b"\t(envelope-from <alice@example.org>); Thu, 3 Dec 2026 11:00:00 +0000")
+    sub = (b"from [127.0.0.1] (localhost [127.0.0.1])\r\n\t(Authenticated sender: alice@example.org)\r\n"
+           b"\tby mail.example.org (Postfix) with ESMTPSA id 4F1A2\r\n\tfor <bob@example.org>; date")
+    inbound = b"from evil (evil [192.0.2.1])\r\n\tby mail.example.org (Postfix) with ESMTP id 4F; date"
+    write(t, "trust-submitted", b"\x00" + b"\x00".join([lmtp, sub, b"Alice@Example.org", b"<alice@example.org>"]))
+    write(t, "trust-forged", b"\x00" + b"\x00".join([lmtp, inbound, sub, b"alice@example.org", b"alice@example.org"]))
+    boundary = b"b1"
+    body = (b"--b1\r\nContent-Type: text/plain\r\n\r\nread\r\n--b1\r\n"
+            b"Content-Type: message/disposition-notification\r\n\r\n"
+            b"Original-Message-ID:\r\n <m1@example.org>\r\n"
+            b"Disposition: manual-action/MDN-sent-manually; displayed\r\n\r\n--b1--\r\n")
+    write(t, "mdn", b"\x01" + b'multipart/report; report-type=disposition-notification; boundary="' + boundary
+          + b'"\x00' + body)
+    write(t, "exec", b"\x02" + json.dumps({"request": "r", "sender": "a@b", "message_id": "<m@x>",
+                                           "copies": [{"folder": "INBOX", "uidvalidity": 1, "uid": 3}]}).encode())
+    write(t, "state", b"\x03" + json.dumps({
+        "message-id": "<m@x>", "state": "done", "requested": 1, "remote": "out-of-reach",
+        "recipients": [{"user": "bob", "outcome": "already-read", "copies": 2}]}).encode())
+    write(t, "mark", b"\x03" + json.dumps({"message_id": "<m@x>", "reader": "bob", "via": "mdn"}).encode())
+
+
 if __name__ == "__main__":
     classify()
     wire()
     config()
     webpush()
+    recall()
     for d in sorted(CORPUS.iterdir()):
         print(f"{d.name}: {sum(1 for _ in d.iterdir())} files")

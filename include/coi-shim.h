@@ -22,7 +22,7 @@
 
 /* Bumped whenever a struct or function below changes shape. Rust refuses to
    start the plugin when the shim reports another version. */
-#define COI_SHIM_ABI 5
+#define COI_SHIM_ABI 7
 
 /* A borrowed byte slice. ptr == NULL means "absent" (a header that is not
    there, a metadata entry that is NIL), which is different from an empty
@@ -84,7 +84,12 @@ struct coi_user_settings {
 	struct coi_bytes webpush_subscription_limit; /* coi_webpush_subscription_limit */
 	struct coi_bytes webpush_validation_timeout; /* coi_webpush_validation_timeout */
 	struct coi_bytes deltachat_push;         /* coi_deltachat_push */
+	struct coi_bytes webpush_allow_private_endpoints; /* coi_webpush_allow_private_endpoints */
 	struct coi_bytes deltachat_max_smtp_recipients; /* coi_deltachat_max_smtp_recipients */
+	struct coi_bytes recall;                 /* coi_recall */
+	struct coi_bytes sender_trust;           /* coi_sender_trust */
+	struct coi_bytes read_status;            /* coi_read_status */
+	struct coi_bytes default_read_status;    /* coi_default_read_status */
 };
 
 /* What Dovecot already knows about the message being delivered, for the
@@ -157,6 +162,15 @@ struct coi_folder_change {
 	uint8_t separator;           /* the namespace's hierarchy separator */
 };
 
+/* Why a raw COI entry from dsync or an import was refused (stored_check). */
+enum coi_refusal {
+	COI_REFUSAL_INVALID = 1,          /* fails the client's validation */
+	COI_REFUSAL_PRIVATE_ENDPOINT = 2, /* Web Push endpoint on a private address */
+	COI_REFUSAL_LIMIT = 3,            /* over the per-user limit */
+	COI_REFUSAL_UNKNOWN_KEY = 4,      /* no entry the plugin writes */
+	COI_REFUSAL_INACTIVE = 5,         /* COI is not active for the user */
+};
+
 /* A message about to be pushed (after its delivery commit). Lists are
    parallel arrays borrowed for the call. */
 struct coi_push_input {
@@ -173,6 +187,41 @@ struct coi_push_input {
 	int32_t has_date;
 	struct coi_bytes content;     /* the body, absent when too large */
 	struct coi_stored_message message;
+};
+
+/* What recall and read status need from the shim for a user
+   (recall_needs(), a bit set; docs/recall.md). */
+enum coi_recall_need {
+	/* delivery: run the sender trust check (Received headers, From,
+	   envelope sender) for local_copy records */
+	COI_RECALL_NEED_TRUST = 1,
+	/* delivery: read unencrypted MDNs (read status) */
+	COI_RECALL_NEED_MDN = 2,
+	/* IMAP: the user may request recalls */
+	COI_RECALL_NEED_REQUESTS = 4,
+	/* IMAP/doveadm: read status is offered (consent key, \Seen notes) */
+	COI_RECALL_NEED_READ_STATUS = 8,
+};
+
+/* What happened to one copy a recall asked about (coi_core::recall::exec). */
+enum coi_recall_outcome {
+	COI_RECALL_RECALLED = 0,
+	COI_RECALL_ALREADY_READ = 1,
+	COI_RECALL_NOT_FOUND = 2,
+	COI_RECALL_FAILED = 3,
+};
+
+/* A user's stored COI values, read raw for `doveadm coi export` (absent =
+   not stored). Lists are parallel arrays borrowed for the call. */
+struct coi_raw_state {
+	struct coi_bytes enabled;
+	struct coi_bytes message_filter;
+	const struct coi_bytes *sub_ids;
+	const struct coi_bytes *sub_values;
+	uint32_t sub_count;
+	const struct coi_bytes *token_keys;
+	const struct coi_bytes *token_values;
+	uint32_t token_count;
 };
 
 /*
@@ -333,6 +382,111 @@ struct coi_rs_ops {
 	/* Emits the push record for the delivery in progress. */
 	int32_t (*push)(void *user, void *log_event,
 			const struct coi_push_input *input);
+	/*
+	 * Recall and read status (docs/recall.md). Out-parameters of type
+	 * struct coi_bytes point into the handle's scratch buffers, as for the
+	 * IMAP side above.
+	 */
+
+	/* enum coi_recall_need bits for this user. */
+	uint32_t (*recall_needs)(void *user);
+	/* Delivery: the message classify() just saw has these Received header
+	   values (topmost first), From address (local@domain) and envelope
+	   sender. Rust decides whether it was submitted by an authenticated
+	   local user and, if so, records a local_copy event for each stored
+	   copy (in message_stored()). Returns 0, or -1. */
+	int32_t (*trust_check)(void *user, void *log_event,
+			       const struct coi_bytes *received,
+			       uint32_t received_count,
+			       const struct coi_bytes *from,
+			       const struct coi_bytes *envelope_from);
+	/* Delivery: the message is a multipart/report; `body` is its body
+	   (absent when too large), `reporter` the From address. An MDN that
+	   says "displayed" is recorded (an mdn event with the first stored
+	   copy). Returns 0, or -1. */
+	int32_t (*mdn_seen)(void *user, const struct coi_bytes *content_type,
+			    const struct coi_bytes *body,
+			    const struct coi_bytes *reporter);
+	/* IMAP: SETMETADATA .../coi/recall/<id> "<message-id>" by the user.
+	   Returns 0 with *stored_r (the pending state to store) after the
+	   request event was written, or -1 with *error_r for the client. */
+	int32_t (*recall_request)(void *user, void *log_event,
+				  const struct coi_bytes *request_id,
+				  const struct coi_bytes *message_id,
+				  struct coi_bytes *stored_r,
+				  struct coi_bytes *error_r);
+	/* doveadm (the sidecar): the final state of a request. Returns 0 with
+	   *stored_r (checked JSON), or -1 when malformed. */
+	int32_t (*recall_state_check)(void *user, const struct coi_bytes *json,
+				      struct coi_bytes *stored_r);
+	/* 1 when `id` is a valid request id (lowercase), else 0. */
+	int32_t (*recall_check_id)(void *user, const struct coi_bytes *id);
+	/* doveadm (the sidecar): .../coi/recall-execute. Parses the request
+	   into the handle and returns the number of copies (> 0), or -1 when
+	   malformed. */
+	int32_t (*recall_exec_begin)(void *user, const struct coi_bytes *json);
+	/* Copy `index` of the parsed request: its folder (slot 0). */
+	int32_t (*recall_exec_copy)(void *user, uint32_t index,
+				    struct coi_bytes *folder_r,
+				    uint32_t *uidvalidity_r, uint32_t *uid_r);
+	/* 1 when a copy's Message-ID header value and From address are those
+	   of the parsed request, else 0. */
+	int32_t (*recall_exec_matches)(void *user,
+				       const struct coi_bytes *message_id_header,
+				       const struct coi_bytes *from);
+	/* The outcome of copy `index` (enum coi_recall_outcome). */
+	void (*recall_exec_result)(void *user, uint32_t index, int32_t outcome);
+	/* Writes the recall_outcome event of the parsed request. */
+	int32_t (*recall_exec_finish)(void *user, void *log_event);
+	/* 1 when the user consents to read status: `stored` is the stored
+	   .../coi/config/read-status value (absent = NIL). */
+	int32_t (*read_consents)(void *user, const struct coi_bytes *stored);
+	/* SETMETADATA .../coi/config/read-status: 0 when allowed, -1 with
+	   *error_r. */
+	int32_t (*read_consent_check)(void *user, const struct coi_bytes *value,
+				      struct coi_bytes *error_r);
+	/* What GETMETADATA shows for read-status when nothing is stored:
+	   1 with *value_r (the site default), 0 when read status is off. */
+	int32_t (*read_consent_default)(void *user, struct coi_bytes *value_r);
+	/* A consenting user set \Seen on a message for the first time (not
+	   replication): writes the read event. Returns 0, or -1. */
+	int32_t (*message_read)(void *user, void *log_event,
+				const struct coi_stored_message *message,
+				const struct coi_bytes *message_id_header);
+	/* doveadm (the sidecar): .../coi/read-mark. Returns 0 with the
+	   Message-ID to mark (slot 0), or -1 when malformed. */
+	int32_t (*read_mark_parse)(void *user, const struct coi_bytes *json,
+				   struct coi_bytes *message_id_r);
+	/* doveadm: the sender's copies of a read mark (`json`) were marked.
+	   Prepares the handle's delivery state so push() writes a Web Push
+	   for the sender (msgtype chat, no Delta Chat token): returns 1 when
+	   the shim should collect the push targets (coi_push_collect()),
+	   0 when the user has no push. */
+	int32_t (*read_push_prepare)(void *user, const struct coi_bytes *json);
+
+	/* A raw value that dsync or `doveadm coi import` is about to store
+	   below vendor/vendor.dovecot/pvt/coi/: `name` relative to that
+	   prefix ("webpush/<id>" or "devicetokens/<key>"), the user having
+	   `others` other live entries of that kind. Applies the checks a
+	   client's SETMETADATA gets (and, for a subscription, which arrives
+	   already validated, the private-endpoint rule). Returns 0 when it
+	   may be stored, or -1 with *error_r and *reason_r (enum
+	   coi_refusal). */
+	int32_t (*stored_check)(void *user, const struct coi_bytes *name,
+				const struct coi_bytes *value, uint32_t others,
+				struct coi_bytes *error_r, int32_t *reason_r);
+
+	/* `doveadm coi export`: the document (one line of JSON) of `state`. */
+	int32_t (*export_document)(void *user, const struct coi_raw_state *state,
+				   struct coi_bytes *json_r);
+	/* `doveadm coi import`: the writes the document `json` asks for, as
+	   records "c<name>\0<value>\0" (a config key, set as a client would)
+	   or "r<name>\0<value>\0" (a raw entry below
+	   vendor/vendor.dovecot/pvt/coi/), config first. Returns 0 with
+	   *plan_r, or -1 with *error_r when it is no COI export document. */
+	int32_t (*import_plan)(void *user, const struct coi_bytes *json,
+			       struct coi_bytes *plan_r,
+			       struct coi_bytes *error_r);
 };
 
 /* Rust -> shim. Called from coi_plugin_init(). `module` is Dovecot's struct
@@ -343,6 +497,13 @@ int32_t coi_shim_init(void *module, const struct coi_rs_ops *ops);
 /* Rust -> shim. Called from coi_plugin_deinit(): removes every hook in the
    reverse order of installation. */
 void coi_shim_deinit(void);
+
+/* Rust -> shim. Called from doveadm_coi_plugin_init() when the same .so is
+   loaded as a doveadm plugin (<moduledir>/doveadm/lib10_doveadm_coi_plugin.so,
+   a symlink): registers the `doveadm coi` commands. Does nothing outside
+   doveadm. */
+void coi_shim_doveadm_init(void);
+void coi_shim_doveadm_deinit(void);
 
 /* Rust -> shim. Logs `msg[0..len]` through Dovecot's logger on `event`
    (a struct event *, or NULL for the process's default logger). The shim

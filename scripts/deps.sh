@@ -10,6 +10,9 @@ COI_DEBIAN_PACKAGES=(
   python3 python3-pytest python3-prometheus-client python3-cryptography
   # a real IMAP sync client for tests/test_sync_client.py
   isync
+  # a real MTA for the recall tests' submission path (tests/harness/postfix.py);
+  # installed unconfigured, never started as the system MTA (see below)
+  postfix
   # real Delta Chat clients (scripts/deltachat-env.sh): a venv for the pinned
   # PyPI packages, and the loopback SMTP relay in front of LMTP
   python3-venv python3-aiosmtpd
@@ -35,6 +38,11 @@ coi_install_deps() {
     # Installing dovecot-core may try to start the system Dovecot; our tests
     # run their own throwaway instances and never need it.
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    # Postfix is only run as throwaway test instances with their own config
+    # directory: "No configuration" keeps the package from writing
+    # /etc/postfix/main.cf and from starting a system MTA.
+    echo "postfix postfix/main_mailer_type select No configuration" |
+      "${sudo[@]}" debconf-set-selections
     # shellcheck disable=SC2086
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
   fi

@@ -112,13 +112,13 @@ def test_dsync_creating_the_chats_folder_stores_no_choice(dovecot_factory):
     replica = d.home("u6") / "replica"
     # a real INBOX first (dsync merges two fresh empty ones only on a rerun)
     d.lmtp_deliver(M.plain_mail().raw, [d.rcpt("u6")])
-    d.doveadm.run("sync", "-u", "u6", f"maildir:{replica}")
+    d.doveadm.dsync("sync", "-u", "u6", f"maildir:{replica}")
     d.doveadm.run(*other_maildir_args(d.config.dovecot_version, replica), "-o", "mail_plugins=",
                   "mailbox", "create", "-u", "u6", "COI/Chats")
     chat = M.coi_chat()
     with session(d, "u6") as c:
         assert c.select("INBOX") == 1
-        d.doveadm.run("sync", "-u", "u6", f"maildir:{replica}")
+        d.doveadm.dsync("sync", "-u", "u6", f"maildir:{replica}")
         assert b"COI/Chats" in b"\n".join(c.command_ok('LIST "" "*"'))
         assert getmetadata(c, COI_ENABLED) is None
         d.lmtp_deliver(chat.raw, [d.rcpt("u6")])

@@ -226,7 +226,7 @@ def test_dsync_replicated_seen_flag_does_not_move(env):
     deliver(d, user, chat)
     replica = d.home(user) / "replica"
     location = f"maildir:{replica}"
-    d.doveadm.run("sync", "-u", user, location)
+    d.doveadm.dsync("sync", "-u", user, location)
     # the chat is read on the replica by something that is not the plugin
     # (here: doveadm with the plugin off there)
     d.doveadm.run(*other_maildir_args(d.config.dovecot_version, replica), "-o", "mail_plugins=",
@@ -235,7 +235,7 @@ def test_dsync_replicated_seen_flag_does_not_move(env):
         assert c.select("INBOX") == 1
         uid = c.view.uids[0]
         assert "\\Seen" not in c.view.flags[uid]
-        d.doveadm.run("sync", "-u", user, location)
+        d.doveadm.dsync("sync", "-u", user, location)
         told = c.noop()
         # the replicated flag arrives; the message stays
         assert not expunge_lines(told), told
@@ -252,7 +252,7 @@ def test_dsync_replicated_seen_flag_does_not_move(env):
         assert expunge_lines(c.noop()) == [b"* 1 EXPUNGE"]
     moved_once(d, spool, user, chat)
     # and replicating that move back to the replica moves nothing again
-    d.doveadm.run("sync", "-u", user, location)
+    d.doveadm.dsync("sync", "-u", user, location)
     assert copies(d, user, chat.message_id) == {"COI/Chats": 1}
     assert len(seen_moves(spool, user)) == 1
     d.assert_no_panic_or_fatal()

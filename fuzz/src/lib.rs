@@ -15,6 +15,7 @@
 
 pub mod classify;
 pub mod config;
+pub mod recall;
 pub mod spool;
 pub mod webpush;
 pub mod wire;

@@ -97,7 +97,7 @@ pub fn check(data: &[u8]) {
         let path = st.dir.join("events.log");
 
         let off = Routing::default();
-        let on = Routing { webpush: true, webpush_allow_private: data.len() % 2 == 0, deltachat: true };
+        let on = Routing { webpush: true, webpush_allow_private: data.len() % 2 == 0, deltachat: true, ..Routing::default() };
 
         // Whole file, sealed, no push routing: only message events.
         let whole = run(st, &path, data, None, &off);

@@ -19,7 +19,10 @@
 //!   record (`encode_record` never has to give up on one);
 //! - any stored value is either refused or usable (expiry, validation,
 //!   public JSON) without panicking;
-//! - an accepted device token is stored and read back unchanged.
+//! - an accepted device token is stored and read back unchanged;
+//! - the checks for values from dsync or an import (`push::imported`) and
+//!   the import document reader (`transfer::plan_import`) take the same
+//!   bytes without panicking, and their refusals stay short.
 
 use arbitrary::Unstructured;
 use coi_core::push::devicetoken::{accept_token, parse_stored, token_key};
@@ -41,6 +44,7 @@ pub fn check(data: &[u8]) {
     let others: u32 = u.arbitrary().unwrap_or(0);
     let value = u.take_rest();
 
+    check_imported(value, now, others);
     let _ = is_valid_id(value);
     if let Ok(text) = std::str::from_utf8(value) {
         if let Some(t) = MsgType::parse(text) {
@@ -123,4 +127,19 @@ fn check_stored_cycle(public: coi_core::push::subscription::PublicSubscription, 
         [ScanItem::Record(r)] => assert_eq!(r, &record),
         other => panic!("validation record of an accepted subscription did not round-trip: {other:?}"),
     }
+}
+
+/// The dsync/import checks and the import document reader on the same bytes.
+fn check_imported(value: &[u8], now: i64, others: u32) {
+    use coi_core::push::imported::{check_stored, endpoint_is_private, ImportRules};
+    let rules = ImportRules { subscription_limit: (others % 100).max(1), allow_private_endpoints: others & 1 == 1 };
+    for name in ["webpush/abcdefghij12", "devicetokens/0123456789abcdef", "webpush/x", "other"] {
+        if let Err(refusal) = check_stored(name, value, others, &rules, now) {
+            assert!(refusal.message.len() <= MAX_REFUSAL_BYTES + 40, "refusal of {} bytes", refusal.message.len());
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(value) {
+        let _ = endpoint_is_private(text);
+    }
+    let _ = coi_core::transfer::plan_import(value);
 }

@@ -173,6 +173,8 @@ fn fully_cut(record: &Record) -> Record {
             p.deltachat.clear();
             p.targets_dropped = p.targets_dropped.saturating_add(n as u32);
         }
+        // recall and read-status records are never cut (docs/events.md)
+        Record::LocalCopy(_) | Record::RecallRequest(_) | Record::RecallOutcome(_) | Record::MessageRead(_) | Record::Mdn(_) => {}
     }
     r
 }
@@ -185,6 +187,11 @@ fn framed_len(record: &Record) -> usize {
         Record::Fallback(f) => ("fallback", serde_json::to_vec(f)),
         Record::Push(p) => ("push", serde_json::to_vec(p)),
         Record::WebPushValidation(w) => ("webpush_validation", serde_json::to_vec(w)),
+        Record::LocalCopy(r) => ("local_copy", serde_json::to_vec(r)),
+        Record::RecallRequest(r) => ("recall_request", serde_json::to_vec(r)),
+        Record::RecallOutcome(r) => ("recall_outcome", serde_json::to_vec(r)),
+        Record::MessageRead(r) => ("read", serde_json::to_vec(r)),
+        Record::Mdn(r) => ("mdn", serde_json::to_vec(r)),
     };
     let body = body.expect("wire structs always serialise");
     let head = format!("{{\"v\":1,\"type\":\"{tag}\",");
@@ -226,6 +233,7 @@ fn with_documented_limits(record: &Record) -> Record {
             cut_opt(&mut m.group_id, NAME_MAX_BYTES);
             cut(&mut m.kind, KIND_MAX_BYTES);
         }
+        Record::LocalCopy(_) | Record::RecallRequest(_) | Record::RecallOutcome(_) | Record::MessageRead(_) | Record::Mdn(_) => {}
     }
     r
 }
@@ -533,5 +541,7 @@ fn amplify(record: &mut Record, which: u8, times: usize) {
             0 => grow(&mut w.user),
             _ => grow(&mut w.target.endpoint),
         },
+        // generated inputs are of the four kinds above only
+        Record::LocalCopy(_) | Record::RecallRequest(_) | Record::RecallOutcome(_) | Record::MessageRead(_) | Record::Mdn(_) => {}
     }
 }

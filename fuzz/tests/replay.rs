@@ -55,3 +55,8 @@ fn sidecar_config_corpus() {
 fn webpush_subscription_corpus() {
     replay("webpush_subscription", coi_fuzz::webpush::check);
 }
+
+#[test]
+fn recall_corpus() {
+    replay("recall", coi_fuzz::recall::check);
+}

@@ -20,7 +20,9 @@ Steps, each of which fails the run with a message saying what was wrong:
   3. systemd-analyze verify and security on the packaged unit;
   4. the packaged sidecar config plus one webhook to a receiver on loopback
      and Web Push switched on; restart and reload under systemd;
-  5. COI switched on per user with doveadm METADATA; chats delivered over
+  5. COI switched on per user with doveadm METADATA (alice) and with
+     `doveadm coi enable` (bob, the packaged doveadm plugin symlink), read
+     back with `doveadm coi status`; chats delivered over
      LMTP to two users (different uids: both append to one spool), found over
      IMAP in COI/Chats with $Chat, a Sieve fileinto rule still winning, plain
      mail untouched; signed webhooks received; /metrics scraped; the VAPID
@@ -441,11 +443,20 @@ retry_schedule_secs = [1, 1, 1, 1, 1]
 
 def deliver_and_check(receiver, since: float) -> None:
     step("5. COI per user, chats over LMTP, IMAP, Sieve, webhooks, metrics")
+    link = Path("/usr/lib/dovecot/modules/doveadm/lib10_doveadm_coi_plugin.so")
+    check(link.is_symlink() and os.readlink(link) == "../lib95_coi_plugin.so",
+          "the doveadm plugin is a symlink to the mail plugin", str(link))
+    for key, value in (("enabled", "yes"), ("message-filter", "active")):
+        run("doveadm", "mailbox", "metadata", "set", "-u", "alice", "-s", "", COI_CONFIG + key, value)
+    run("doveadm", "coi", "enable", "-u", "bob", "-m", "active")
     for user in ("alice", "bob"):
-        for key, value in (("enabled", "yes"), ("message-filter", "active")):
-            run("doveadm", "mailbox", "metadata", "set", "-u", user, "-s", "", COI_CONFIG + key, value)
         got = out("doveadm", "mailbox", "metadata", "get", "-u", user, "-s", "", COI_CONFIG + "enabled")
         check(got == "yes", f"{user}: COI enabled in server METADATA (doveadm)")
+        rows = out("doveadm", "-f", "tab", "coi", "status", "-u", user).splitlines()
+        status = dict(zip(rows[0].split("\t"), rows[1].split("\t")))
+        check(status.get("enabled") == "yes" and status.get("message-filter") == "active"
+              and status.get("chats-folder-exists") == "yes",
+              f"{user}: doveadm coi status shows COI on, active, COI/Chats there", str(status))
     caps = imap_capabilities("alice")
     check("COI" in caps, "IMAP CAPABILITY after login has COI")
 

@@ -13,13 +13,26 @@
  *   server /shared/vendor/deltachat/maxsmtprecipients              read-only,
  *          from coi_deltachat_max_smtp_recipients (Delta Chat reads it)
  *
- * All are RANK_AUTHORITY: this file stores and reads the values itself,
- * through the storage's own attribute vfuncs. Config values live where
- * Dovecot would have put them; subscriptions (with their validation
- * secret) and device tokens live under vendor/vendor.dovecot/pvt/coi/,
- * which no client can read. Rust validates and builds every value
- * (ops: config_*, webpush_*, devicetoken_*). Refusals are
- * MAIL_ERROR_PARAMS / NOTPOSSIBLE, which IMAP answers as NO [CANNOT].
+ * The push keys, the VAPID key and mailbox-root are RANK_AUTHORITY: this
+ * file stores and reads the values itself, through the storage's own
+ * attribute vfuncs. Subscriptions (with their validation secret) and device
+ * tokens live under vendor/vendor.dovecot/pvt/coi/, which no client can
+ * read. `enabled` and `message-filter` are RANK_OVERRIDE: the set callback
+ * validates and Dovecot stores the value where it always did; the get
+ * callback shows the site default only where nothing is stored.
+ *
+ * dsync (docs/dsync.md) copies what Dovecot's own attribute API shows it:
+ * values of AUTHORITY keys come back read-only and are skipped, so a COI
+ * value travels only where Dovecot reads it itself: the stored config
+ * values (OVERRIDE, defaults never shown to dsync) and the raw entries
+ * under pvt/coi/, which dsync iterates like any attribute. That prefix is
+ * registered too (OVERRIDE, children), so every value dsync or `doveadm
+ * coi import` writes there passes the client's validation first (ops:
+ * stored_check); a refusal is logged, counted as the named event
+ * coi_value_refused and fails only that attribute. Rust validates and
+ * builds every value (ops: config_*, webpush_*, devicetoken_*,
+ * stored_check). Refusals are MAIL_ERROR_PARAMS / NOTPOSSIBLE, which IMAP
+ * answers as NO [CANNOT].
  *
  * For users without the plugin active, the config keys behave like plain
  * attributes and the push keys are refused.
@@ -37,8 +50,9 @@
 #define COI_ATTR_VAPID COI_SERVER_ATTR("vendor/vendor.dovecot/webpush/vapid")
 #define COI_ATTR_TOKENS COI_SERVER_ATTR("vendor/vendor.dovecot/coi/devicetokens/")
 #define COI_ATTR_CONFIG(name) COI_SERVER_ATTR(COI_CONFIG_KEY_PREFIX name)
-#define COI_PVT_SUBSCRIPTIONS MAILBOX_ATTRIBUTE_PREFIX_DOVECOT_PVT "coi/webpush/"
-#define COI_PVT_TOKENS MAILBOX_ATTRIBUTE_PREFIX_DOVECOT_PVT "coi/devicetokens/"
+#define COI_PVT_PREFIX MAILBOX_ATTRIBUTE_PREFIX_DOVECOT_PVT "coi/"
+#define COI_PVT_SUBSCRIPTIONS COI_PVT_PREFIX "webpush/"
+#define COI_PVT_TOKENS COI_PVT_PREFIX "devicetokens/"
 #define COI_VALIDATE_SUFFIX "/validate"
 /* Largest body read into a push, bytes (coi_core::wire caps it again). */
 #define COI_PUSH_CONTENT_MAX 4000
@@ -154,6 +168,11 @@ static int coi_value_string(struct mailbox *box,
 
 /* ---- COI config ---- */
 
+/* mailbox-root (AUTHORITY): always the configured root. enabled and
+   message-filter (OVERRIDE): 0 lets Dovecot read the stored value itself,
+   which keeps it writable for dsync; where nothing is stored, clients see
+   the site default (read-only, so never copied). dsync sees no defaults: a
+   default is no value, and showing one would hide an unset. */
 static int coi_config_get(struct mailbox *box, const char *key,
 			  enum coi_config_key config_key,
 			  struct mail_attribute_value *value_r)
@@ -164,10 +183,10 @@ static int coi_config_get(struct mailbox *box, const char *key,
 	int ret;
 
 	if (config_key != COI_CONFIG_MAILBOX_ROOT) {
-		if ((ret = coi_raw_get(box, key, &stored)) != 0) {
-			value_r->value = stored;
-			return ret;
-		}
+		if (rs == NULL || coi_user_is_dsync(box->storage->user))
+			return 0;
+		if ((ret = coi_raw_get(box, key, &stored)) != 0)
+			return ret < 0 ? -1 : 0;
 	}
 	if (rs == NULL || coi_ops->config_get(rs, config_key, &value) != 1)
 		return 0;
@@ -175,6 +194,8 @@ static int coi_config_get(struct mailbox *box, const char *key,
 	return 1;
 }
 
+/* Validates a config value; for enabled and message-filter Dovecot then
+   stores it (OVERRIDE), mailbox-root is stored here or refused. */
 static int coi_config_set(struct mailbox_transaction_context *t,
 			  const char *key, enum coi_config_key config_key,
 			  const struct mail_attribute_value *value)
@@ -188,34 +209,39 @@ static int coi_config_set(struct mailbox_transaction_context *t,
 
 	if (coi_value_string(box, value, &str) < 0)
 		return -1;
-	if (rs != NULL) {
-		bytes = coi_bytes_from_str(str);
-		i_zero(&error);
-		check = coi_ops->config_check(rs, config_key, &bytes, &error);
-		if (check < 0)
-			return coi_refuse(box, MAIL_ERROR_PARAMS, &error);
-		/* enabled=yes: the folders exist before the tagged OK */
-		if (check == 1 &&
-		    coi_ops->folder_names(rs, (uint8_t)coi_user_separator(user),
-					  &chats, &contacts) == 0) {
-			const char *chats_name = t_strndup(chats.ptr, chats.len);
-			const char *contacts_name =
-				t_strndup(contacts.ptr, contacts.len);
-
-			if (coi_folder_ensure(user, chats_name, TRUE, &errstr) < 0 ||
-			    coi_folder_ensure(user, contacts_name, FALSE,
-					      &errstr) < 0) {
-				mail_storage_set_error(box->storage,
-					MAIL_ERROR_TEMP, t_strdup_printf(
-					"Cannot create the COI folders: %s",
-					errstr));
-				return -1;
-			}
-		}
-	} else if (config_key == COI_CONFIG_MAILBOX_ROOT) {
+	if (config_key == COI_CONFIG_MAILBOX_ROOT && rs == NULL)
 		return coi_refuse_str(box, "COI mailbox-root is read-only");
+	if (rs == NULL)
+		return 0; /* plugin inactive: a plain attribute */
+	bytes = coi_bytes_from_str(str);
+	i_zero(&error);
+	check = coi_ops->config_check(rs, config_key, &bytes, &error);
+	if (check < 0) {
+		if (coi_value_source(user) != NULL) {
+			coi_value_refused(user, "config", "invalid",
+				t_strndup(error.ptr, error.len));
+		}
+		return coi_refuse(box, MAIL_ERROR_PARAMS, &error);
 	}
-	return coi_raw_set(t, key, str);
+	/* enabled=yes: the folders exist before the tagged OK. Not for
+	   dsync: the other side's folders travel themselves. */
+	if (check == 1 && !coi_user_is_dsync(user) &&
+	    coi_ops->folder_names(rs, (uint8_t)coi_user_separator(user),
+				  &chats, &contacts) == 0) {
+		const char *chats_name = t_strndup(chats.ptr, chats.len);
+		const char *contacts_name = t_strndup(contacts.ptr, contacts.len);
+
+		if (coi_folder_ensure(user, chats_name, TRUE, &errstr) < 0 ||
+		    coi_folder_ensure(user, contacts_name, FALSE, &errstr) < 0) {
+			mail_storage_set_error(box->storage, MAIL_ERROR_TEMP,
+				t_strdup_printf(
+				"Cannot create the COI folders: %s", errstr));
+			return -1;
+		}
+	}
+	if (config_key == COI_CONFIG_MAILBOX_ROOT)
+		return coi_refuse_str(box, "COI mailbox-root is read-only");
+	return 0;
 }
 
 #define COI_CONFIG_ATTR_FUNCS(fn, code) \
@@ -295,10 +321,12 @@ static const char *coi_subscription_id(void *rs, const char *rel,
 	return coi_ops->webpush_check_id(rs, &id_bytes) == 1 ? id : NULL;
 }
 
-/* The public view of a stored subscription; expired ones are deleted.
-   1 with *public_r, 0 none, -1 error. */
+/* The public view of a stored subscription; expired ones are deleted
+   when `expire` (never while dsync or an import writes: their transaction
+   is open). 1 with *public_r, 0 none, -1 error. */
 static int coi_subscription_view(struct mailbox *box, void *rs,
-				 const char *id, const char **public_r)
+				 const char *id, bool expire,
+				 const char **public_r)
 {
 	const char *pvt_key = t_strconcat(COI_PVT_SUBSCRIPTIONS, id, NULL);
 	const char *stored;
@@ -309,7 +337,8 @@ static int coi_subscription_view(struct mailbox *box, void *rs,
 		return ret;
 	stored_bytes = coi_bytes_from_str(stored);
 	if (coi_ops->webpush_view(rs, &stored_bytes, &public) != 1) {
-		coi_raw_delete(box, pvt_key);
+		if (expire)
+			coi_raw_delete(box, pvt_key);
 		return 0;
 	}
 	*public_r = t_strndup(public.ptr, public.len);
@@ -330,7 +359,7 @@ static int coi_subscriptions_get(struct mailbox *box, const char *key,
 				 &validate);
 	if (id == NULL || validate)
 		return 0;
-	if ((ret = coi_subscription_view(box, rs, id, &public)) <= 0)
+	if ((ret = coi_subscription_view(box, rs, id, TRUE, &public)) <= 0)
 		return ret;
 	value_r->value = public;
 	return 1;
@@ -338,7 +367,8 @@ static int coi_subscriptions_get(struct mailbox *box, const char *key,
 
 /* Live subscriptions other than `except`. */
 static int coi_subscriptions_count(struct mailbox *box, void *rs,
-				   const char *except, unsigned int *count_r)
+				   const char *except, bool expire,
+				   unsigned int *count_r)
 {
 	ARRAY_TYPE(const_string) ids;
 	const char *const *id, *public;
@@ -349,7 +379,7 @@ static int coi_subscriptions_count(struct mailbox *box, void *rs,
 		return -1;
 	array_foreach(&ids, id) {
 		if (strcmp(*id, except) != 0 &&
-		    coi_subscription_view(box, rs, *id, &public) > 0)
+		    coi_subscription_view(box, rs, *id, expire, &public) > 0)
 			(*count_r)++;
 	}
 	return 0;
@@ -362,7 +392,7 @@ static int coi_subscribe(struct mailbox_transaction_context *t, void *rs,
 	struct coi_bytes id_bytes, json_bytes, stored, error;
 	unsigned int others;
 
-	if (coi_subscriptions_count(box, rs, id, &others) < 0)
+	if (coi_subscriptions_count(box, rs, id, TRUE, &others) < 0)
 		return -1;
 	id_bytes = coi_bytes_from_str(id);
 	json_bytes = coi_bytes_from_str(json);
@@ -399,6 +429,21 @@ static int coi_subscription_validate(struct mailbox_transaction_context *t,
 	return coi_raw_set(t, pvt_key, t_strndup(updated.ptr, updated.len));
 }
 
+/* dsync writing a client-facing push key: only an export read through
+   another server's IMAP METADATA (imapc) shows these, and it shows the
+   public view only (no secret, no validation state). The raw entries carry
+   the real thing; subscribing here would send a validation push for a
+   move. So dsync's writes to these keys are dropped. */
+static bool coi_push_view_from_dsync(struct mailbox *box, const char *key)
+{
+	if (!coi_user_is_dsync(box->storage->user))
+		return FALSE;
+	e_debug(box->storage->user->event,
+		"coi: dsync: ignoring %s (the raw entries carry push targets)",
+		key);
+	return TRUE;
+}
+
 static int coi_subscriptions_set(struct mailbox_transaction_context *t,
 				 const char *key,
 				 const struct mail_attribute_value *value)
@@ -408,6 +453,8 @@ static int coi_subscriptions_set(struct mailbox_transaction_context *t,
 	const char *id, *str;
 	bool validate;
 
+	if (coi_push_view_from_dsync(box, key))
+		return 0;
 	if (rs == NULL)
 		return coi_refuse_str(box, "Web Push is not available");
 	id = coi_subscription_id(rs, key + strlen(COI_ATTR_SUBSCRIPTIONS),
@@ -475,6 +522,8 @@ static int coi_tokens_set(struct mailbox_transaction_context *t,
 {
 	const char *rel = key + strlen(COI_ATTR_TOKENS), *str;
 
+	if (coi_push_view_from_dsync(t->box, key))
+		return 0;
 	if (coi_value_string(t->box, value, &str) < 0)
 		return -1;
 	if (str != NULL) {
@@ -502,7 +551,7 @@ static int coi_devicetoken_get(struct mailbox *box ATTR_UNUSED,
 }
 
 static int coi_devicetoken_set(struct mailbox_transaction_context *t,
-			       const char *key ATTR_UNUSED,
+			       const char *key,
 			       const struct mail_attribute_value *value)
 {
 	struct mailbox *box = t->box;
@@ -512,6 +561,8 @@ static int coi_devicetoken_set(struct mailbox_transaction_context *t,
 	struct coi_bytes token, key_r, stored, error;
 	unsigned int others = 0;
 
+	if (coi_push_view_from_dsync(box, key))
+		return 0;
 	if (rs == NULL || !box->inbox_user)
 		return coi_refuse_str(box, "Device tokens are kept on INBOX only");
 	if (coi_value_string(box, value, &str) < 0)
@@ -536,6 +587,135 @@ static int coi_devicetoken_set(struct mailbox_transaction_context *t,
 		return coi_refuse(box, MAIL_ERROR_PARAMS, &error);
 	return coi_raw_set(t, t_strconcat(COI_PVT_TOKENS, token_key, NULL),
 			   t_strndup(stored.ptr, stored.len));
+}
+
+/* ---- raw entries written by dsync or `doveadm coi import` ---- */
+
+static bool coi_importing;
+
+void coi_attributes_importing(bool importing)
+{
+	coi_importing = importing;
+}
+
+const char *coi_value_source(struct mail_user *user)
+{
+	if (coi_user_is_dsync(user))
+		return "dsync";
+	return coi_importing ? "import" : NULL;
+}
+
+static const char *coi_refusal_name(int32_t reason)
+{
+	switch (reason) {
+	case COI_REFUSAL_PRIVATE_ENDPOINT:
+		return "private_endpoint";
+	case COI_REFUSAL_LIMIT:
+		return "limit";
+	case COI_REFUSAL_UNKNOWN_KEY:
+		return "unknown_key";
+	case COI_REFUSAL_INACTIVE:
+		return "inactive";
+	default:
+		return "invalid";
+	}
+}
+
+void coi_value_refused(struct mail_user *user, const char *item,
+		       const char *reason, const char *error)
+{
+	const char *source = coi_value_source(user);
+	struct event *event = event_create(user->event);
+
+	/* counted by Dovecot's stats: metric { filter =
+	   event=coi_value_refused } (docs/dsync.md) */
+	event_set_name(event, "coi_value_refused");
+	event_add_str(event, "item", item);
+	event_add_str(event, "reason", reason);
+	event_add_str(event, "source", source == NULL ? "client" : source);
+	e_warning(event, "coi: refused %s value from %s (%s): %s", item,
+		  source == NULL ? "a client" : source, reason, error);
+	event_unref(&event);
+}
+
+static int coi_pvt_get(struct mailbox *box ATTR_UNUSED,
+		       const char *key ATTR_UNUSED,
+		       struct mail_attribute_value *value_r ATTR_UNUSED)
+{
+	/* Dovecot reads the raw value itself: writable, so dsync copies it */
+	return 0;
+}
+
+static int coi_pvt_iter(struct mailbox *box ATTR_UNUSED,
+			const char *key_prefix ATTR_UNUSED,
+			pool_t pool ATTR_UNUSED,
+			ARRAY_TYPE(const_string) *keys ATTR_UNUSED)
+{
+	/* the raw keys come from the attribute dict itself */
+	return 0;
+}
+
+/* Entries of the same kind as `rel` other than it. */
+static int coi_pvt_others(struct mailbox *box, void *rs, const char *rel,
+			  unsigned int *count_r)
+{
+	ARRAY_TYPE(const_string) names;
+	const char *const *name;
+
+	*count_r = 0;
+	if (coi_str_begins(rel, "webpush/")) {
+		return coi_subscriptions_count(box, rs,
+			rel + strlen("webpush/"), FALSE, count_r);
+	}
+	if (!coi_str_begins(rel, "devicetokens/"))
+		return 0;
+	t_array_init(&names, 8);
+	if (coi_raw_list(box, COI_PVT_TOKENS, &names) < 0)
+		return -1;
+	array_foreach(&names, name) {
+		if (strcmp(*name, rel + strlen("devicetokens/")) != 0)
+			(*count_r)++;
+	}
+	return 0;
+}
+
+static int coi_pvt_set(struct mailbox_transaction_context *t, const char *key,
+		       const struct mail_attribute_value *value)
+{
+	struct mailbox *box = t->box;
+	struct mail_user *user = box->storage->user;
+	void *rs = coi_box_rs(box);
+	const char *rel = key + strlen(COI_PVT_PREFIX), *str, *item, *msg;
+	struct coi_bytes name, bytes, error;
+	unsigned int others;
+	int32_t reason = 0;
+
+	item = coi_str_begins(rel, "webpush/") ? "webpush_subscription" :
+		coi_str_begins(rel, "devicetokens/") ? "devicetoken" :
+		"unknown";
+	if (coi_value_string(box, value, &str) < 0)
+		return -1;
+	if (str == NULL)
+		return 0; /* removals always */
+	if (rs == NULL || !box->inbox_user) {
+		msg = rs == NULL ? "COI is not active for this user" :
+			"COI entries are kept on INBOX only";
+		coi_value_refused(user, item, "inactive", msg);
+		return coi_refuse_str(box, msg);
+	}
+	if (coi_pvt_others(box, rs, rel, &others) < 0)
+		return -1;
+	name = coi_bytes_from_str(rel);
+	bytes = coi_bytes_from_str(str);
+	i_zero(&error);
+	if (coi_ops->stored_check(rs, &name, &bytes, others, &error,
+				  &reason) < 0) {
+		msg = error.ptr == NULL ? "refused" :
+			t_strndup(error.ptr, error.len);
+		coi_value_refused(user, item, coi_refusal_name(reason), msg);
+		return coi_refuse(box, MAIL_ERROR_PARAMS, &error);
+	}
+	return 0;
 }
 
 /* ---- push targets of a delivered message ---- */
@@ -663,29 +843,107 @@ void coi_push_collect(struct mail_user *user, struct mail *src_mail,
 	} T_END;
 }
 
+/* ---- doveadm coi: raw state and counts ---- */
+
+static struct mailbox *coi_inbox_alloc(struct mail_user *user)
+{
+	struct mail_namespace *ns = mail_namespace_find_inbox(user->namespaces);
+
+	return ns == NULL ? NULL :
+		mailbox_alloc(ns->list, "INBOX", MAILBOX_FLAG_READONLY);
+}
+
+int coi_read_raw_state(struct mail_user *user, struct coi_raw_state *state_r)
+{
+	ARRAY_TYPE(coi_bytes_array) sub_ids, subs, token_keys, tokens;
+	struct mailbox *inbox = coi_inbox_alloc(user);
+	const char *value;
+	int ret = 0;
+
+	i_zero(state_r);
+	if (inbox == NULL)
+		return -1;
+	if (coi_raw_get(inbox, COI_ATTR_CONFIG("enabled"), &value) < 0)
+		ret = -1;
+	state_r->enabled = coi_bytes_from_str(value);
+	if (coi_raw_get(inbox, COI_ATTR_CONFIG("message-filter"), &value) < 0)
+		ret = -1;
+	state_r->message_filter = coi_bytes_from_str(value);
+	t_array_init(&sub_ids, 8);
+	t_array_init(&subs, 8);
+	t_array_init(&token_keys, 8);
+	t_array_init(&tokens, 8);
+	coi_collect_values(inbox, COI_PVT_SUBSCRIPTIONS, FALSE, &sub_ids, &subs);
+	coi_collect_values(inbox, COI_PVT_TOKENS, FALSE, &token_keys, &tokens);
+	state_r->sub_count = array_count(&subs);
+	if (state_r->sub_count > 0) {
+		state_r->sub_ids = array_front(&sub_ids);
+		state_r->sub_values = array_front(&subs);
+	}
+	state_r->token_count = array_count(&tokens);
+	if (state_r->token_count > 0) {
+		state_r->token_keys = array_front(&token_keys);
+		state_r->token_values = array_front(&tokens);
+	}
+	mailbox_free(&inbox);
+	return ret;
+}
+
+int coi_count_targets(struct mail_user *user, unsigned int *subscriptions_r,
+		      unsigned int *tokens_r)
+{
+	ARRAY_TYPE(const_string) names;
+	struct mailbox *inbox = coi_inbox_alloc(user);
+	void *rs = coi_user_rs(user);
+	int ret = 0;
+
+	*subscriptions_r = *tokens_r = 0;
+	if (inbox == NULL || rs == NULL) {
+		if (inbox != NULL)
+			mailbox_free(&inbox);
+		return -1;
+	}
+	t_array_init(&names, 8);
+	if (coi_subscriptions_count(inbox, rs, "", FALSE, subscriptions_r) < 0 ||
+	    coi_raw_list(inbox, COI_PVT_TOKENS, &names) < 0)
+		ret = -1;
+	*tokens_r = array_count(&names);
+	mailbox_free(&inbox);
+	return ret;
+}
+
 /* ---- registration ---- */
 
 #define COI_ATTR(k, r, fl, g, s, it) { \
 	.type = MAIL_ATTRIBUTE_TYPE_PRIVATE, .key = (k), \
-	.rank = MAIL_ATTRIBUTE_INTERNAL_RANK_AUTHORITY, \
+	.rank = MAIL_ATTRIBUTE_INTERNAL_RANK_##r, \
 	.flags = MAIL_ATTRIBUTE_INTERNAL_FLAG_VALIDATED | (fl), \
 	.get = (g), .set = (s), .iter = (it) }
 
 static const struct mailbox_attribute_internal coi_internal_attributes[] = {
-	COI_ATTR(COI_ATTR_CONFIG("enabled"), 0, 0,
+	COI_ATTR(COI_ATTR_CONFIG("enabled"), OVERRIDE, 0,
 		 coi_config_get_enabled, coi_config_set_enabled, NULL),
-	COI_ATTR(COI_ATTR_CONFIG("mailbox-root"), 0, 0,
+	COI_ATTR(COI_ATTR_CONFIG("mailbox-root"), AUTHORITY, 0,
 		 coi_config_get_root, coi_config_set_root, NULL),
-	COI_ATTR(COI_ATTR_CONFIG("message-filter"), 0, 0,
+	COI_ATTR(COI_ATTR_CONFIG("message-filter"), OVERRIDE, 0,
 		 coi_config_get_filter, coi_config_set_filter, NULL),
-	COI_ATTR(COI_ATTR_TOKENS, 0, MAIL_ATTRIBUTE_INTERNAL_FLAG_CHILDREN,
+	COI_ATTR(COI_ATTR_TOKENS, AUTHORITY,
+		 MAIL_ATTRIBUTE_INTERNAL_FLAG_CHILDREN,
 		 coi_tokens_get, coi_tokens_set, coi_tokens_iter),
-	COI_ATTR(COI_ATTR_SUBSCRIPTIONS, 0, MAIL_ATTRIBUTE_INTERNAL_FLAG_CHILDREN,
+	COI_ATTR(COI_ATTR_SUBSCRIPTIONS, AUTHORITY,
+		 MAIL_ATTRIBUTE_INTERNAL_FLAG_CHILDREN,
 		 coi_subscriptions_get, coi_subscriptions_set,
 		 coi_subscriptions_iter),
-	COI_ATTR(COI_ATTR_VAPID, 0, 0, coi_vapid_get, coi_vapid_set, NULL),
-	COI_ATTR("devicetoken", 0, 0,
+	COI_ATTR(COI_ATTR_VAPID, AUTHORITY, 0,
+		 coi_vapid_get, coi_vapid_set, NULL),
+	COI_ATTR("devicetoken", AUTHORITY, 0,
 		 coi_devicetoken_get, coi_devicetoken_set, NULL),
+	/* the raw entries themselves: never for clients (IMAP refuses
+	   pvt keys), only dsync and imports write here, validated */
+	{ .type = MAIL_ATTRIBUTE_TYPE_PRIVATE, .key = COI_PVT_PREFIX,
+	  .rank = MAIL_ATTRIBUTE_INTERNAL_RANK_OVERRIDE,
+	  .flags = MAIL_ATTRIBUTE_INTERNAL_FLAG_CHILDREN,
+	  .get = coi_pvt_get, .set = coi_pvt_set, .iter = coi_pvt_iter },
 	{ .type = MAIL_ATTRIBUTE_TYPE_SHARED,
 	  .key = COI_SERVER_ATTR("vendor/deltachat/maxsmtprecipients"),
 	  .rank = MAIL_ATTRIBUTE_INTERNAL_RANK_AUTHORITY,

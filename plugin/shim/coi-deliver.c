@@ -258,6 +258,8 @@ static void coi_deliver_prepare(struct mail_deliver_context *ctx)
 	}
 	if (coi_ops->classify(cuser->rs, &headers, &facts, &kind) < 0)
 		return;
+	/* recall and read status: who sent it, and MDNs (coi-recall.c) */
+	coi_recall_deliver_prepare(ctx, cuser->rs);
 
 	if (kind != COI_KIND_NOT_CHAT) {
 		/* METADATA costs a mailbox open: only chats pay it */

@@ -16,8 +16,7 @@
 #include "mail-namespace.h"
 #include "imap-metadata.h"
 
-#define COI_METADATA_ENABLED \
-	"/private/vendor/vendor.dovecot/coi/config/enabled"
+#define COI_METADATA_CONFIG "/private/vendor/vendor.dovecot/coi/config/"
 
 int coi_read_metadata(struct mail_user *user,
 		      struct coi_user_metadata *metadata_r,
@@ -65,16 +64,23 @@ int coi_read_metadata(struct mail_user *user,
 
 int coi_set_enabled(struct mail_user *user, bool enabled, const char **error_r)
 {
+	/* "no", not NIL: NIL is the site default, which may be on */
+	return coi_set_config(user, "enabled", enabled ? "yes" : "no", error_r);
+}
+
+int coi_set_config(struct mail_user *user, const char *name,
+		   const char *value_str, const char **error_r)
+{
 	struct imap_metadata_transaction *imtrans;
 	struct mail_attribute_value value;
 	enum mail_error error;
 	int ret;
 
 	i_zero(&value);
-	/* "no", not NIL: NIL is the site default, which may be on */
-	value.value = enabled ? "yes" : "no";
+	value.value = value_str;
 	imtrans = imap_metadata_transaction_begin_server(user);
-	ret = imap_metadata_set(imtrans, COI_METADATA_ENABLED, &value);
+	ret = imap_metadata_set(imtrans, t_strconcat(COI_METADATA_CONFIG,
+						     name, NULL), &value);
 	if (ret < 0) {
 		*error_r = t_strdup(imap_metadata_transaction_get_last_error(
 			imtrans, &error));

@@ -76,11 +76,20 @@ static void coi_user_new_24(struct mail_user *user, struct coi_user *cuser)
 				cset->coi_webpush_validation_timeout));
 		set.deltachat_push = coi_bytes_from_str(
 			cset->coi_deltachat_push ? "yes" : "no");
+		set.webpush_allow_private_endpoints = coi_bytes_from_str(
+			cset->coi_webpush_allow_private_endpoints ?
+			"yes" : "no");
 		if (cset->coi_deltachat_max_smtp_recipients > 0) {
 			set.deltachat_max_smtp_recipients = coi_bytes_from_str(
 				t_strdup_printf("%u",
 					cset->coi_deltachat_max_smtp_recipients));
 		}
+		set.recall = coi_bytes_from_str(cset->coi_recall ? "yes" : "no");
+		set.sender_trust = coi_bytes_from_str(cset->coi_sender_trust);
+		set.read_status = coi_bytes_from_str(
+			cset->coi_read_status ? "yes" : "no");
+		set.default_read_status = coi_bytes_from_str(
+			cset->coi_default_read_status ? "yes" : "no");
 		cuser->rs = coi_ops->user_new(user->event, &set);
 	} T_END;
 	settings_free(cset);
@@ -125,8 +134,14 @@ static void coi_mail_user_created(struct mail_user *user)
 		{ "coi_webpush_validation_timeout",
 		  &set.webpush_validation_timeout },
 		{ "coi_deltachat_push", &set.deltachat_push },
+		{ "coi_webpush_allow_private_endpoints",
+		  &set.webpush_allow_private_endpoints },
 		{ "coi_deltachat_max_smtp_recipients",
 		  &set.deltachat_max_smtp_recipients },
+		{ "coi_recall", &set.recall },
+		{ "coi_sender_trust", &set.sender_trust },
+		{ "coi_read_status", &set.read_status },
+		{ "coi_default_read_status", &set.default_read_status },
 	};
 	unsigned int i;
 
@@ -208,6 +223,7 @@ int32_t coi_shim_init(void *module, const struct coi_rs_ops *ops)
 	coi_ops = ops;
 	mail_storage_hooks_add(coi_module, &coi_mail_storage_hooks);
 	coi_attributes_register();
+	coi_recall_register();
 	coi_deliver_hook_install();
 	coi_imap_install();
 	return 0;
@@ -219,6 +235,7 @@ void coi_shim_deinit(void)
 		return;
 	coi_imap_uninstall();
 	coi_deliver_hook_uninstall();
+	coi_recall_unregister();
 	coi_attributes_unregister();
 	mail_storage_hooks_remove(&coi_mail_storage_hooks);
 	coi_ops = NULL;

@@ -29,7 +29,12 @@ struct coi_settings {
 	unsigned int coi_webpush_subscription_limit;
 	unsigned int coi_webpush_validation_timeout;
 	bool coi_deltachat_push;
+	bool coi_webpush_allow_private_endpoints;
 	unsigned int coi_deltachat_max_smtp_recipients;
+	bool coi_recall;
+	const char *coi_sender_trust;
+	bool coi_read_status;
+	bool coi_default_read_status;
 };
 extern const struct setting_parser_info coi_setting_parser_info;
 /* 2.4's str_begins() has a third (suffix) parameter */
@@ -112,6 +117,24 @@ void coi_attributes_unregister(void);
    enabling creates the folders): the user's own choice, which the site
    default never overrides. Returns 0, or -1 with *error_r. */
 int coi_set_enabled(struct mail_user *user, bool enabled, const char **error_r);
+/* Sets config key `name` (below .../coi/config/) to `value` (NULL = NIL)
+   through IMAP METADATA, validated as a client's (coi-metadata.c). */
+int coi_set_config(struct mail_user *user, const char *name,
+		   const char *value, const char **error_r);
+/* The user's raw COI entries (data stack), for `doveadm coi export`, and
+   how many live subscriptions and tokens the user has. */
+int coi_read_raw_state(struct mail_user *user, struct coi_raw_state *state_r);
+int coi_count_targets(struct mail_user *user, unsigned int *subscriptions_r,
+		      unsigned int *tokens_r);
+/* While set, raw COI entries being written come from `doveadm coi
+   import` (for the log line and the coi_value_refused event). */
+void coi_attributes_importing(bool importing);
+/* "dsync", "import", or NULL when a client writes. */
+const char *coi_value_source(struct mail_user *user);
+/* Logs a refused value from dsync or an import and emits the named event
+   coi_value_refused (fields item, reason, source) for Dovecot's stats. */
+void coi_value_refused(struct mail_user *user, const char *item,
+		       const char *reason, const char *error);
 /* Collects the user's push targets for a delivered message and hands
    them to Rust (coi-deliver.c calls it after the first stored copy). */
 void coi_push_collect(struct mail_user *user, struct mail *src_mail,
@@ -136,6 +159,23 @@ void coi_seen_mail_allocated(struct mail *mail);
 int coi_seen_transaction_commit(struct mailbox_transaction_context *t,
 				struct mail_transaction_commit_changes *changes_r);
 void coi_seen_transaction_rollback(struct mailbox_transaction_context *t);
+
+/* coi-recall.c, coi-read.c: recall while unread and read status
+   (docs/recall.md): their METADATA entries, the storage hooks that note
+   \Seen for read status, and the delivery-time trust check and MDN
+   reading (called from coi_deliver_prepare() after classify()). */
+void coi_recall_register(void);
+void coi_recall_unregister(void);
+void coi_read_register(void);
+void coi_read_unregister(void);
+struct mail_deliver_context;
+void coi_recall_deliver_prepare(struct mail_deliver_context *ctx, void *rs);
+/* Reads the user's stored read-status consent value (NULL = NIL) and
+   asks Rust; 1 consents, 0 not (or unreadable). */
+int coi_read_consents(struct mail_user *user);
+/* The address of the first `field` header of `mail` (local@domain, on the
+   data stack), or NULL. */
+const char *coi_recall_header_address(struct mail *mail, const char *field);
 
 /* coi-replication.c: whether a change is replication (dsync) rather than
    the user's own. Everything the plugin does in reaction to a change asks

@@ -15,7 +15,7 @@
  *     packaging/dovecot24/build-settings-module builds it.
  *
  * The defaults mirror coi-core's (plugin/core: settings.rs,
- * event_settings.rs, fast_notify.rs, push/settings.rs); Rust still
+ * event_settings.rs, fast_notify.rs, push/settings.rs, recall/settings.rs); Rust still
  * validates every value (ranges, absolute paths, the mailbox root).
  *
  * With 2.3 headers this file compiles to nothing.
@@ -42,7 +42,12 @@ static const struct setting_define coi_setting_defines[] = {
 	DEF(UINT, coi_webpush_subscription_limit),
 	DEF(TIME, coi_webpush_validation_timeout),
 	DEF(BOOL, coi_deltachat_push),
+	DEF(BOOL, coi_webpush_allow_private_endpoints),
 	DEF(UINT, coi_deltachat_max_smtp_recipients),
+	DEF(BOOL, coi_recall),
+	DEF(ENUM, coi_sender_trust),
+	DEF(BOOL, coi_read_status),
+	DEF(BOOL, coi_default_read_status),
 
 	SETTING_DEFINE_LIST_END
 };
@@ -60,8 +65,13 @@ static const struct coi_settings coi_default_settings = {
 	.coi_webpush_subscription_limit = 10,
 	.coi_webpush_validation_timeout = 5 * 60,
 	.coi_deltachat_push = FALSE,
+	.coi_webpush_allow_private_endpoints = FALSE,
 	/* 0: not served */
 	.coi_deltachat_max_smtp_recipients = 0,
+	.coi_recall = FALSE,
+	.coi_sender_trust = "none:received",
+	.coi_read_status = FALSE,
+	.coi_default_read_status = FALSE,
 };
 
 const struct setting_parser_info coi_setting_parser_info = {

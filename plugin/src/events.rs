@@ -120,6 +120,11 @@ fn set_dropped_before(record: &mut Record, dropped: u64) {
         Record::Fallback(event) => event.dropped_before = dropped,
         Record::Push(event) => event.dropped_before = dropped,
         Record::WebPushValidation(event) => event.dropped_before = dropped,
+        Record::LocalCopy(event) => event.dropped_before = dropped,
+        Record::RecallRequest(event) => event.dropped_before = dropped,
+        Record::RecallOutcome(event) => event.dropped_before = dropped,
+        Record::MessageRead(event) => event.dropped_before = dropped,
+        Record::Mdn(event) => event.dropped_before = dropped,
     }
 }
 

@@ -6,7 +6,8 @@
 //! and answers those callbacks with the pure logic of `coi-core`.
 //!
 //! Unsafe code is confined to the modules that touch the C boundary:
-//! `ffi`, `exports`, `ops`, `guard` and `log`. Every callback runs inside
+//! `ffi`, `exports`, `ops` (with `imap_ops`, `push_ops`, `transfer_ops`),
+//! `guard` and `log`. Every callback runs inside
 //! `guard::call`, so a panic never unwinds into Dovecot.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -21,3 +22,5 @@ mod imap_ops;
 mod log;
 mod ops;
 mod push_ops;
+mod recall_ops;
+mod transfer_ops;

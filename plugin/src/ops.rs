@@ -19,6 +19,7 @@ use coi_core::classify::{verdict as classify_verdict, ChatHeaders, Kind, KindCod
 use coi_core::event_settings::EventSettings;
 use coi_core::fast_notify::FastNotify;
 use coi_core::push::settings::PushSettings;
+use coi_core::recall::settings::RecallSettings;
 use coi_core::route::{chats_folder, decide as decide_route, resolve_policy, Source, UserMetadata};
 use coi_core::settings::PluginSettings;
 use coi_core::wire::{new_event_id, FallbackEventV1, FallbackReason, MessageEventV1, MessageOrigin, Record};
@@ -56,6 +57,26 @@ pub(crate) static OPS: ffi::coi_rs_ops = ffi::coi_rs_ops {
     devicetoken_view: Some(crate::push_ops::devicetoken_view),
     wants_push: Some(crate::push_ops::wants_push),
     push: Some(crate::push_ops::push),
+    recall_needs: Some(crate::recall_ops::recall_needs),
+    trust_check: Some(crate::recall_ops::trust_check),
+    mdn_seen: Some(crate::recall_ops::mdn_seen),
+    recall_request: Some(crate::recall_ops::recall_request),
+    recall_state_check: Some(crate::recall_ops::recall_state_check),
+    recall_check_id: Some(crate::recall_ops::recall_check_id),
+    recall_exec_begin: Some(crate::recall_ops::recall_exec_begin),
+    recall_exec_copy: Some(crate::recall_ops::recall_exec_copy),
+    recall_exec_matches: Some(crate::recall_ops::recall_exec_matches),
+    recall_exec_result: Some(crate::recall_ops::recall_exec_result),
+    recall_exec_finish: Some(crate::recall_ops::recall_exec_finish),
+    read_consents: Some(crate::recall_ops::read_consents),
+    read_consent_check: Some(crate::recall_ops::read_consent_check),
+    read_consent_default: Some(crate::recall_ops::read_consent_default),
+    message_read: Some(crate::recall_ops::message_read),
+    read_mark_parse: Some(crate::recall_ops::read_mark_parse),
+    read_push_prepare: Some(crate::recall_ops::read_push_prepare),
+    stored_check: Some(crate::push_ops::stored_check),
+    export_document: Some(crate::transfer_ops::export_document),
+    import_plan: Some(crate::transfer_ops::import_plan),
 };
 
 /// What the plugin keeps per mail user.
@@ -68,6 +89,11 @@ pub(crate) struct UserHandle {
     pub(crate) push: Option<PushSettings>,
     pub(crate) chats_folder: Option<(u8, String)>,
     pub(crate) delivery: Delivery,
+    /// `None` when the recall/read-status settings are invalid (logged at
+    /// user_new): both features are then off for the user.
+    pub(crate) recall: Option<RecallSettings>,
+    /// A recall being carried out in this account (doveadm).
+    pub(crate) exec: Option<crate::recall_ops::Execution>,
     /// Out-parameters handed to the shim live here until the next call.
     scratch: [Vec<u8>; 2],
 }
@@ -88,6 +114,10 @@ pub(crate) struct Delivery {
     /// A push record was written for this delivery (Sieve may store
     /// several copies; the user hears about the message once).
     pub(crate) pushed: bool,
+    /// Sender trust and MDN of this delivery (recall, read status).
+    pub(crate) recall: crate::recall_ops::DeliveryRecall,
+    /// A read-status push (recall_ops::read_push_prepare): Web Push only.
+    pub(crate) webpush_only: bool,
 }
 
 impl UserHandle {
@@ -141,6 +171,7 @@ unsafe extern "C" fn user_new(log_event: *mut c_void, settings: *const ffi::coi_
                 raw.webpush_subscription_limit.as_option(),
                 raw.webpush_validation_timeout.as_option(),
                 raw.deltachat_push.as_option(),
+                raw.webpush_allow_private_endpoints.as_option(),
             )
             .and_then(|p| p.with_max_smtp_recipients(raw.deltachat_max_smtp_recipients.as_option()))
         };
@@ -182,6 +213,20 @@ unsafe extern "C" fn user_new(log_event: *mut c_void, settings: *const ffi::coi_
         let push = push
             .inspect_err(|err| event.error(format_args!("invalid plugin settings: {err}; no push for this user")))
             .ok();
+        // SAFETY: each field is NULL or a string from Dovecot, alive during
+        // this call.
+        let recall = unsafe {
+            RecallSettings::from_raw(
+                raw.recall.as_option(),
+                raw.sender_trust.as_option(),
+                raw.read_status.as_option(),
+                raw.default_read_status.as_option(),
+            )
+        }
+        .inspect_err(|err| {
+            event.error(format_args!("invalid plugin settings: {err}; no recall or read status for this user"))
+        })
+        .ok();
         let handle = UserHandle {
             username,
             settings,
@@ -190,6 +235,8 @@ unsafe extern "C" fn user_new(log_event: *mut c_void, settings: *const ffi::coi_
             push,
             chats_folder: None,
             delivery: Delivery::default(),
+            recall,
+            exec: None,
             scratch: [Vec::new(), Vec::new()],
         };
         Box::into_raw(Box::new(handle)).cast()
@@ -410,6 +457,7 @@ unsafe extern "C" fn message_stored(
         };
         // SAFETY: the folder name is alive during this call.
         let folder = unsafe { lossy(message.folder.as_option()) }.unwrap_or_default();
+        let folder_name = folder.clone();
         let delivery = &handle.delivery;
         let kind = delivery.kind.clone().unwrap_or(Kind::NotChat);
         let record = Record::Message(MessageEventV1 {
@@ -433,7 +481,9 @@ unsafe extern "C" fn message_stored(
             origin: MessageOrigin::Delivery,
             headers_protected: delivery.headers_protected,
         });
-        if sink.emit(event, record) {
+        let stored = sink.emit(event, record);
+        crate::recall_ops::after_stored(handle, event, message, &folder_name);
+        if stored {
             0
         } else {
             -1

@@ -1,6 +1,7 @@
 //! The push callbacks of `struct coi_rs_ops`: Web Push subscriptions set
 //! and read over IMAP METADATA, the VAPID key served to clients, Delta Chat
-//! device tokens, and the `push` record of a delivered message.
+//! device tokens, the `push` record of a delivered message, and the checks
+//! for entries that dsync or an import bring in.
 //!
 //! Decisions live in `coi_core::push`; this file translates C to Rust,
 //! reads the clock and the VAPID key file, and appends records to the
@@ -12,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use coi_core::classify::Kind;
 use coi_core::push::devicetoken::{accept_token, parse_stored};
+use coi_core::push::imported::{check_stored, ImportRules};
 use coi_core::push::message::{
     build_push, deltachat_targets, is_self_sent, webpush_targets, StoredSubscriptionRef, StoredTokenRef,
 };
@@ -323,7 +325,11 @@ pub(crate) unsafe extern "C" fn push(user: *mut c_void, log_event: *mut c_void, 
         let self_sent = is_self_sent(from_email.as_deref(), recipient.as_deref())
             || is_self_sent(from_email.as_deref(), Some(&handle.username));
         let webpush = webpush_targets(&subs, kind.name(), now_unix(), settings.validation_timeout_secs);
-        let deltachat = if settings.deltachat { deltachat_targets(&tokens, kind.name(), self_sent) } else { Vec::new() };
+        let deltachat = if settings.deltachat && !handle.delivery.webpush_only {
+            deltachat_targets(&tokens, kind.name(), self_sent)
+        } else {
+            Vec::new()
+        };
         // Content goes only if it is UTF-8 that fits; a cut body is useless.
         let content = content
             .filter(|c| c.len() <= PUSH_CONTENT_MAX_BYTES)
@@ -355,6 +361,37 @@ pub(crate) unsafe extern "C" fn push(user: *mut c_void, log_event: *mut c_void, 
             0
         } else {
             -1
+        }
+    })
+}
+
+pub(crate) unsafe extern "C" fn stored_check(
+    user: *mut c_void,
+    name: *const ffi::coi_bytes,
+    value: *const ffi::coi_bytes,
+    others: u32,
+    error_r: *mut ffi::coi_bytes,
+    reason_r: *mut i32,
+) -> i32 {
+    guard::call("stored_check", -1, || {
+        // SAFETY: the shim passes a live handle and valid pointers.
+        let (Some(handle), Some(name), Some(value), Some(error_r), Some(reason_r)) =
+            (unsafe { (handle(user), name.as_ref(), value.as_ref(), error_r.as_mut(), reason_r.as_mut()) })
+        else {
+            return -1;
+        };
+        // SAFETY: the bytes are alive during this call.
+        let (name, value) = unsafe { (lossy(name.as_option()).unwrap_or_default(), value.as_option().unwrap_or_default()) };
+        let push = handle.push.clone().unwrap_or_default();
+        let rules =
+            ImportRules { subscription_limit: push.subscription_limit, allow_private_endpoints: push.allow_private_endpoints };
+        match check_stored(&name, value, others, &rules, now_unix()) {
+            Ok(()) => 0,
+            Err(refusal) => {
+                *reason_r = refusal.reason.code();
+                *error_r = handle.lend(0, refusal.message);
+                -1
+            }
         }
     })
 }

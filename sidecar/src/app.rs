@@ -122,6 +122,7 @@ pub async fn run(config: Config, log: Option<LogHandle>) -> Result<(), AppError>
     let db = config.queue_db_path();
     let intake_conn =
         schema::open(&db, Durability::Full).map_err(|e| startup("queue")(e.to_string()))?;
+    crate::recall::schema::ensure(&intake_conn).map_err(|e| startup("queue")(e.to_string()))?;
     let store = DeliveryStore::open(&db).map_err(|e| startup("queue")(e.to_string()))?;
     schema::count_commits(&intake_conn, metrics.queue_commits.with_label_values(&["intake"]));
     store.count_commits(metrics.queue_commits.with_label_values(&["delivery"]));
@@ -131,6 +132,8 @@ pub async fn run(config: Config, log: Option<LogHandle>) -> Result<(), AppError>
     supervisor.apply(&config.webhooks);
     let channels = push_channels::start(&config.push, vapid, &mut supervisor, &store, &metrics)
         .map_err(|e| startup("push channels")(e.to_string()))?;
+    crate::recall::sink::start(&config.push.dovecot, &mut supervisor, &store, &metrics)
+        .map_err(|e| startup("recall")(e.to_string()))?;
     let doveadm_missing = config.push.dovecot.doveadm_url.is_none()
         && (config.push.webpush.enabled || config.push.deltachat.proxy_url.is_some());
     if doveadm_missing {
@@ -145,7 +148,7 @@ pub async fn run(config: Config, log: Option<LogHandle>) -> Result<(), AppError>
         conn: intake_conn,
         spool: config.spool.clone(),
         endpoints: endpoints.clone(),
-        routing: push_channels::routing(&config.push),
+        routing: crate::push::jobs::Routing { recall: config.recall, ..push_channels::routing(&config.push) },
         metrics: metrics.clone(),
         wake: supervisor.waker(),
         heartbeat: heartbeat.clone(),

@@ -119,6 +119,8 @@ struct RawConfig {
     deltachat: RawDeltaChat,
     #[serde(default)]
     dovecot: RawDovecot,
+    #[serde(default)]
+    recall: crate::recall::settings::RawRecall,
 }
 
 #[derive(Debug, Deserialize)]
@@ -297,6 +299,8 @@ pub struct Config {
     pub webhooks: Vec<Arc<Endpoint>>,
     /// `[webpush]`, `[deltachat]`, `[dovecot]` (fixed until restart).
     pub push: PushSettings,
+    /// `[recall]`.
+    pub recall: crate::recall::settings::RecallSettings,
     /// Things worth a warning that do not make the file invalid.
     pub warnings: Vec<String>,
 }
@@ -490,6 +494,7 @@ impl Validator {
             self.warnings.extend(warnings);
             push
         };
+        let recall = raw.recall.validate().map_err(|m| self.bad("recall.index_retention_days", m))?;
         Ok(Config {
             path: self.path.clone(),
             spool,
@@ -500,6 +505,7 @@ impl Validator {
             delivery,
             webhooks,
             push,
+            recall,
             warnings: self.warnings,
         })
     }
@@ -621,10 +627,11 @@ impl Validator {
             secrets.push(decode_secret(s).map_err(|m| self.bad(format!("{}[{j}]", key("secrets")), m))?);
         }
         for k in &raw.kinds {
-            if !KNOWN_KINDS.contains(&k.as_str()) {
+            let notice_kind = k == crate::recall::notice::KIND_RECALL || k == crate::recall::notice::KIND_READ;
+            if !KNOWN_KINDS.contains(&k.as_str()) && !notice_kind {
                 return Err(self.bad(
                     key("kinds"),
-                    format!("unknown kind {k:?}; known: {}", KNOWN_KINDS.join(", ")),
+                    format!("unknown kind {k:?}; known: {}, recall, read", KNOWN_KINDS.join(", ")),
                 ));
             }
         }

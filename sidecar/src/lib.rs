@@ -13,6 +13,7 @@
 //! HTTP, signing, payloads), [`push`] (Web Push, Delta Chat, METADATA
 //! clean-up), [`metrics`] and [`server`] (`/metrics`,
 //! `/healthz`), [`shutdown`] and [`systemd`] (lifecycle), [`logging`],
+//! [`recall`] (recall while unread, read status),
 //! [`admin`] (dead-letter commands), [`status`] (the `status` command),
 //! [`app`] (wiring), [`time`].
 
@@ -28,6 +29,7 @@ pub mod logging;
 pub mod metrics;
 pub mod push;
 pub mod queue;
+pub mod recall;
 pub mod server;
 pub mod shutdown;
 pub mod status;

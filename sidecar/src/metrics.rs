@@ -248,13 +248,17 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     /// See [`Name::BuildInfo`].
     pub build_info: IntGaugeVec,
+    /// Recall and read status (`recall::metrics`).
+    pub recall: crate::recall::metrics::RecallMetrics,
 }
 
 impl Metrics {
     /// Creates and registers every metric (plus process metrics).
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
+        let recall = crate::recall::metrics::RecallMetrics::new(&registry)?;
         let m = Metrics {
+            recall,
             intake_datagrams: IntCounterVec::new(Name::IntakeDatagrams.opts(), &["outcome"])?,
             intake_events: IntCounterVec::new(Name::IntakeEvents.opts(), &["kind"])?,
             spool_rejected: IntCounterVec::new(Name::SpoolRecordsRejected.opts(), &["error_type"])?,
@@ -349,6 +353,8 @@ impl Metrics {
         for w in COMMIT_WRITERS {
             m.queue_commits.with_label_values(&[w]);
         }
+        m.queue_depth_deliveries.with_label_values(&[crate::recall::jobs::DEPTH_KIND]);
+        m.dead_letters.with_label_values(&[crate::recall::jobs::DOVEADM_ENDPOINT]);
         for t in [TargetKind::Webpush, TargetKind::Deltachat] {
             m.push_targets_gone.with_label_values(&[t.label()]);
             for r in REMOVAL_RESULTS {

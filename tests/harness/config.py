@@ -45,6 +45,9 @@ class InstanceConfig:
     mail_location: str = "maildir:~/Maildir"
     #: Raw lines appended at the end of the file.
     extra_config: str = ""
+    #: Special-use mailboxes of the inbox namespace: name -> flag, e.g.
+    #: ``{"Sent": "\\Sent"}`` (``mailbox Sent { special_use = \\Sent }``).
+    special_use: Mapping[str, str] = field(default_factory=dict)
     #: Users: names, or name -> extra userdb fields (these become per-user
     #: plugin settings, e.g. ``{"coi_mailbox_root": "X"}``).
     users: Mapping[str, Mapping[str, str]] = field(
@@ -111,6 +114,12 @@ def _quote(value: str) -> str:
     return value
 
 
+def _special_use_lines(cfg: InstanceConfig) -> list[str]:
+    """``mailbox NAME { special_use = FLAG }`` lines (same syntax in 2.3 and 2.4)."""
+    return [f"  mailbox {_quote(name)} {{\n    special_use = {flag}\n  }}"
+            for name, flag in cfg.special_use.items()]
+
+
 def render_passwd(cfg: InstanceConfig, layout: InstanceLayout, ident: MailIdentity) -> str:
     """passwd-file lines: ``user:{PLAIN}pw:uid:gid::home::userdb_extra=...``."""
     lines = []
@@ -174,6 +183,7 @@ def render(cfg: InstanceConfig, layout: InstanceLayout, ident: MailIdentity) -> 
         "  inbox = yes",
         "  prefix =",
         f"  separator = {cfg.separator}",
+        *_special_use_lines(cfg),
         "}",
         "",
         "service imap-login {",
@@ -309,6 +319,7 @@ def render_24(cfg: InstanceConfig, layout: InstanceLayout, ident: MailIdentity) 
         "  inbox = yes",
         '  prefix = ""',
         f"  separator = {cfg.separator}",
+        *_special_use_lines(cfg),
         "}",
         "",
         "service imap-login {",

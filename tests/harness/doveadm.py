@@ -37,6 +37,18 @@ class Doveadm:
             raise DoveadmError(argv, proc)
         return proc
 
+    def dsync(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+        """``doveadm sync|backup ...``. Exit 2 ("Mailbox changes caused a
+        desync. You may want to run dsync again", seen on 2.4 for a first
+        two-way sync, e.g. "Remote lost mailbox GUID") is run once more, as
+        the message says; any other failure raises."""
+        proc = self.run(*args, check=False, timeout=timeout)
+        if proc.returncode == 2:
+            proc = self.run(*args, check=False, timeout=timeout)
+        if proc.returncode != 0:
+            raise DoveadmError(list(args), proc)
+        return proc
+
     # -- mailboxes -----------------------------------------------------------
     def mailbox_list(self, user: str) -> list[str]:
         out = self.run("mailbox", "list", "-u", user).stdout

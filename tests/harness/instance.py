@@ -63,16 +63,39 @@ def _proc_name(pid: int) -> str | None:
     return stat[stat.index("(") + 1: stat.rindex(")")]
 
 
-def _reap_orphans(kids: list[tuple[int, str]], timeout: float = 5.0) -> None:
-    """Wait for the stopped master's former children; SIGKILL (by pid) any that linger."""
+def _proc_identity(pid: int) -> tuple[str, int] | None:
+    """(name, start time in clock ticks) of a live process: unlike the pid
+    alone, this never matches a later process that reused the pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    rest = stat[stat.rindex(")") + 2:].split()
+    if rest[0] == "Z":
+        return None
+    return stat[stat.index("(") + 1: stat.rindex(")")], int(rest[19])
+
+
+def _pin(kids: list[tuple[int, str]]) -> list[tuple[int, tuple[str, int]]]:
+    """Each (pid, name) with its start time, read now (see _proc_identity)."""
+    return [(pid, ident) for pid, _ in kids if (ident := _proc_identity(pid)) is not None]
+
+
+def _reap_orphans(pinned: list[tuple[int, tuple[str, int]]], timeout: float = 5.0) -> None:
+    """Wait for the stopped master's former children; SIGKILL (by pid) any that linger.
+
+    ``pinned`` comes from _pin() before the stop, so a pid that another
+    process (another instance's imap-login, say) reuses meanwhile is never
+    waited for nor signalled."""
     deadline = time.monotonic() + timeout
-    alive = kids
+    alive = pinned
     while alive and time.monotonic() < deadline:
-        alive = [(pid, name) for pid, name in alive if _proc_name(pid) == name]
+        alive = [(pid, ident) for pid, ident in alive if _proc_identity(pid) == ident]
         if alive:
             time.sleep(0.05)
-    for pid, name in alive:
-        if _proc_name(pid) == name:
+    for pid, ident in alive:
+        if _proc_identity(pid) == ident:
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
@@ -359,9 +382,9 @@ class DovecotInstance:
     def stop(self) -> None:
         """Stop the master (doveadm stop, wait, kill our pid only if needed); idempotent."""
         proc = self.proc
-        kids: list[tuple[int, str]] = []
+        kids: list[tuple[int, tuple[str, int]]] = []
         if proc is not None and proc.poll() is None:
-            kids = self.child_processes()
+            kids = _pin(self.child_processes())
             try:
                 self.doveadm.stop()
             except Exception:  # noqa: BLE001 - fall back to signalling our own child

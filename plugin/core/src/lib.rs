@@ -12,6 +12,7 @@
 //!   chats folder mean).
 //! - [`push`]: Web Push subscriptions and Delta Chat tokens, and the push
 //!   record of a delivered message.
+//! - [`transfer`]: the document of `doveadm coi export` / `import`.
 //! - [`wire`]: the event records and doorbell datagrams shared with
 //!   `coi-sidecar` (docs/events.md), and [`spool`]: the plugin's append to
 //!   the event spool. These two do file I/O; the invariants below about I/O
@@ -37,9 +38,11 @@ pub mod fast_notify;
 pub mod folder_lifecycle;
 pub mod imap_config;
 pub mod push;
+pub mod recall;
 pub mod route;
 pub mod settings;
 pub mod spool;
+pub mod transfer;
 pub mod wire;
 
 pub use classify::{

@@ -298,6 +298,136 @@ pub struct FallbackEventV1 {
     pub dropped_before: u64,
 }
 
+/// A stored copy of a message that delivery took as authored by an
+/// authenticated local user (`type: "local_copy"`, docs/recall.md): written
+/// after the copy's message record, only when `coi_recall` or
+/// `coi_read_status` is on and the sender trust check passed. The sidecar
+/// keeps these in its index of stored copies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalCopyV1 {
+    /// Unique event id (UUID v7).
+    pub id: String,
+    /// Unix time of the delivery commit, milliseconds.
+    pub ts_ms: u64,
+    /// Dovecot username of the recipient.
+    pub user: String,
+    /// Folder the copy was stored in.
+    pub folder: String,
+    /// UID of the copy.
+    pub uid: u32,
+    /// UIDVALIDITY of the folder.
+    pub uidvalidity: u32,
+    /// Message-ID, normalized (`<left@right>`).
+    pub message_id: String,
+    /// The authenticated sender (login = From = envelope sender), lowercased.
+    pub sender: String,
+    /// Pid of the writing Dovecot process.
+    pub pid: u32,
+    /// Events this process failed to append since its previous append.
+    pub dropped_before: u64,
+}
+
+/// A user asked to recall a message they sent (`type: "recall_request"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecallRequestV1 {
+    /// Unique event id (UUID v7); ties the outcomes to the request.
+    pub id: String,
+    /// Unix time, milliseconds.
+    pub ts_ms: u64,
+    /// Dovecot username of the (authenticated) requester.
+    pub user: String,
+    /// The client's id of the request (its METADATA key's last part).
+    pub request_id: String,
+    /// Message-ID to recall, normalized.
+    pub message_id: String,
+    /// Pid of the writing Dovecot process.
+    pub pid: u32,
+    /// Events this process failed to append since its previous append.
+    pub dropped_before: u64,
+}
+
+/// What happened to one copy in a recipient's account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyResultV1 {
+    /// Folder as recorded.
+    pub folder: String,
+    /// UIDVALIDITY as recorded.
+    pub uidvalidity: u32,
+    /// UID as recorded.
+    pub uid: u32,
+    /// The outcome.
+    pub outcome: crate::recall::exec::CopyOutcome,
+}
+
+/// A recipient's account carried out a recall (`type: "recall_outcome"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecallOutcomeV1 {
+    /// Unique event id (UUID v7).
+    pub id: String,
+    /// Unix time, milliseconds.
+    pub ts_ms: u64,
+    /// Dovecot username of the recipient.
+    pub user: String,
+    /// Event id of the request record.
+    pub request: String,
+    /// The requester.
+    pub sender: String,
+    /// The Message-ID.
+    pub message_id: String,
+    /// One result per copy asked about.
+    pub copies: Vec<CopyResultV1>,
+    /// Pid of the writing Dovecot process.
+    pub pid: u32,
+    /// Events this process failed to append since its previous append.
+    pub dropped_before: u64,
+}
+
+/// A user who consents to read status set `\Seen` on a message for the
+/// first time (`type: "read"`); never for replication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageReadV1 {
+    /// Unique event id (UUID v7).
+    pub id: String,
+    /// Unix time, milliseconds.
+    pub ts_ms: u64,
+    /// Dovecot username of the reader.
+    pub user: String,
+    /// Folder of the message.
+    pub folder: String,
+    /// UID of the message.
+    pub uid: u32,
+    /// UIDVALIDITY of the folder.
+    pub uidvalidity: u32,
+    /// Message-ID, normalized.
+    pub message_id: String,
+    /// Pid of the writing Dovecot process.
+    pub pid: u32,
+    /// Events this process failed to append since its previous append.
+    pub dropped_before: u64,
+}
+
+/// An unencrypted MDN (RFC 8098) was delivered to a local user
+/// (`type: "mdn"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MdnV1 {
+    /// Unique event id (UUID v7).
+    pub id: String,
+    /// Unix time, milliseconds.
+    pub ts_ms: u64,
+    /// Dovecot username of the MDN's recipient (the original sender).
+    pub user: String,
+    /// The `Original-Message-ID`, normalized.
+    pub original_message_id: String,
+    /// The MDN's From address (who read it).
+    pub reporter: Option<String>,
+    /// The disposition type (`displayed`, `deleted`, ...).
+    pub disposition: String,
+    /// Pid of the writing Dovecot process.
+    pub pid: u32,
+    /// Events this process failed to append since its previous append.
+    pub dropped_before: u64,
+}
+
 /// Any record of the spool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -309,6 +439,16 @@ pub enum Record {
     Push(PushEventV1),
     /// `{"v":1,"type":"webpush_validation",...}`
     WebPushValidation(WebPushValidationV1),
+    /// `{"v":1,"type":"local_copy",...}`
+    LocalCopy(LocalCopyV1),
+    /// `{"v":1,"type":"recall_request",...}`
+    RecallRequest(RecallRequestV1),
+    /// `{"v":1,"type":"recall_outcome",...}`
+    RecallOutcome(RecallOutcomeV1),
+    /// `{"v":1,"type":"read",...}`
+    MessageRead(MessageReadV1),
+    /// `{"v":1,"type":"mdn",...}`
+    Mdn(MdnV1),
 }
 
 impl Record {
@@ -319,6 +459,11 @@ impl Record {
             Record::Fallback(f) => &f.id,
             Record::Push(p) => &p.id,
             Record::WebPushValidation(w) => &w.id,
+            Record::LocalCopy(r) => &r.id,
+            Record::RecallRequest(r) => &r.id,
+            Record::RecallOutcome(r) => &r.id,
+            Record::MessageRead(r) => &r.id,
+            Record::Mdn(r) => &r.id,
         }
     }
 
@@ -329,6 +474,11 @@ impl Record {
             Record::Fallback(f) => f.dropped_before,
             Record::Push(p) => p.dropped_before,
             Record::WebPushValidation(w) => w.dropped_before,
+            Record::LocalCopy(r) => r.dropped_before,
+            Record::RecallRequest(r) => r.dropped_before,
+            Record::RecallOutcome(r) => r.dropped_before,
+            Record::MessageRead(r) => r.dropped_before,
+            Record::Mdn(r) => r.dropped_before,
         }
     }
 
@@ -339,6 +489,11 @@ impl Record {
             Record::Fallback(f) => f.ts_ms,
             Record::Push(p) => p.ts_ms,
             Record::WebPushValidation(w) => w.ts_ms,
+            Record::LocalCopy(r) => r.ts_ms,
+            Record::RecallRequest(r) => r.ts_ms,
+            Record::RecallOutcome(r) => r.ts_ms,
+            Record::MessageRead(r) => r.ts_ms,
+            Record::Mdn(r) => r.ts_ms,
         }
     }
 }
@@ -454,6 +609,10 @@ fn limit_fields(record: &mut Record, shift: u32) {
             cut_opt(&mut m.group_id, lim(NAME_MAX_BYTES));
             cut(&mut m.kind, lim(KIND_MAX_BYTES));
         }
+        // Recall and read records carry names that must match exactly
+        // (folders, Message-IDs): they are never cut, only checked for size
+        // before they are written (plugin/src/recall_ops.rs).
+        Record::LocalCopy(_) | Record::RecallRequest(_) | Record::RecallOutcome(_) | Record::MessageRead(_) | Record::Mdn(_) => {}
     }
 }
 
@@ -534,6 +693,11 @@ fn to_framed_json(record: &Record) -> Result<Vec<u8>, serde_json::Error> {
             &mut out,
             &Tagged { v: WIRE_VERSION, kind: "webpush_validation", body: w },
         )?,
+        Record::LocalCopy(r) => serde_json::to_writer(&mut out, &Tagged { v: WIRE_VERSION, kind: "local_copy", body: r })?,
+        Record::RecallRequest(r) => serde_json::to_writer(&mut out, &Tagged { v: WIRE_VERSION, kind: "recall_request", body: r })?,
+        Record::RecallOutcome(r) => serde_json::to_writer(&mut out, &Tagged { v: WIRE_VERSION, kind: "recall_outcome", body: r })?,
+        Record::MessageRead(r) => serde_json::to_writer(&mut out, &Tagged { v: WIRE_VERSION, kind: "read", body: r })?,
+        Record::Mdn(r) => serde_json::to_writer(&mut out, &Tagged { v: WIRE_VERSION, kind: "mdn", body: r })?,
     }
     out.push(LINE_FEED);
     Ok(out)
@@ -620,6 +784,21 @@ pub fn decode_record(body: &[u8]) -> Result<Record, WireError> {
             .map_err(|e| WireError::Json(e.to_string())),
         Some("webpush_validation") => serde_json::from_slice::<WebPushValidationV1>(body)
             .map(Record::WebPushValidation)
+            .map_err(|e| WireError::Json(e.to_string())),
+        Some("local_copy") => serde_json::from_slice::<LocalCopyV1>(body)
+            .map(Record::LocalCopy)
+            .map_err(|e| WireError::Json(e.to_string())),
+        Some("recall_request") => serde_json::from_slice::<RecallRequestV1>(body)
+            .map(Record::RecallRequest)
+            .map_err(|e| WireError::Json(e.to_string())),
+        Some("recall_outcome") => serde_json::from_slice::<RecallOutcomeV1>(body)
+            .map(Record::RecallOutcome)
+            .map_err(|e| WireError::Json(e.to_string())),
+        Some("read") => serde_json::from_slice::<MessageReadV1>(body)
+            .map(Record::MessageRead)
+            .map_err(|e| WireError::Json(e.to_string())),
+        Some("mdn") => serde_json::from_slice::<MdnV1>(body)
+            .map(Record::Mdn)
             .map_err(|e| WireError::Json(e.to_string())),
         Some(other) => Err(WireError::Version(format!(
             "type={}",
@@ -786,6 +965,48 @@ pub fn new_event_id() -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn recall_and_read_records_round_trip_uncut() {
+        use crate::recall::exec::CopyOutcome;
+        let long_folder = "F".repeat(512);
+        let records = [
+            Record::LocalCopy(LocalCopyV1 {
+                id: "e1".into(), ts_ms: 1, user: "bob".into(), folder: long_folder.clone(), uid: 7, uidvalidity: 9,
+                message_id: "<m@x>".into(), sender: "alice@x".into(), pid: 1, dropped_before: 0,
+            }),
+            Record::RecallRequest(RecallRequestV1 {
+                id: "e2".into(), ts_ms: 2, user: "alice@x".into(), request_id: "r1".into(), message_id: "<m@x>".into(),
+                pid: 1, dropped_before: 0,
+            }),
+            Record::RecallOutcome(RecallOutcomeV1 {
+                id: "e3".into(), ts_ms: 3, user: "bob".into(), request: "e2".into(), sender: "alice@x".into(),
+                message_id: "<m@x>".into(),
+                copies: (0..crate::recall::exec::MAX_COPIES as u32)
+                    .map(|uid| CopyResultV1 { folder: long_folder.clone(), uidvalidity: 9, uid: uid + 1, outcome: CopyOutcome::AlreadyRead })
+                    .collect(),
+                pid: 1, dropped_before: 0,
+            }),
+            Record::MessageRead(MessageReadV1 {
+                id: "e4".into(), ts_ms: 4, user: "bob".into(), folder: "INBOX".into(), uid: 7, uidvalidity: 9,
+                message_id: "<m@x>".into(), pid: 1, dropped_before: 0,
+            }),
+            Record::Mdn(MdnV1 {
+                id: "e5".into(), ts_ms: 5, user: "alice@x".into(), original_message_id: "<m@x>".into(),
+                reporter: Some("carol@remote".into()), disposition: "displayed".into(), pid: 1, dropped_before: 0,
+            }),
+        ];
+        for record in records {
+            let bytes = encode_record(&record);
+            assert!(bytes.len() <= MAX_RECORD_BYTES);
+            let (items, used) = scan(&bytes);
+            assert_eq!(used, bytes.len());
+            match &items[..] {
+                [ScanItem::Record(back)] => assert_eq!(back, &record),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 
     fn message(id: &str) -> MessageEventV1 {
         MessageEventV1 {

@@ -57,30 +57,34 @@ impl Sink for WebhookSink {
 impl WebhookSink {
     async fn attempt_inner(&self, d: &DueDelivery) -> Result<bool, AttemptError> {
             let ep = &self.endpoint;
-        let event: MessageEventV1 = match serde_json::from_str(&d.payload) {
-            Ok(e) => e,
-            Err(e) => {
-                self.ledger.bury(d, d.attempts, format!("unreadable queued event: {e}")).await?;
-                return Ok(false);
-            }
-        };
         let deadline_ms = Ledger::deadline_ms(d, ep.deadline);
         if now_ms() >= deadline_ms {
             self.ledger.bury(d, d.attempts, "deadline passed before the next attempt".into()).await?;
             return Ok(false);
         }
-        let payload = match payload::build(ep.format, &event) {
-            Ok(p) => p,
-            Err(e) => {
-                self.ledger.bury(d, d.attempts, format!("cannot build payload: {e}")).await?;
+        // Recall and read-status notices (recall::notice) share the
+        // endpoint's queue, signing and retries; only the body differs.
+        let built = match crate::recall::notice::Notice::parse(&d.payload) {
+            Some(n) => Ok((n.id.clone(), n.ts_ms, payload::Payload { method: reqwest::Method::POST, body: n.body() })),
+            None => match serde_json::from_str::<MessageEventV1>(&d.payload) {
+                Ok(event) => payload::build(ep.format, &event)
+                    .map(|p| (event.id.clone(), event.ts_ms, p))
+                    .map_err(|e| format!("cannot build payload: {e}")),
+                Err(e) => Err(format!("unreadable queued event: {e}")),
+            },
+        };
+        let (event_id, event_ts_ms, payload) = match built {
+            Ok(b) => b,
+            Err(why) => {
+                self.ledger.bury(d, d.attempts, why).await?;
                 return Ok(false);
             }
         };
         let timestamp = now_secs();
-        let signature = signature_header(&ep.secrets, &event.id, timestamp, &payload.body);
+        let signature = signature_header(&ep.secrets, &event_id, timestamp, &payload.body);
         let response = self
             .sender
-            .send(ep, &payload, &event.id, timestamp, &signature)
+            .send(ep, &payload, &event_id, timestamp, &signature)
             .await;
         let logic = StandardRetryLogic;
         let (verdict, detail) = match &response {
@@ -99,8 +103,8 @@ impl WebhookSink {
                     .inc();
                 self.ledger.metrics
                     .delivery_latency
-                    .observe(now.saturating_sub(event.ts_ms) as f64 / 1000.0);
-                tracing::debug!(endpoint = %ep.name, event_id = %event.id, attempts, "delivered");
+                    .observe(now.saturating_sub(event_ts_ms) as f64 / 1000.0);
+                tracing::debug!(endpoint = %ep.name, event_id = %event_id, attempts, "delivered");
                 return Ok(true);
             }
             Verdict::Retry { outcome, retry_after } => {

@@ -303,6 +303,31 @@ pub fn drain_file(
             fingerprint = buf[..used.min(FINGERPRINT_BYTES)].to_vec();
         }
         drained.records += items.len() as u64;
+        let (recall_records, items): (Vec<ScanItem>, Vec<ScanItem>) = items
+            .into_iter()
+            .partition(|i| matches!(i, ScanItem::Record(r) if crate::recall::ingest::is_recall_record(r)));
+        let recall_records: Vec<Record> = recall_records
+            .into_iter()
+            .filter_map(|i| match i {
+                ScanItem::Record(r) => Some(r),
+                ScanItem::Rejected(_) => None,
+            })
+            .collect();
+        for r in &recall_records {
+            tally.dropped = tally.dropped.saturating_add(r.dropped_before());
+        }
+        // Applied before the chunk's offset is committed: a crash re-applies
+        // them (idempotent), never loses them (recall::ingest).
+        let recall_ctx = crate::recall::ingest::Context {
+            doveadm: routing.recall_doveadm,
+            endpoints,
+            settings: routing.recall,
+        };
+        let applied = crate::recall::ingest::apply(conn, &recall_records, &recall_ctx, now_ms())?;
+        metrics.recall.count(&applied);
+        if applied.deliveries > 0 {
+            wake();
+        }
         let events = collect(items, endpoints, routing, &mut tally);
         let progress = FileProgress {
             dev,
@@ -403,6 +428,8 @@ fn collect(items: Vec<ScanItem>, endpoints: &[Arc<Endpoint>], routing: &Routing,
                 take(route_validation(&w, routing), &mut events, tally);
             }
             ScanItem::Rejected(e) => bump(&mut tally.rejected, e.error_type()),
+            // taken apart by drain_file (recall::ingest)
+            ScanItem::Record(_) => {}
         }
     }
     events

@@ -39,6 +39,8 @@ pub fn routing(settings: &PushSettings) -> Routing {
         webpush: settings.webpush.enabled,
         webpush_allow_private: settings.webpush.allow_private_addresses,
         deltachat: settings.deltachat.proxy_url.is_some(),
+        recall_doveadm: settings.dovecot.doveadm_url.is_some() && settings.dovecot.doveadm_api_key.is_some(),
+        recall: Default::default(),
     }
 }
 

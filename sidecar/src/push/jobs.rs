@@ -178,6 +178,11 @@ pub struct Routing {
     pub webpush_allow_private: bool,
     /// `[deltachat] proxy_url` is set.
     pub deltachat: bool,
+    /// `[dovecot] doveadm_url` is set: recall and read status can make
+    /// their doveadm calls (`recall::ingest`).
+    pub recall_doveadm: bool,
+    /// `[recall]`.
+    pub recall: crate::recall::settings::RecallSettings,
 }
 
 /// Why a target was not queued, or that it was: the `result` label of
@@ -485,7 +490,7 @@ mod tests {
         }
     }
 
-    const ALL_ON: Routing = Routing { webpush: true, webpush_allow_private: false, deltachat: true };
+    const ALL_ON: Routing = Routing { webpush: true, webpush_allow_private: false, deltachat: true, recall_doveadm: false, recall: crate::recall::settings::RecallSettings { retention_ms: 0 } };
 
     fn labels(r: &Routed) -> Vec<(&'static str, &'static str)> {
         r.results.iter().map(|(c, r)| (*c, r.label())).collect()

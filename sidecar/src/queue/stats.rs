@@ -41,7 +41,11 @@ pub fn read(conn: &Connection) -> Result<QueueStats, QueueError> {
     while let Some(r) = rows.next()? {
         let endpoint: String = r.get(0)?;
         let n = r.get::<_, i64>(1)?.max(0) as u64;
-        let kind = Channel::from_queue_name(&endpoint).map_or("webhook", Channel::label);
+        let kind = match Channel::from_queue_name(&endpoint) {
+            Some(c) => c.label(),
+            None if endpoint == crate::recall::jobs::DOVEADM_ENDPOINT => crate::recall::jobs::DEPTH_KIND,
+            None => "webhook",
+        };
         match by_kind.iter_mut().find(|(k, _)| *k == kind) {
             Some((_, total)) => *total += n,
             None => by_kind.push((kind, n)),

@@ -174,6 +174,8 @@ fn configured(config: &Config) -> Vec<(String, &'static str, Option<String>)> {
     }
     if let (Some(url), Some(_)) = (&p.dovecot.doveadm_url, &p.dovecot.doveadm_api_key) {
         out.push((Channel::MetadataUnset.queue_name().into(), "push", Some(origin(url))));
+        // recall and read status make their doveadm calls here too
+        out.push((crate::recall::jobs::DOVEADM_ENDPOINT.into(), "recall", Some(origin(url))));
     }
     out
 }
@@ -278,7 +280,13 @@ pub fn collect(config: &Config) -> Report {
         endpoints.push(endpoint(name, kind, target, true, &f, now));
     }
     for (name, f) in figures {
-        let kind = if Channel::from_queue_name(&name).is_some() { "push" } else { "webhook" };
+        let kind = if Channel::from_queue_name(&name).is_some() {
+            "push"
+        } else if name == crate::recall::jobs::DOVEADM_ENDPOINT {
+            "recall"
+        } else {
+            "webhook"
+        };
         endpoints.push(endpoint(name, kind, None, false, &f, now));
     }
     let spool = spool::read(conn.as_ref(), &config.spool.dir).unwrap_or_else(|e| SpoolState {

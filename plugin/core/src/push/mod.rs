@@ -7,6 +7,8 @@
 //!   stored for it (with the validation secret the client must echo), what
 //!   GETMETADATA shows, validation and expiry;
 //! - [`devicetoken`]: Delta Chat tokens, several per user, deduplicated;
+//! - [`imported`]: the checks for entries that arrive without a client
+//!   (dsync, `doveadm coi import`);
 //! - [`message`]: choosing the targets of one delivered message and
 //!   building the `push` record the sidecar sends from.
 //!
@@ -15,6 +17,7 @@
 //! clients), stored values are JSON objects this module wrote.
 
 pub mod devicetoken;
+pub mod imported;
 pub mod message;
 pub mod settings;
 pub mod subscription;

@@ -9,6 +9,9 @@
 //!   10 s ..= 24 h, default 5 min (the spec's "about 5 minutes").
 //! - `coi_deltachat_push`: boolean; `yes` advertises XDELTAPUSH and keeps
 //!   the user's Delta Chat device tokens. Default `no`.
+//! - `coi_webpush_allow_private_endpoints`: boolean; `yes` lets dsync and
+//!   `doveadm coi import` bring in subscriptions whose endpoint is a
+//!   loopback, private or link-local address (tests). Default `no`.
 //! - `coi_deltachat_max_smtp_recipients`: 1..=100000, unset by default;
 //!   served as `/shared/vendor/deltachat/maxsmtprecipients` (Delta Chat
 //!   splits a message to more recipients into several SMTP transactions, and
@@ -40,6 +43,8 @@ pub struct PushSettings {
     pub validation_timeout_secs: u64,
     /// Delta Chat push on.
     pub deltachat: bool,
+    /// Subscriptions from dsync or an import may point at private addresses.
+    pub allow_private_endpoints: bool,
     /// The SMTP recipient limit Delta Chat is told about, if any.
     pub deltachat_max_smtp_recipients: Option<u32>,
 }
@@ -51,6 +56,7 @@ impl Default for PushSettings {
             subscription_limit: DEFAULT_SUBSCRIPTION_LIMIT,
             validation_timeout_secs: DEFAULT_VALIDATION_TIMEOUT_SECS,
             deltachat: false,
+            allow_private_endpoints: false,
             deltachat_max_smtp_recipients: None,
         }
     }
@@ -96,6 +102,7 @@ impl PushSettings {
         subscription_limit: Option<&[u8]>,
         validation_timeout: Option<&[u8]>,
         deltachat: Option<&[u8]>,
+        allow_private_endpoints: Option<&[u8]>,
     ) -> Result<PushSettings, PushSettingsError> {
         let mut s = PushSettings::default();
         if let Some(raw) = blank_to_none(vapid_key) {
@@ -121,6 +128,10 @@ impl PushSettings {
         if let Some(raw) = blank_to_none(deltachat) {
             s.deltachat = parse_bool(raw).ok_or_else(|| refuse("coi_deltachat_push", raw, "yes or no"))?;
         }
+        if let Some(raw) = blank_to_none(allow_private_endpoints) {
+            s.allow_private_endpoints = parse_bool(raw)
+                .ok_or_else(|| refuse("coi_webpush_allow_private_endpoints", raw, "yes or no"))?;
+        }
         Ok(s)
     }
 
@@ -145,8 +156,8 @@ mod tests {
 
     #[test]
     fn defaults_when_unset_or_blank() {
-        assert_eq!(PushSettings::from_raw(None, None, None, None), Ok(PushSettings::default()));
-        assert_eq!(PushSettings::from_raw(Some(b" "), Some(b""), None, Some(b"")), Ok(PushSettings::default()));
+        assert_eq!(PushSettings::from_raw(None, None, None, None, None), Ok(PushSettings::default()));
+        assert_eq!(PushSettings::from_raw(Some(b" "), Some(b""), None, Some(b""), None), Ok(PushSettings::default()));
     }
 
     #[test]
@@ -168,22 +179,25 @@ mod tests {
 
     #[test]
     fn values_parse() {
-        let s = PushSettings::from_raw(Some(b"/k.pem"), Some(b"3"), Some(b"2m"), Some(b"yes")).unwrap();
+        let s = PushSettings::from_raw(Some(b"/k.pem"), Some(b"3"), Some(b"2m"), Some(b"yes"), None).unwrap();
         assert_eq!(s.vapid_key, PathBuf::from("/k.pem"));
         assert_eq!(s.subscription_limit, 3);
         assert_eq!(s.validation_timeout_secs, 120);
         assert!(s.deltachat);
-        assert_eq!(PushSettings::from_raw(None, None, Some(b"600"), None).unwrap().validation_timeout_secs, 600);
+        assert_eq!(PushSettings::from_raw(None, None, Some(b"600"), None, None).unwrap().validation_timeout_secs, 600);
     }
 
     #[test]
     fn bad_values_name_the_setting() {
-        let e = PushSettings::from_raw(Some(b"rel.pem"), None, None, None).unwrap_err();
+        let e = PushSettings::from_raw(Some(b"rel.pem"), None, None, None, None).unwrap_err();
         assert_eq!(e.setting, "coi_webpush_vapid_key");
-        assert_eq!(PushSettings::from_raw(None, Some(b"0"), None, None).unwrap_err().setting, "coi_webpush_subscription_limit");
-        assert_eq!(PushSettings::from_raw(None, Some(b"101"), None, None).unwrap_err().setting, "coi_webpush_subscription_limit");
-        assert_eq!(PushSettings::from_raw(None, None, Some(b"5"), None).unwrap_err().setting, "coi_webpush_validation_timeout");
-        assert_eq!(PushSettings::from_raw(None, None, Some(b"5 days"), None).unwrap_err().setting, "coi_webpush_validation_timeout");
-        assert_eq!(PushSettings::from_raw(None, None, None, Some(b"maybe")).unwrap_err().setting, "coi_deltachat_push");
+        assert_eq!(PushSettings::from_raw(None, Some(b"0"), None, None, None).unwrap_err().setting, "coi_webpush_subscription_limit");
+        assert_eq!(PushSettings::from_raw(None, Some(b"101"), None, None, None).unwrap_err().setting, "coi_webpush_subscription_limit");
+        assert_eq!(PushSettings::from_raw(None, None, Some(b"5"), None, None).unwrap_err().setting, "coi_webpush_validation_timeout");
+        assert_eq!(PushSettings::from_raw(None, None, Some(b"5 days"), None, None).unwrap_err().setting, "coi_webpush_validation_timeout");
+        assert_eq!(PushSettings::from_raw(None, None, None, Some(b"maybe"), None).unwrap_err().setting, "coi_deltachat_push");
+        let e = PushSettings::from_raw(None, None, None, None, Some(b"sometimes")).unwrap_err();
+        assert_eq!(e.setting, "coi_webpush_allow_private_endpoints");
+        assert!(PushSettings::from_raw(None, None, None, None, Some(b"yes")).unwrap().allow_private_endpoints);
     }
 }
