@@ -326,7 +326,9 @@ pub fn drain_file(
         let applied = crate::recall::ingest::apply(conn, &recall_records, &recall_ctx, now_ms())?;
         metrics.recall.count(&applied);
         if applied.deliveries > 0 {
-            wake();
+            // Rare; the notices may go to any endpoint and the doveadm
+            // calls to the recall driver: wake them all.
+            wake(None);
         }
         let events = collect(items, endpoints, routing, &mut tally);
         let progress = FileProgress {
