@@ -10,6 +10,11 @@ processes (``bench/lean_receiver.py``). Variants, interleaved round by round
   P  the plugin, events off (``coi_spool_path`` does not exist);
   Q  the plugin + event spool, sidecar NOT running (the spool grows, each
      doorbell finds no socket);
+  Qn Q without a VAPID key configured (no Web Push lookup per delivery);
+  U  Q with a spool that is full from the start (``coi_spool_max_size`` 64 KiB,
+     pre-filled): UIDs are assigned and events built, every append opens,
+     locks and checks the size, then drops the event without writing. U
+     against P is the event path without the write; Q against U the write;
   W  the plugin + spool + the running sidecar + one webhook endpoint that
      answers 200 at once;
   X  W + Web Push: a quarter of the users have a validated subscription
@@ -66,11 +71,14 @@ CHATS = "COI/Chats"
 ACTIVE = {"coi_default_enabled": "yes", "coi_default_message_filter": "active"}
 SUBS = "/private/vendor/vendor.dovecot/webpush/subscriptions/"
 NO_SPOOL = "/nonexistent/coi-bench-spool"
+#: coi_spool_max_size of variant U (the smallest the plugin accepts).
+U_SPOOL_BYTES = 64 * 1024
 VARIANTS = {
     "S": "stock Dovecot (no plugin)",
     "P": "plugin, events off",
     "Q": "plugin + spool, sidecar not running",
     "Qn": "Q without Web Push configured (no VAPID key)",
+    "U": "Q with a full spool: UIDs assigned, events built, every append refused (no write)",
     "W": "plugin + spool + sidecar + webhook",
     "X": "W + Web Push for a share of users",
 }
@@ -271,6 +279,9 @@ class Bench:
         if variant in ("Q", "Qn"):
             return {"coi_spool_path": str(self.q_spool),
                     "coi_sidecar_socket": str(self.q_socket), **(key if variant == "Q" else {})}
+        if variant == "U":
+            return {"coi_spool_path": str(self.q_spool), "coi_spool_max_size": str(U_SPOOL_BYTES),
+                    "coi_sidecar_socket": str(self.q_socket), **key}
         return {**self.sidecars[variant].plugin_settings(), **key}
 
     def configure(self, variant: str) -> None:
@@ -347,9 +358,15 @@ class Bench:
         c0 = commits(sc) if events else {}
         pid = sc.pid if events else None
         cpu0 = proc_cpu_seconds(pid) if pid else 0.0
-        if variant in ("Q", "Qn"):
+        if variant in ("Q", "Qn", "U"):
             for f in self.q_spool.iterdir():
                 f.unlink()
+        if variant == "U":
+            # Full from the start: each append opens, locks and checks the
+            # size, then drops the event (counted) without writing.
+            full = self.q_spool / "events.log"
+            full.write_bytes(b"\n" * U_SPOOL_BYTES)
+            full.chmod(0o666)
         self.perf.start()
         results, secs = self.dc.lmtp_deliver_timed(jobs, a.connections)
         t_end = time.time()
