@@ -60,14 +60,16 @@ class Raw:
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self, store: list[Raw], answer: bytes):
+    def __init__(self, store: list[Raw], answer: bytes, opened: list[int]):
         self.store = store
         self.answer = answer
+        self.opened = opened
         self.buf = b""
         self.transport = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self.opened[0] += 1
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -94,9 +96,10 @@ class _Protocol(asyncio.Protocol):
 def _serve(conn, answer: bytes, handler) -> None:
     """Child main: the server in an asyncio loop, commands from ``conn`` on a thread."""
     store: list[Raw] = []
+    opened = [0]  # TCP connections accepted (keep-alive reuse shows as few)
     loop = asyncio.new_event_loop()
     server = loop.run_until_complete(
-        loop.create_server(lambda: _Protocol(store, answer), "127.0.0.1", 0))
+        loop.create_server(lambda: _Protocol(store, answer, opened), "127.0.0.1", 0))
     port = server.sockets[0].getsockname()[1]
     conn.send(port)
     state: dict = {}
@@ -112,6 +115,8 @@ def _serve(conn, answer: bytes, handler) -> None:
             try:
                 if cmd == "count":
                     out = len(store)
+                elif cmd == "connections":
+                    out = opened[0]
                 else:
                     out = handler(cmd, arg, store, state, port)
             except Exception as exc:  # noqa: BLE001 - sent to the parent

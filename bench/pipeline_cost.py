@@ -15,6 +15,11 @@ processes (``bench/lean_receiver.py``). Variants, interleaved round by round
      pre-filled): UIDs are assigned and events built, every append opens,
      locks and checks the size, then drops the event without writing. U
      against P is the event path without the write; Q against U the write;
+  F  Q + ``bench/fsync_floor.py`` on the doorbell socket: a process that only
+     appends 64 bytes to a file on the same disk and fdatasyncs it, once per
+     doorbell (= per event): the floor of any intake that commits each event;
+  Fw the same, at most once per 10 ms while doorbells keep coming: the floor
+     of the sidecar's group commit with its default window;
   W  the plugin + spool + the running sidecar + one webhook endpoint that
      answers 200 at once;
   X  W + Web Push: a quarter of the users have a validated subscription
@@ -78,6 +83,8 @@ VARIANTS = {
     "P": "plugin, events off",
     "Q": "plugin + spool, sidecar not running",
     "Qn": "Q without Web Push configured (no VAPID key)",
+    "F": "Q + a process that only fdatasyncs once per doorbell (the floor of per-event durability)",
+    "Fw": "Q + a process that only fdatasyncs, at most once per 10 ms (the group-commit floor)",
     "U": "Q with a full spool: UIDs assigned, events built, every append refused (no write)",
     "W": "plugin + spool + sidecar + webhook",
     "X": "W + Web Push for a share of users",
@@ -276,7 +283,7 @@ class Bench:
         key = {"coi_webpush_vapid_key": str(self.sc.vapid_public_key)}
         if variant == "P":
             return {"coi_spool_path": NO_SPOOL, "coi_sidecar_socket": str(self.q_socket), **key}
-        if variant in ("Q", "Qn"):
+        if variant in ("Q", "Qn", "F", "Fw"):
             return {"coi_spool_path": str(self.q_spool),
                     "coi_sidecar_socket": str(self.q_socket), **(key if variant == "Q" else {})}
         if variant == "U":
@@ -293,11 +300,35 @@ class Bench:
             else:
                 self.dc.reconfigure(plugin=True, plugin_settings=self.settings(variant))
         self.current = variant
+        self.floor_stop()
         for name, sc in self.sidecars.items():
             if sc is not self.sidecars.get(variant):
                 sc.stop()
+        if variant in ("F", "Fw"):
+            self.floor_start(0 if variant == "F" else 10)
         if variant in self.sidecars:
             self.sidecars[variant].start()
+
+    def floor_start(self, window_ms: int) -> None:
+        """Runs bench/fsync_floor.py on the doorbell socket the plugin rings."""
+        self.floor = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("fsync_floor.py")), str(self.q_socket),
+             str(self.tmp / "floor.data"), "--window-ms", str(window_ms)],
+            stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 10
+        while not self.q_socket.exists():
+            if time.monotonic() > deadline or self.floor.poll() is not None:
+                raise RuntimeError("fsync_floor.py did not bind the doorbell socket")
+            time.sleep(0.02)
+
+    def floor_stop(self) -> None:
+        floor = getattr(self, "floor", None)
+        if floor is None:
+            return
+        floor.send_signal(signal.SIGTERM)
+        out, _ = floor.communicate(timeout=10)
+        self.floor = None
+        self.floor_counts = out.strip()
 
     def subscribe(self, user: str) -> None:
         sub = self.push.call("subscribe", "b" + uuid.uuid4().hex[:20])
@@ -355,10 +386,11 @@ class Bench:
         events = variant in self.sidecars
         sc = self.sidecars.get(variant)
         wh0, push0 = self.wh.count(), self.push.count()
+        conns0 = (self.wh.call("connections", None), self.push.call("connections", None))
         c0 = commits(sc) if events else {}
         pid = sc.pid if events else None
         cpu0 = proc_cpu_seconds(pid) if pid else 0.0
-        if variant in ("Q", "Qn", "U"):
+        if variant in ("Q", "Qn", "U", "F", "Fw"):
             for f in self.q_spool.iterdir():
                 f.unlink()
         if variant == "U":
@@ -405,7 +437,9 @@ class Bench:
             cpu = proc_cpu_seconds(pid) - cpu0
             c1 = commits(sc)
             n_ev = len(jobs) + n_push
-            fig.update(events=len(jobs), pushes=n_push, drain_lag_ms=(t_last - t_end) * 1000,
+            conns = (self.wh.call("connections", None) - conns0[0],
+                     self.push.call("connections", None) - conns0[1])
+            fig.update(events=len(jobs), pushes=n_push, tcp_connections=conns, drain_lag_ms=(t_last - t_end) * 1000,
                        cpu_ms_per_1k=cpu * 1000 / len(jobs) * 1000,
                        commits_per_1k={k: (c1.get(k, 0) - c0.get(k, 0)) * 1000 / len(jobs)
                                        for k in c1},
@@ -416,6 +450,9 @@ class Bench:
             dove = sum(n for p, (comm, n) in calls.items()
                        if p in dpids or comm in ("lmtp", "dovecot", "auth", "log", "anvil"))
             fig["dovecot_fsyncs_per_msg"] = dove / len(jobs)
+            if getattr(self, "floor", None) is not None:
+                floor = calls.get(self.floor.pid, ("", 0))[1]
+                fig["floor_fsyncs_per_1k"] = floor * 1000 / len(jobs)
             if events:
                 side = calls.get(pid, ("", 0))[1]
                 fig["sidecar_fsyncs_per_1k"] = side * 1000 / len(jobs)
@@ -427,6 +464,8 @@ class Bench:
             extra = (f"; sidecar {fig['cpu_ms_per_1k']:.0f} ms CPU/1k events, drain lag "
                      f"{fig['drain_lag_ms']:.0f} ms"
                      + (f", {n_push} pushes" if n_push else "")
+                     + f", new TCP connections webhook {fig['tcp_connections'][0]}"
+                     + (f" push {fig['tcp_connections'][1]}" if n_push else "")
                      + (f", fsyncs/1k {fig['sidecar_fsyncs_per_1k']:.0f}"
                         if "sidecar_fsyncs_per_1k" in fig else "")
                      + (", commits/1k " + " ".join(f"{k} {v:.0f}" for k, v in
@@ -434,6 +473,8 @@ class Bench:
                         if fig["commits_per_1k"] else ""))
         if "dovecot_fsyncs_per_msg" in fig:
             extra += f"; Dovecot fsyncs/msg {fig['dovecot_fsyncs_per_msg']:.2f}"
+        if "floor_fsyncs_per_1k" in fig:
+            extra += f"; floor fdatasyncs/1k {fig['floor_fsyncs_per_1k']:.0f}"
         print(f"  round {rnd + 1} {variant}: {len(jobs)} msgs in {secs:.2f}s = "
               f"{fig['rate']:7.1f} msgs/s{extra}", flush=True)
 
@@ -457,6 +498,10 @@ class Bench:
         self.dc.assert_no_panic_or_fatal()
 
     def close(self) -> None:
+        try:
+            self.floor_stop()
+        except Exception as exc:  # noqa: BLE001 - best effort
+            print(f"stopping the fsync floor: {exc}", file=sys.stderr)
         for sc in list(getattr(self, "sidecars", {}).values())[2:]:
             sc.close()
         for x in ("sc", "dc", "wh", "push"):
