@@ -215,6 +215,9 @@ class Bench:
         self.side = {v: [] for v in self.order}   # per-round figures
         self.subscribed: dict[str, str] = {}      # user -> subscription id
         self.tmp = Path(tempfile.mkdtemp(prefix="coi-pipeline-"))
+        # The mail uid must reach q-spool and q-run (mkdtemp makes it 0700:
+        # every append of Q failed with EACCES and was dropped).
+        self.tmp.chmod(0o711)
         self.q_spool = self.tmp / "q-spool"
         self.q_socket = self.tmp / "q-run" / "events.sock"
         self.perf = SyscallCounter(not args.no_perf)
@@ -309,6 +312,19 @@ class Bench:
         if variant in self.sidecars:
             self.sidecars[variant].start()
 
+    def verify_spool(self, variant: str, n: int) -> None:
+        """Q, Qn, F, Fw: one record per message in the spool; U: nothing written."""
+        if variant not in ("Q", "Qn", "U", "F", "Fw"):
+            return
+        data = b"".join(f.read_bytes() for f in self.q_spool.iterdir())
+        if variant == "U":
+            if len(data) != U_SPOOL_BYTES:
+                raise VerificationError(f"U: the full spool changed ({len(data)} bytes)")
+            return
+        records = data.count(b"\x1e")
+        if records < n:
+            raise VerificationError(f"{variant}: {records} spool records for {n} messages")
+
     def floor_start(self, window_ms: int) -> None:
         """Runs bench/fsync_floor.py on the doorbell socket the plugin rings."""
         self.floor = subprocess.Popen(
@@ -328,7 +344,7 @@ class Bench:
         floor.send_signal(signal.SIGTERM)
         out, _ = floor.communicate(timeout=10)
         self.floor = None
-        self.floor_counts = out.strip()
+        print(f"  fsync floor: {out.strip()}", flush=True)
 
     def subscribe(self, user: str) -> None:
         sub = self.push.call("subscribe", "b" + uuid.uuid4().hex[:20])
@@ -457,6 +473,7 @@ class Bench:
                 side = calls.get(pid, ("", 0))[1]
                 fig["sidecar_fsyncs_per_1k"] = side * 1000 / len(jobs)
         self.verify(variant, expected)
+        self.verify_spool(variant, len(jobs))
         self.rates[variant].append(fig["rate"])
         self.side[variant].append(fig)
         extra = ""
