@@ -41,6 +41,12 @@ struct Running {
     task: JoinHandle<()>,
 }
 
+/// Wakes the drivers of the endpoints named, or all of them (`None`).
+pub type WakeDrivers = Arc<dyn Fn(Option<&[&str]>) + Send + Sync>;
+
+/// Each running driver's endpoint name and wake-up.
+type Wakers = Arc<RwLock<Vec<(String, Arc<Notify>)>>>;
+
 /// The running drivers.
 pub struct Supervisor {
     store: DeliveryStore,
@@ -49,7 +55,7 @@ pub struct Supervisor {
     running: HashMap<String, Running>,
     fixed: Vec<Running>,
     /// Queue endpoint name -> its driver's wake-up.
-    wakers: Arc<RwLock<Vec<(String, Arc<Notify>)>>>,
+    wakers: Wakers,
 }
 
 impl Supervisor {
@@ -74,7 +80,7 @@ impl Supervisor {
     /// driver (`None`); called by the intake after a commit. Waking only
     /// the endpoints that got rows spares the others a queue query per
     /// commit.
-    pub fn waker(&self) -> Arc<dyn Fn(Option<&[&str]>) + Send + Sync> {
+    pub fn waker(&self) -> WakeDrivers {
         let wakers = self.wakers.clone();
         Arc::new(move |names: Option<&[&str]>| {
             let list = match wakers.read() {

@@ -66,7 +66,7 @@ pub struct Pump {
     /// Metrics.
     pub metrics: Metrics,
     /// Wakes delivery drivers: those of the endpoints named, or all.
-    pub wake: Arc<dyn Fn(Option<&[&str]>) + Send + Sync>,
+    pub wake: crate::delivery::supervisor::WakeDrivers,
     /// Unix ms of the last finished cycle.
     pub heartbeat: Arc<AtomicU64>,
 }
