@@ -226,7 +226,11 @@ def test_dsync_replicated_seen_flag_does_not_move(env):
     deliver(d, user, chat)
     replica = d.home(user) / "replica"
     location = f"maildir:{replica}"
-    d.doveadm.dsync("sync", "-u", user, location)
+    # a first copy with backup: a first two-way sync into an empty location
+    # can give INBOX a new GUID on 2.4 ("Remote lost mailbox GUID", exit 2),
+    # and server METADATA is keyed by INBOX's GUID in the attribute dict this
+    # replica shares, so the user's COI settings would vanish (docs/migration.md)
+    d.doveadm.dsync("backup", "-u", user, location)
     # the chat is read on the replica by something that is not the plugin
     # (here: doveadm with the plugin off there)
     d.doveadm.run(*other_maildir_args(d.config.dovecot_version, replica), "-o", "mail_plugins=",
