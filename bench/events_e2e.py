@@ -27,7 +27,7 @@ is half plain mail, half COI chats to a COI-enabled user (chats are routed to
 COI/Chats); every round delivers to a fresh user.
 
 Usage: /usr/bin/python3 bench/events_e2e.py [--rate 500] [--seconds 20]
-       [--rounds 5] [--messages 1500] [--connections 4]
+       [--rounds 5] [--messages 1500] [--connections 4] [--latency-only]
 Exit status: 0 ran and verified (targets may still be missed: see the table),
 1 verification failed (events lost), 2 setup failure.
 Needs target/release/libcoi_plugin.so and target/release/coi-sidecar
@@ -269,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dump", metavar="CSV",
                     help="write (i)'s per-event ts_ms, arrival and 2xx times (ms) to CSV")
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs")
+    ap.add_argument("--latency-only", action="store_true",
+                    help="run (i) and the RSS only (the latency figures at --rate)")
     args = ap.parse_args(argv)
 
     lat_users = [f"lat_{i}" for i in range(args.latency_users)]
@@ -374,61 +376,62 @@ def main(argv: list[str] | None = None) -> int:
               + f" of {os.cpu_count()} cores", flush=True)
         res["i"]["cpu"] = shares
 
-        # (ii) black-holed vs healthy endpoint, interleaved
-        print(f"(ii) black-holed vs healthy: {args.rounds} rounds x {args.messages} msgs over "
-              f"{args.connections} sessions ...", flush=True)
-        rates = {"healthy": [], "blackhole": []}
-        for r in range(args.rounds):
-            order = ("healthy", "blackhole") if r % 2 == 0 else ("blackhole", "healthy")
-            for mode in order:
-                if mode == "blackhole":
-                    rx.blackhole()
-                else:
-                    rx.ok()
-                mark = rx.count()
-                rate = burst(dc_on, f"{mode}_{r}", args.messages, args.connections)
-                rates[mode].append(rate)
-                expected_ids += args.messages
-                held = sum(1 for q in rx.summaries(mark) if q["status"] is None)
-                if mode == "blackhole":
-                    depth = sc.metrics().value("coi_queue_depth_events")
-                    rx.ok()  # release: the backlog is delivered before the next round
-                    print(f"    round {r + 1} {mode:9}: {rate:7.1f} msgs/s (queue depth "
-                          f"{depth:.0f}, {held} requests held unanswered)", flush=True)
-                else:
-                    print(f"    round {r + 1} {mode:9}: {rate:7.1f} msgs/s", flush=True)
-                wait_drained(sc, rx, expected_ids)
-        res["ii"] = {k: statistics.median(v) for k, v in rates.items()}
-        res["ii_rounds"] = rates
-
-        # (iv) events on vs off, interleaved. "on" runs the whole pipeline on
-        # this machine (sidecar + receiver compete with Dovecot for the CPUs);
-        # "on, sidecar stopped" SIGSTOPs the sidecar for the round: the plugin
-        # still appends and rings (the socket queue fills, sends fail with
-        # EAGAIN), which isolates the cost inside the delivering process.
-        print(f"(iv) events off / on / on with the sidecar stopped: {args.rounds} rounds x "
-              f"{args.messages} msgs ...", flush=True)
-        variants = ("off", "on", "paused")
-        rates = {v: [] for v in variants}
-        rx.ok()
-        for r in range(args.rounds):
-            order = variants[r % 3:] + variants[:r % 3]
-            for mode in order:
-                dc = dc_off if mode == "off" else dc_on
-                if mode == "paused":
-                    sc.signal(signal.SIGSTOP)
-                try:
-                    rate = burst(dc, f"{mode}_{r}", args.messages, args.connections)
-                finally:
-                    if mode == "paused":
-                        sc.signal(signal.SIGCONT)
-                rates[mode].append(rate)
-                if mode != "off":
+        if not args.latency_only:
+            # (ii) black-holed vs healthy endpoint, interleaved
+            print(f"(ii) black-holed vs healthy: {args.rounds} rounds x {args.messages} msgs over "
+                  f"{args.connections} sessions ...", flush=True)
+            rates = {"healthy": [], "blackhole": []}
+            for r in range(args.rounds):
+                order = ("healthy", "blackhole") if r % 2 == 0 else ("blackhole", "healthy")
+                for mode in order:
+                    if mode == "blackhole":
+                        rx.blackhole()
+                    else:
+                        rx.ok()
+                    mark = rx.count()
+                    rate = burst(dc_on, f"{mode}_{r}", args.messages, args.connections)
+                    rates[mode].append(rate)
                     expected_ids += args.messages
-                wait_drained(sc, rx, expected_ids)
-                print(f"    round {r + 1} events {mode:6}: {rate:7.1f} msgs/s", flush=True)
-        res["iv"] = {k: statistics.median(v) for k, v in rates.items()}
-        res["iv_rounds"] = rates
+                    held = sum(1 for q in rx.summaries(mark) if q["status"] is None)
+                    if mode == "blackhole":
+                        depth = sc.metrics().value("coi_queue_depth_events")
+                        rx.ok()  # release: the backlog is delivered before the next round
+                        print(f"    round {r + 1} {mode:9}: {rate:7.1f} msgs/s (queue depth "
+                              f"{depth:.0f}, {held} requests held unanswered)", flush=True)
+                    else:
+                        print(f"    round {r + 1} {mode:9}: {rate:7.1f} msgs/s", flush=True)
+                    wait_drained(sc, rx, expected_ids)
+            res["ii"] = {k: statistics.median(v) for k, v in rates.items()}
+            res["ii_rounds"] = rates
+
+            # (iv) events on vs off, interleaved. "on" runs the whole pipeline on
+            # this machine (sidecar + receiver compete with Dovecot for the CPUs);
+            # "on, sidecar stopped" SIGSTOPs the sidecar for the round: the plugin
+            # still appends and rings (the socket queue fills, sends fail with
+            # EAGAIN), which isolates the cost inside the delivering process.
+            print(f"(iv) events off / on / on with the sidecar stopped: {args.rounds} rounds x "
+                  f"{args.messages} msgs ...", flush=True)
+            variants = ("off", "on", "paused")
+            rates = {v: [] for v in variants}
+            rx.ok()
+            for r in range(args.rounds):
+                order = variants[r % 3:] + variants[:r % 3]
+                for mode in order:
+                    dc = dc_off if mode == "off" else dc_on
+                    if mode == "paused":
+                        sc.signal(signal.SIGSTOP)
+                    try:
+                        rate = burst(dc, f"{mode}_{r}", args.messages, args.connections)
+                    finally:
+                        if mode == "paused":
+                            sc.signal(signal.SIGCONT)
+                    rates[mode].append(rate)
+                    if mode != "off":
+                        expected_ids += args.messages
+                    wait_drained(sc, rx, expected_ids)
+                    print(f"    round {r + 1} events {mode:6}: {rate:7.1f} msgs/s", flush=True)
+            res["iv"] = {k: statistics.median(v) for k, v in rates.items()}
+            res["iv_rounds"] = rates
         # the "off" instance emitted nothing: every delivered id is accounted for
         time.sleep(1.5)
         got = rx.delivered_count()
@@ -453,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         rx.close()
         dc_on.stop()
         dc_off.stop()
-    if status == 0:
+    if status == 0 and not args.latency_only:
         report(res, args)
     return status
 

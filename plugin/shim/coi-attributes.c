@@ -916,7 +916,10 @@ static bool coi_push_collect_inbox(struct mail_user *user, void *rs,
 	}
 	input.recipient = coi_bytes_from_str(recipient);
 	input.message = *message;
-	if (src_mail != NULL) {
+	/* Parsing From and the date and reading the body cost every
+	   delivery; only a user with push targets needs them. */
+	if (src_mail != NULL &&
+	    (input.subscription_count > 0 || input.token_count > 0)) {
 		if (mail_get_first_header_utf8(src_mail, "From", &from) > 0) {
 			struct message_address *addr =
 				message_address_parse(

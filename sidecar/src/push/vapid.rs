@@ -13,7 +13,12 @@
 //! - [`VapidKeys::authorization`]: `vapid t=<JWT>, k=<base64url public key>`
 //!   with an ES256 JWT whose claims are `aud` (the origin of the push
 //!   endpoint), `exp` (now + [`JWT_LIFETIME`]) and `sub` (the operator's
-//!   contact, `webpush.vapid_subject`).
+//!   contact, `webpush.vapid_subject`). A token is reused for the same
+//!   origin and subject for up to [`JWT_REUSE`] (then signed anew): an
+//!   ES256 signature per push was a measurable share of the sidecar's CPU
+//!   per push (issue 18), and every push to one push service carries the
+//!   same claims but `exp`. At most [`JWT_CACHE_MAX`] origins are kept
+//!   (endpoints come from users); past that the cache starts over.
 //!
 //! Invariants:
 //! - a key pair is never regenerated while its files exist: push services
@@ -24,7 +29,8 @@
 //!   to do. A missing public key next to a present private key is derived
 //!   and written (nothing changes for clients).
 //! - the JWT never claims more than 24 hours (RFC 8292 §2: `exp` MUST NOT
-//!   be more than 24 hours after the request).
+//!   be more than 24 hours after the request): a reused token's `exp` is
+//!   between `JWT_LIFETIME - JWT_REUSE` and `JWT_LIFETIME` ahead.
 //!
 //! Callers: `app.rs` (start), `main.rs` (`check-config` inspects without
 //! writing), `push::webpush` (every request).
@@ -32,7 +38,9 @@
 use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aes_gcm::aead::OsRng;
@@ -49,6 +57,15 @@ use serde::Serialize;
 /// 24 h maximum even with a skewed clock (push services reject tokens
 /// beyond it), and is independent of the message `TTL`.
 pub const JWT_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// How long one signed token is reused for the same origin and subject.
+pub const JWT_REUSE: Duration = Duration::from_secs(3600);
+
+/// Most (origin, subject) pairs whose token is kept.
+pub const JWT_CACHE_MAX: usize = 256;
+
+/// Signed tokens by (origin, subject): when each was signed, and the token.
+type JwtCache = HashMap<(String, String), (u64, Arc<str>)>;
 
 /// Why the key pair could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +147,8 @@ pub struct VapidKeys {
     signing: SigningKey,
     /// The uncompressed public point, base64url: the header's `k`.
     public_b64: String,
+    /// Tokens to reuse (module docs); shared by clones.
+    tokens: Arc<Mutex<JwtCache>>,
 }
 
 impl std::fmt::Debug for VapidKeys {
@@ -152,6 +171,7 @@ impl VapidKeys {
         VapidKeys {
             signing: SigningKey::from(secret),
             public_b64: URL_SAFE_NO_PAD.encode(public.as_bytes()),
+            tokens: Arc::default(),
         }
     }
 
@@ -241,9 +261,28 @@ impl VapidKeys {
         format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
     }
 
-    /// The `Authorization` header value (RFC 8292 §3).
+    /// The `Authorization` header value (RFC 8292 §3), with a token signed
+    /// at most [`JWT_REUSE`] ago for the same origin and subject.
     pub fn authorization(&self, endpoint: &reqwest::Url, subject: &str, now_secs: u64) -> String {
-        format!("vapid t={}, k={}", self.jwt(endpoint, subject, now_secs), self.public_b64)
+        let key = (audience(endpoint), subject.to_string());
+        let mut tokens = match self.tokens.lock() {
+            Ok(t) => t,
+            Err(p) => p.into_inner(),
+        };
+        let fresh = |signed: u64| signed <= now_secs && now_secs - signed < JWT_REUSE.as_secs();
+        let token = match tokens.get(&key) {
+            Some((signed, token)) if fresh(*signed) => token.clone(),
+            _ => {
+                let token: Arc<str> = self.jwt(endpoint, subject, now_secs).into();
+                if tokens.len() >= JWT_CACHE_MAX && !tokens.contains_key(&key) {
+                    tokens.clear();
+                }
+                tokens.insert(key, (now_secs, token.clone()));
+                token
+            }
+        };
+        drop(tokens);
+        format!("vapid t={token}, k={}", self.public_b64)
     }
 }
 
@@ -398,6 +437,37 @@ mod tests {
         let (keys, origin) = VapidKeys::load_or_create(&private, &public).unwrap();
         assert_eq!(origin, KeyOrigin::PublicWritten);
         assert_eq!(keys.public_b64(), VapidKeys::from_secret(&secret).public_b64());
+    }
+
+    #[test]
+    fn a_token_is_reused_per_origin_and_subject_for_at_most_jwt_reuse() {
+        let keys = VapidKeys::from_secret(&SecretKey::random(&mut OsRng));
+        let a: reqwest::Url = "https://push.example.net/p/one".parse().unwrap();
+        let a2: reqwest::Url = "https://push.example.net/p/two".parse().unwrap();
+        let b: reqwest::Url = "https://other.example.net/p/one".parse().unwrap();
+        let sub = "mailto:postmaster@example.org";
+        let t0 = 1_700_000_000;
+        let first = keys.authorization(&a, sub, t0);
+        assert_eq!(keys.authorization(&a2, sub, t0 + 10), first, "same origin: reused");
+        assert_ne!(keys.authorization(&b, sub, t0 + 10), first, "other origin: its own aud");
+        assert_ne!(keys.authorization(&a, "mailto:other@example.org", t0 + 10), first);
+        let renewed = keys.authorization(&a, sub, t0 + JWT_REUSE.as_secs());
+        assert_ne!(renewed, first, "signed anew once JWT_REUSE has passed");
+        let exp = |auth: &str| -> u64 {
+            let jwt = auth.strip_prefix("vapid t=").unwrap().split(',').next().unwrap();
+            let claims: serde_json::Value =
+                serde_json::from_slice(&URL_SAFE_NO_PAD.decode(jwt.split('.').nth(1).unwrap()).unwrap()).unwrap();
+            claims["exp"].as_u64().unwrap()
+        };
+        assert_eq!(exp(&renewed), t0 + JWT_REUSE.as_secs() + JWT_LIFETIME.as_secs());
+        // A clock that went back never gets a token from the future.
+        assert_ne!(keys.authorization(&a, sub, t0 - 5), renewed);
+        // The cache stays bounded whatever the number of origins.
+        for i in 0..(JWT_CACHE_MAX + 10) {
+            let u: reqwest::Url = format!("https://h{i}.example.net/p").parse().unwrap();
+            keys.authorization(&u, sub, t0);
+        }
+        assert!(keys.tokens.lock().unwrap().len() <= JWT_CACHE_MAX);
     }
 
     #[test]
