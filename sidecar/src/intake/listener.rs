@@ -11,12 +11,15 @@
 //! Invariants: a bad datagram is counted and logged at debug level, never
 //! fatal; the loop only ends on shutdown. Rings coalesce: the pump's channel
 //! holds one pending ring, so a burst of 10,000 doorbells costs one scan,
-//! not 10,000. The listener paces itself like the intake's group commit
-//! (`intake::group_commit`): after ringing the pump it reads the socket
-//! again only `window` later, so a stream of doorbells wakes this task once
-//! per window, not once per delivered message; the datagrams wait in the
-//! socket's queue meanwhile and are all checked and counted then. A
-//! datagram lost to a full queue only delays a scan, like any lost ring. A file at the socket path that is not a socket is never
+//! not 10,000. The rings are paced like the intake's group commit
+//! (`intake::group_commit`): after ringing the pump, the next ring waits
+//! until `window` has passed, so a stream of doorbells rings the pump once
+//! per window, not once per delivered message. The socket itself is read
+//! at once, never paced: a doorbell carries the plugin's dropped-event
+//! count, and a Unix datagram queue is short (`net.unix.max_dgram_qlen`,
+//! 10 by default), so a paced reader let bursts fill it; the plugin's sends
+//! then failed and its drop counts stayed in the mail processes
+//! (tests/test_faults.py, spool full). A file at the socket path that is not a socket is never
 //! removed (startup fails instead).
 //!
 //! Callers: `app.rs` spawns [`serve`] as a core task.
@@ -150,6 +153,17 @@ fn recv_one(fd: RawFd, buf: &mut [u8], cmsg: &mut Vec<u8>) -> std::io::Result<Re
     })
 }
 
+/// Rings the pump; false once the pump is gone.
+fn ring_pump(ring: &SyncSender<Trigger>, pacing: &mut GroupCommit) -> bool {
+    match ring.try_send(Trigger::Ring) {
+        Ok(()) => pacing.started(std::time::Instant::now()),
+        // Full: a scan is already pending, which covers us.
+        Err(TrySendError::Full(_)) => {}
+        Err(TrySendError::Disconnected(_)) => return false,
+    }
+    true
+}
+
 /// Serves the socket until shutdown; `window` is the group-commit window
 /// (zero: no pacing).
 pub async fn serve(
@@ -166,15 +180,19 @@ pub async fn serve(
     let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials);
     let fd = sock.as_raw_fd();
     let mut pacing = GroupCommit::new(window);
+    // A ring held back by the window, and when it is due.
+    let mut ring_due: Option<std::time::Instant> = None;
     loop {
-        if let Some(until) = pacing.hold_until(std::time::Instant::now()) {
-            tokio::select! {
-                _ = tokio::time::sleep_until(until.into()) => {}
-                _ = shutdown.wait() => return,
-            }
-        }
+        let due = ring_due.unwrap_or_else(std::time::Instant::now);
         let received = tokio::select! {
             r = sock.async_io(Interest::READABLE, || recv_one(fd, &mut buf, &mut cmsg)) => r,
+            _ = tokio::time::sleep_until(due.into()), if ring_due.is_some() => {
+                ring_due = None;
+                if !ring_pump(&ring, &mut pacing) {
+                    return;
+                }
+                continue;
+            }
             _ = shutdown.wait() => return,
         };
         let r = match received {
@@ -194,11 +212,15 @@ pub async fn serve(
             match decode_doorbell(&buf[..r.len]) {
                 Ok(doorbell) => {
                     metrics.plugin_dropped.inc_by(doorbell.dropped);
-                    match ring.try_send(Trigger::Ring) {
-                        Ok(()) => pacing.started(std::time::Instant::now()),
-                        // Full: a scan is already pending, which covers us.
-                        Err(TrySendError::Full(_)) => {}
-                        Err(TrySendError::Disconnected(_)) => return,
+                    match pacing.hold_until(std::time::Instant::now()) {
+                        Some(until) => {
+                            ring_due.get_or_insert(until);
+                        }
+                        None => {
+                            if !ring_pump(&ring, &mut pacing) {
+                                return;
+                            }
+                        }
                     }
                     "accepted"
                 }
