@@ -124,6 +124,8 @@ pub async fn run(config: Config, log: Option<LogHandle>) -> Result<(), AppError>
         schema::open(&db, Durability::Full).map_err(|e| startup("queue")(e.to_string()))?;
     crate::recall::schema::ensure(&intake_conn).map_err(|e| startup("queue")(e.to_string()))?;
     let store = DeliveryStore::open(&db).map_err(|e| startup("queue")(e.to_string()))?;
+    schema::count_commits(&intake_conn, metrics.queue_commits.with_label_values(&["intake"]));
+    store.count_commits(metrics.queue_commits.with_label_values(&["delivery"]));
 
     let endpoints: SharedEndpoints = Arc::new(RwLock::new(Arc::new(config.webhooks.clone())));
     let mut supervisor = Supervisor::new(store.clone(), metrics.clone(), config.delivery.shutdown_grace);
@@ -170,6 +172,7 @@ pub async fn run(config: Config, log: Option<LogHandle>) -> Result<(), AppError>
         policy,
         metrics.clone(),
         ring_tx.clone(),
+        config.spool.commit_window,
         shutdown_watch.clone(),
     ));
 

@@ -99,6 +99,8 @@ struct RawConfig {
     spool_rotate_bytes: u64,
     #[serde(default = "default_scan_interval_ms")]
     spool_scan_interval_ms: u64,
+    #[serde(default = "default_commit_window_ms")]
+    spool_commit_window_ms: u64,
     #[serde(default = "default_state_dir")]
     state_dir: PathBuf,
     #[serde(default)]
@@ -230,6 +232,9 @@ fn default_rotate_bytes() -> u64 {
 fn default_scan_interval_ms() -> u64 {
     1000
 }
+fn default_commit_window_ms() -> u64 {
+    10
+}
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/coi-sidecar")
 }
@@ -309,6 +314,9 @@ pub struct SpoolConfig {
     pub rotate_bytes: u64,
     /// Scan the spool at least this often, doorbell or not.
     pub scan_interval: Duration,
+    /// While events keep coming, commit at most once per this window
+    /// (`intake::group_commit`; zero: off).
+    pub commit_window: Duration,
 }
 
 /// Doorbell socket settings.
@@ -512,10 +520,14 @@ impl Validator {
         if !(10..=60_000).contains(&raw.spool_scan_interval_ms) {
             return Err(self.bad("spool_scan_interval_ms", "must be between 10 and 60000"));
         }
+        if raw.spool_commit_window_ms > 1000 {
+            return Err(self.bad("spool_commit_window_ms", "must be between 0 and 1000"));
+        }
         Ok(SpoolConfig {
             dir: raw.spool_dir.clone(),
             rotate_bytes: raw.spool_rotate_bytes,
             scan_interval: Duration::from_millis(raw.spool_scan_interval_ms),
+            commit_window: Duration::from_millis(raw.spool_commit_window_ms),
         })
     }
 

@@ -75,6 +75,8 @@ pub enum Name {
     PushMetadataRemovals,
     /// Pending deliveries by kind (webhook or push channel).
     QueueDepthDeliveries,
+    /// Queue transactions committed, by writer.
+    QueueCommits,
     /// Internal errors by stage and error type.
     Errors,
     /// Build information.
@@ -108,6 +110,7 @@ impl Name {
             Name::PushTargetsGone => "coi_push_targets_gone_total",
             Name::PushMetadataRemovals => "coi_push_metadata_removals_total",
             Name::QueueDepthDeliveries => "coi_queue_depth_deliveries",
+            Name::QueueCommits => "coi_queue_commits_total",
             Name::Errors => "coi_errors_total",
             Name::BuildInfo => "coi_build_info",
         }
@@ -138,6 +141,7 @@ impl Name {
             Name::PushTargetsGone => "Push targets (webpush subscriptions, deltachat tokens) a push service answered 404/410 for, first time each.",
             Name::PushMetadataRemovals => "METADATA keys of gone targets, by target and result (removed, no_user, dead_letter, not_configured).",
             Name::QueueDepthDeliveries => "Pending deliveries by kind (webhook, webpush, validation, deltachat, metadata_unset).",
+            Name::QueueCommits => "Transactions committed to the queue database, by writer (intake: spool records and their offsets, synchronous=FULL; delivery: outcomes of attempts).",
             Name::Errors => "Internal errors of the sidecar, by stage and error type.",
             Name::BuildInfo => "Build information; the value is always 1.",
         }
@@ -173,6 +177,10 @@ pub const HELD_BACK_LIMITS: [&str; 2] = ["user", "host"];
 
 /// Outcome labels of [`Name::IntakeDatagrams`].
 pub const DATAGRAM_OUTCOMES: [&str; 5] = ["accepted", "peer", "oversized", "garbage", "version"];
+
+/// `writer` labels of [`Name::QueueCommits`]: the intake thread's
+/// connection and the delivery store's.
+pub const COMMIT_WRITERS: [&str; 2] = ["intake", "delivery"];
 
 /// Maps a record's `kind` to a bounded label.
 pub fn kind_label(kind: &str) -> &'static str {
@@ -234,6 +242,8 @@ pub struct Metrics {
     pub push_metadata_removals: IntCounterVec,
     /// See [`Name::QueueDepthDeliveries`].
     pub queue_depth_deliveries: IntGaugeVec,
+    /// See [`Name::QueueCommits`].
+    pub queue_commits: IntCounterVec,
     /// See [`Name::Errors`].
     pub errors: IntCounterVec,
     /// See [`Name::BuildInfo`].
@@ -281,6 +291,7 @@ impl Metrics {
             push_targets_gone: IntCounterVec::new(Name::PushTargetsGone.opts(), &["target"])?,
             push_metadata_removals: IntCounterVec::new(Name::PushMetadataRemovals.opts(), &["target", "result"])?,
             queue_depth_deliveries: IntGaugeVec::new(Name::QueueDepthDeliveries.opts(), &["kind"])?,
+            queue_commits: IntCounterVec::new(Name::QueueCommits.opts(), &["writer"])?,
             errors: IntCounterVec::new(Name::Errors.opts(), &["stage", "error_type"])?,
             build_info: IntGaugeVec::new(Name::BuildInfo.opts(), &["version"])?,
             registry,
@@ -309,6 +320,7 @@ impl Metrics {
         r.register(Box::new(m.push_targets_gone.clone()))?;
         r.register(Box::new(m.push_metadata_removals.clone()))?;
         r.register(Box::new(m.queue_depth_deliveries.clone()))?;
+        r.register(Box::new(m.queue_commits.clone()))?;
         r.register(Box::new(m.errors.clone()))?;
         r.register(Box::new(m.build_info.clone()))?;
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
@@ -340,6 +352,9 @@ impl Metrics {
         m.queue_depth_deliveries.with_label_values(&["webhook"]);
         m.queue_depth_deliveries.with_label_values(&[crate::recall::jobs::DEPTH_KIND]);
         m.dead_letters.with_label_values(&[crate::recall::jobs::DOVEADM_ENDPOINT]);
+        for w in COMMIT_WRITERS {
+            m.queue_commits.with_label_values(&[w]);
+        }
         for t in [TargetKind::Webpush, TargetKind::Deltachat] {
             m.push_targets_gone.with_label_values(&[t.label()]);
             for r in REMOVAL_RESULTS {

@@ -185,7 +185,7 @@ class SidecarProcess:
                  socket_mode: str = "0666", allowed_uids: Sequence[int] = (),
                  allowed_gids: Sequence[int] = (), log_level: str = "info",
                  shutdown_grace_secs: int = 2, allow_private_addresses: bool = True,
-                 keep_tmp: bool | None = None):
+                 commit_window_ms: int | None = None, keep_tmp: bool | None = None):
         self.binary = sidecar_bin()
         self.ident: MailIdentity = ensure_mail_identity()
         self.webhooks = list(webhooks)
@@ -197,6 +197,8 @@ class SidecarProcess:
         self.log_level = log_level
         self.shutdown_grace_secs = shutdown_grace_secs
         self.allow_private_addresses = allow_private_addresses
+        #: ``spool_commit_window_ms`` (None: the sidecar's default).
+        self.commit_window_ms = commit_window_ms
         self.keep_tmp = keep_tmp if keep_tmp is not None else bool(os.environ.get("COI_KEEP_TMP"))
         self.failed = False
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="coisc-"))
@@ -233,6 +235,8 @@ class SidecarProcess:
             f"spool_dir = {_toml(self.spool_dir)}",
             f"spool_rotate_bytes = {self.rotate_bytes}",
             f"spool_scan_interval_ms = {self.scan_interval_ms}",
+            *([f"spool_commit_window_ms = {self.commit_window_ms}"]
+              if self.commit_window_ms is not None else []),
             f"state_dir = {_toml(self.state_dir)}",
             "",
             "[socket]",

@@ -5,8 +5,8 @@
 //! name; push channel drivers ([`Supervisor::start_fixed`]) run from start
 //! to shutdown and are not touched by reloads. [`Supervisor::apply`] (start and SIGHUP reload) starts drivers for
 //! new endpoints, restarts those whose settings changed and stops removed
-//! ones; [`Supervisor::waker`] gives the intake a function that wakes every
-//! current driver; [`Supervisor::shutdown`] stops them all, each with the
+//! ones; [`Supervisor::waker`] gives the intake a function that wakes the
+//! drivers of the endpoints that got new rows (or every driver); [`Supervisor::shutdown`] stops them all, each with the
 //! grace period for its attempts in flight.
 //!
 //! Invariants: deliveries belong to endpoint names, not drivers: rows of a
@@ -32,6 +32,8 @@ use crate::metrics::Metrics;
 use crate::queue::store::DeliveryStore;
 
 struct Running {
+    /// The queue endpoint name (webhook name or `push:<channel>`).
+    name: String,
     /// The webhook endpoint (`None` for a push channel).
     endpoint: Option<Arc<Endpoint>>,
     notify: Arc<Notify>,
@@ -46,7 +48,8 @@ pub struct Supervisor {
     grace: Duration,
     running: HashMap<String, Running>,
     fixed: Vec<Running>,
-    wakers: Arc<RwLock<Vec<Arc<Notify>>>>,
+    /// Queue endpoint name -> its driver's wake-up.
+    wakers: Arc<RwLock<Vec<(String, Arc<Notify>)>>>,
 }
 
 impl Supervisor {
@@ -67,18 +70,23 @@ impl Supervisor {
         self.grace = grace;
     }
 
-    /// Wakes every current driver (called by the intake after a commit).
-    pub fn waker(&self) -> Arc<dyn Fn() + Send + Sync> {
+    /// Wakes the drivers of the queue endpoints named, or every current
+    /// driver (`None`); called by the intake after a commit. Waking only
+    /// the endpoints that got rows spares the others a queue query per
+    /// commit.
+    pub fn waker(&self) -> Arc<dyn Fn(Option<&[&str]>) + Send + Sync> {
         let wakers = self.wakers.clone();
-        Arc::new(move || {
+        Arc::new(move |names: Option<&[&str]>| {
             let list = match wakers.read() {
                 Ok(l) => l,
                 Err(p) => p.into_inner(),
             };
-            for n in list.iter() {
-                // notify_one keeps a permit if the driver is busy, so a
-                // wake-up between its query and its select is not lost.
-                n.notify_one();
+            for (name, n) in list.iter() {
+                if names.is_none_or(|names| names.contains(&name.as_str())) {
+                    // notify_one keeps a permit if the driver is busy, so a
+                    // wake-up between its query and its select is not lost.
+                    n.notify_one();
+                }
             }
         })
     }
@@ -136,6 +144,7 @@ impl Supervisor {
             self.running.insert(
                 e.name.clone(),
                 Running {
+                    name: e.name.clone(),
                     endpoint: Some(e.clone()),
                     notify,
                     stop: stop_tx,
@@ -148,11 +157,11 @@ impl Supervisor {
     }
 
     fn publish_wakers(&self) {
-        let list: Vec<Arc<Notify>> = self
+        let list: Vec<(String, Arc<Notify>)> = self
             .running
             .values()
             .chain(&self.fixed)
-            .map(|r| r.notify.clone())
+            .map(|r| (r.name.clone(), r.notify.clone()))
             .collect();
         match self.wakers.write() {
             Ok(mut w) => *w = list,
@@ -164,9 +173,11 @@ impl Supervisor {
     /// wakes it (the intake wakes it too, like every driver).
     pub fn start_fixed<S: Sink>(&mut self, sink: Arc<S>, notify: Arc<Notify>) {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let name = sink.name().to_string();
         let driver = Driver::new(sink, self.store.clone(), self.metrics.clone(), notify.clone(), stop_rx, self.grace);
         let task = tokio::spawn(driver.run());
         self.fixed.push(Running {
+            name,
             endpoint: None,
             notify,
             stop: stop_tx,

@@ -11,7 +11,12 @@
 //! Invariants: a bad datagram is counted and logged at debug level, never
 //! fatal; the loop only ends on shutdown. Rings coalesce: the pump's channel
 //! holds one pending ring, so a burst of 10,000 doorbells costs one scan,
-//! not 10,000. A file at the socket path that is not a socket is never
+//! not 10,000. The listener paces itself like the intake's group commit
+//! (`intake::group_commit`): after ringing the pump it reads the socket
+//! again only `window` later, so a stream of doorbells wakes this task once
+//! per window, not once per delivered message; the datagrams wait in the
+//! socket's queue meanwhile and are all checked and counted then. A
+//! datagram lost to a full queue only delays a scan, like any lost ring. A file at the socket path that is not a socket is never
 //! removed (startup fails instead).
 //!
 //! Callers: `app.rs` spawns [`serve`] as a core task.
@@ -27,6 +32,7 @@ use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFla
 use tokio::io::Interest;
 use tokio::net::UnixDatagram;
 
+use super::group_commit::GroupCommit;
 use super::peer::{PeerCred, PeerPolicy};
 use super::pump::Trigger;
 use crate::config::SocketConfig;
@@ -144,12 +150,14 @@ fn recv_one(fd: RawFd, buf: &mut [u8], cmsg: &mut Vec<u8>) -> std::io::Result<Re
     })
 }
 
-/// Serves the socket until shutdown.
+/// Serves the socket until shutdown; `window` is the group-commit window
+/// (zero: no pacing).
 pub async fn serve(
     sock: UnixDatagram,
     policy: PeerPolicy,
     metrics: Metrics,
     ring: SyncSender<Trigger>,
+    window: std::time::Duration,
     mut shutdown: ShutdownWatch,
 ) {
     // One byte more than allowed, so an oversized datagram is visible even
@@ -157,7 +165,14 @@ pub async fn serve(
     let mut buf = vec![0u8; MAX_DOORBELL_BYTES + 1];
     let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials);
     let fd = sock.as_raw_fd();
+    let mut pacing = GroupCommit::new(window);
     loop {
+        if let Some(until) = pacing.hold_until(std::time::Instant::now()) {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until.into()) => {}
+                _ = shutdown.wait() => return,
+            }
+        }
         let received = tokio::select! {
             r = sock.async_io(Interest::READABLE, || recv_one(fd, &mut buf, &mut cmsg)) => r,
             _ = shutdown.wait() => return,
@@ -180,8 +195,9 @@ pub async fn serve(
                 Ok(doorbell) => {
                     metrics.plugin_dropped.inc_by(doorbell.dropped);
                     match ring.try_send(Trigger::Ring) {
+                        Ok(()) => pacing.started(std::time::Instant::now()),
                         // Full: a scan is already pending, which covers us.
-                        Ok(()) | Err(TrySendError::Full(_)) => {}
+                        Err(TrySendError::Full(_)) => {}
                         Err(TrySendError::Disconnected(_)) => return,
                     }
                     "accepted"

@@ -5,6 +5,7 @@
 //!   credentials ([`peer`]), decodes it and rings the pump;
 //! - [`pump`]: the intake thread. On a ring or on its scan timer it drains
 //!   rotated spool files, then the active one, rotating it when large;
+//!   [`group_commit`] decides when, so a stream of events shares commits;
 //! - [`reader`]: reads one spool file from its committed offset and turns
 //!   records into queue batches; [`rotate`]: the rename + exclusive-lock
 //!   half of the rotation protocol.
@@ -13,6 +14,7 @@
 //! committed to the queue in the same transaction; doorbells carry no data,
 //! so a lost or rejected doorbell only delays a scan until the timer.
 
+pub mod group_commit;
 pub mod listener;
 pub mod peer;
 pub mod pump;

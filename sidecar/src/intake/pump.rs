@@ -28,12 +28,14 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
+use std::time::Instant;
 
 use coi_core::spool::ACTIVE_FILE;
 use rusqlite::Connection;
 
+use super::group_commit::GroupCommit;
 use super::reader::{drain_file, io_at, open_spool_file, DrainMode, IntakeError};
 use super::rotate::{rotate_active, rotated_files, seal};
 use crate::config::{SharedEndpoints, SpoolConfig};
@@ -63,10 +65,26 @@ pub struct Pump {
     pub routing: Routing,
     /// Metrics.
     pub metrics: Metrics,
-    /// Wakes every delivery driver.
-    pub wake: Arc<dyn Fn() + Send + Sync>,
+    /// Wakes delivery drivers: those of the endpoints named, or all.
+    pub wake: Arc<dyn Fn(Option<&[&str]>) + Send + Sync>,
     /// Unix ms of the last finished cycle.
     pub heartbeat: Arc<AtomicU64>,
+}
+
+/// Waits until `until`, then takes the doorbells that came meanwhile (they
+/// only say "scan", which the cycle after the wait does). Sleeping, not
+/// receiving: the channel holds one ring, so the doorbells of a stream
+/// find it full and wake nobody until the window is over. False if the
+/// thread must stop (a stop waits at most the window).
+fn absorb_until(triggers: &Receiver<Trigger>, until: Instant) -> bool {
+    std::thread::sleep(until.saturating_duration_since(Instant::now()));
+    loop {
+        match triggers.try_recv() {
+            Ok(Trigger::Ring) => {}
+            Err(TryRecvError::Empty) => return true,
+            Ok(Trigger::Stop) | Err(TryRecvError::Disconnected) => return false,
+        }
+    }
 }
 
 impl Pump {
@@ -75,6 +93,8 @@ impl Pump {
     pub fn run(mut self, triggers: Receiver<Trigger>) -> Result<(), IntakeError> {
         self.prune_offsets()?;
         let mut data_version = ingest::data_version(&self.conn)?;
+        let mut version_checked = Instant::now();
+        let mut pacing = GroupCommit::new(self.spool.commit_window);
         match self.cycle() {
             Ok(()) => {}
             // A FIFO or symlink any mail process can plant must not stop
@@ -90,16 +110,29 @@ impl Pump {
                 Ok(Trigger::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
                 Ok(Trigger::Ring) | Err(RecvTimeoutError::Timeout) => {}
             }
+            if let Some(until) = pacing.hold_until(Instant::now()) {
+                if !absorb_until(&triggers, until) {
+                    return Ok(());
+                }
+            }
+            pacing.started(Instant::now());
             if let Err(e) = self.cycle() {
                 self.scan_failed(&e);
             }
-            match ingest::data_version(&self.conn) {
-                Ok(v) if v != data_version => {
-                    data_version = v;
-                    (self.wake)();
+            // Another connection committed (a `dead-letters replay` from the
+            // CLI, but also every batch of the delivery store): wake every
+            // driver, at most once per scan interval, so a busy stream does
+            // not wake drivers that got nothing on every cycle.
+            if version_checked.elapsed() >= self.spool.scan_interval {
+                version_checked = Instant::now();
+                match ingest::data_version(&self.conn) {
+                    Ok(v) if v != data_version => {
+                        data_version = v;
+                        (self.wake)(None);
+                    }
+                    Ok(_) => {}
+                    Err(e) => self.metrics.error("intake", e.error_type()),
                 }
-                Ok(_) => {}
-                Err(e) => self.metrics.error("intake", e.error_type()),
             }
         }
     }
@@ -149,15 +182,12 @@ impl Pump {
     pub fn cycle(&mut self) -> Result<(), IntakeError> {
         let dir = self.spool.dir.clone();
         let mut refused = Vec::new();
-        let mut skip_refused = |r: Result<(), IntakeError>| match r {
-            Err(IntakeError::NotRegular(files)) => {
-                refused.extend(files);
-                Ok(())
-            }
-            other => other,
-        };
         for (_, path) in rotated_files(&dir).map_err(io_at(&dir))? {
-            skip_refused(self.finish_rotated(&path))?;
+            match self.finish_rotated(&path) {
+                Ok(()) => {}
+                Err(IntakeError::NotRegular(files)) => refused.extend(files),
+                Err(e) => return Err(e),
+            }
         }
         let endpoints = self.endpoints();
         let wake = self.wake.clone();

@@ -47,6 +47,15 @@ fn busy_wait(retries: i32) -> bool {
     true
 }
 
+/// Counts every transaction `conn` commits (explicit or autocommit) in
+/// `counter`; the hook never turns a commit into a rollback.
+pub fn count_commits(conn: &Connection, counter: prometheus::IntCounter) {
+    conn.commit_hook(Some(move || {
+        counter.inc();
+        false
+    }));
+}
+
 /// How a connection syncs its commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {

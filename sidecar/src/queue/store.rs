@@ -46,6 +46,14 @@ impl DeliveryStore {
         })
     }
 
+    /// Counts this connection's commits in `counter` (see
+    /// [`schema::count_commits`]).
+    pub fn count_commits(&self, counter: prometheus::IntCounter) {
+        if let Ok(conn) = self.conn.lock() {
+            schema::count_commits(&conn, counter);
+        }
+    }
+
     async fn run<T, F>(&self, f: F) -> Result<T, QueueError>
     where
         T: Send + 'static,
