@@ -146,6 +146,7 @@ pub async fn run(config: Config, log: Option<LogHandle>) -> Result<(), AppError>
     let (pump_done_tx, mut pump_done_rx) = tokio::sync::oneshot::channel::<Result<(), IntakeError>>();
     let pump = Pump {
         conn: intake_conn,
+        queue: Box::new(crate::queue::engine::SqliteQueue),
         spool: config.spool.clone(),
         endpoints: endpoints.clone(),
         routing: crate::push::jobs::Routing { recall: config.recall, ..push_channels::routing(&config.push) },

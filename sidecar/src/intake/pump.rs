@@ -41,6 +41,7 @@ use super::rotate::{rotate_active, rotated_files, seal};
 use crate::config::{SharedEndpoints, SpoolConfig};
 use crate::metrics::Metrics;
 use crate::push::jobs::Routing;
+use crate::queue::engine::EventQueue;
 use crate::queue::{ingest, targets};
 use crate::time::now_ms;
 
@@ -55,8 +56,11 @@ pub enum Trigger {
 
 /// The intake thread's state.
 pub struct Pump {
-    /// Intake connection (`synchronous=FULL`).
+    /// Intake connection (`synchronous=FULL`): offsets, recall, and the
+    /// local queue.
     pub conn: Connection,
+    /// Where accepted events go (`queue::engine`).
+    pub queue: Box<dyn EventQueue>,
     /// Spool settings.
     pub spool: SpoolConfig,
     /// Current endpoints (replaced on reload).
@@ -194,6 +198,7 @@ impl Pump {
         let active = dir.join(ACTIVE_FILE);
         let drained = match drain_file(
             &mut self.conn,
+            &mut *self.queue,
             &active,
             DrainMode::Active,
             &endpoints,
@@ -232,6 +237,7 @@ impl Pump {
         let wake = self.wake.clone();
         let Some(d) = drain_file(
             &mut self.conn,
+            &mut *self.queue,
             path,
             DrainMode::Final,
             &endpoints,

@@ -59,12 +59,16 @@
 //! event id): an offset whose file no longer matches (inode reused after a
 //! deletion) is ignored and the file read from the start.
 //!
+//! The intake reaches the queue through [`engine::EventQueue`] (this
+//! database, or a NATS JetStream stream in fleet mode: docs/fleet.md).
+//!
 //! Callers: `intake::pump` (ingest, offsets), `delivery::driver` (through
 //! [`store::DeliveryStore`]), the metrics scrape (stats), and the
 //! `dead-letters` CLI.
 
 pub mod dead_letters;
 pub mod deliveries;
+pub mod engine;
 pub mod error;
 pub mod health;
 pub mod ingest;
