@@ -30,6 +30,9 @@ struct Cli {
 enum Command {
     /// Run the daemon (the default).
     Run,
+    /// Fleet mode: send what the backends published to the JetStream
+    /// stream (`[jetstream]`; docs/fleet.md). No spool, no socket.
+    Dispatch,
     /// Validate the configuration file and exit (0 = valid).
     CheckConfig,
     /// Show whether the daemon runs, the queue, each endpoint's health and the spool lag.
@@ -118,7 +121,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::from(report.exit_code()))
         }
-        Command::Run => run(&cli.config),
+        Command::Run => run(&cli.config, app::Role::Local),
+        Command::Dispatch => run(&cli.config, app::Role::Dispatch),
     }
 }
 
@@ -159,7 +163,7 @@ fn describe_push(config: &Config) -> anyhow::Result<String> {
     Ok(out)
 }
 
-fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+fn run(path: &std::path::Path, role: app::Role) -> anyhow::Result<ExitCode> {
     let config = load(path)?;
     let log = logging::init(config.logging.format, config.logging.level);
     // A panic anywhere is fatal (STYLE §4): log it and exit non-zero so
@@ -176,7 +180,7 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         .thread_name("coi-rt")
         .build()
         .context("starting the async runtime")?;
-    match runtime.block_on(app::run(config, log)) {
+    match runtime.block_on(app::run_as(config, log, role)) {
         Ok(()) => {
             tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)

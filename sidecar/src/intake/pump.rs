@@ -42,7 +42,7 @@ use crate::config::{SharedEndpoints, SpoolConfig};
 use crate::metrics::Metrics;
 use crate::push::jobs::Routing;
 use crate::queue::engine::EventQueue;
-use crate::queue::{ingest, targets};
+use crate::queue::{ingest, targets, QueueError};
 use crate::time::now_ms;
 
 /// What wakes the intake thread.
@@ -104,6 +104,9 @@ impl Pump {
             // A FIFO or symlink any mail process can plant must not stop
             // the sidecar: it is counted and logged at every scan instead.
             Err(e @ IntakeError::NotRegular(_)) => self.scan_failed(&e),
+            // A JetStream cluster that is down at start: the records wait
+            // in the spool like later ones would (docs/fleet.md).
+            Err(e @ IntakeError::Queue(QueueError::Stream(_))) => self.scan_failed(&e),
             Err(e) => return Err(e),
         }
         loop {
