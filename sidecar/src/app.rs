@@ -221,6 +221,8 @@ pub async fn run_as(config: Config, log: Option<LogHandle>, role: Role) -> Resul
             (task, "doorbell listener")
         }
         Role::Dispatch => {
+            // No intake: the stop request at shutdown must not wait for a reader.
+            drop(ring_rx);
             drop(intake_conn);
             let dispatcher = Dispatcher {
                 settings: config.fleet.clone(),
