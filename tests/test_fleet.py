@@ -157,7 +157,13 @@ def wait_all(fleet: Fleet, sent: set[str], timeout: float) -> dict[str, set]:
 
 def test_kill_a_nats_node_a_dispatcher_and_a_publisher_during_deliveries(make_fleet):
     fleet = make_fleet(backends=2, dispatchers=2, stream="COI_CHAOS")
-    total = 600
+    # A receiver slower than the deliveries (2 dispatchers x 8 x 50 ms): each
+    # dispatcher holds messages when it is killed.
+    fleet.rx.slow(0.05)
+    total = 800
+    #: Deliveries per second per backend: slow enough that the stream of
+    #: deliveries outlasts a stream leader election (a few seconds).
+    rate = 50
     jobs: list[tuple[int, M.TestMessage, str]] = []
     for i in range(total):
         b = i % 2
@@ -171,15 +177,14 @@ def test_kill_a_nats_node_a_dispatcher_and_a_publisher_during_deliveries(make_fl
 
     def run(b: int):
         dc = fleet.backends[b][0]
-        mine = [(m.raw, u) for bb, m, u in jobs if bb == b]
-
-        def on_result(_i, _res):
-            with lock:
-                done["n"] += 1
         try:
-            results = dc.lmtp_deliver_parallel(mine, 2, on_result)
-            bad = [r for r in results if not r.ok]
-            assert not bad, f"backend {b}: {len(bad)} LMTP deliveries failed: {bad[:3]}"
+            start = time.monotonic()
+            for k, (raw, user) in enumerate([(m.raw, u) for bb, m, u in jobs if bb == b]):
+                res = dc.lmtp_deliver(raw, [user], sender=ENVELOPE_FROM)
+                assert res[0].ok, f"backend {b}: LMTP delivery failed: {res}"
+                with lock:
+                    done["n"] += 1
+                time.sleep(max(0.0, start + (k + 1) / rate - time.monotonic()))
         except BaseException as exc:  # noqa: BLE001 - re-raised below
             errors.append(exc)
 
@@ -193,11 +198,18 @@ def test_kill_a_nats_node_a_dispatcher_and_a_publisher_during_deliveries(make_fl
         return done["n"]
 
     kills = []
-    kills.append(("nats n0", at(0.2)))
+    kills.append(("nats n0", at(0.15)))
     fleet.cluster.kill_node(0)
-    kills.append(("dispatcher 0", at(0.4)))
+    # Dispatcher 0 is killed while it holds messages (the stream has a new
+    # leader again and hands work out).
+    at(0.35)
+    deadline = time.monotonic() + 30
+    while (held_at_kill := fleet.dispatchers[0].metrics().value("coi_fleet_dispatch_in_flight_messages")) == 0:
+        assert time.monotonic() < deadline, "dispatcher 0 never held a message" + fleet.diag()
+        time.sleep(0.05)
+    kills.append(("dispatcher 0", done["n"]))
     assert fleet.dispatchers[0].kill() == -9
-    kills.append(("publishing sidecar of backend 1", at(0.6)))
+    kills.append(("publishing sidecar of backend 1", at(0.65)))
     assert fleet.backends[1][1].kill() == -9
     time.sleep(1.0)
     # The backend's events waited in its spool; its sidecar comes back (as
@@ -230,13 +242,15 @@ def test_kill_a_nats_node_a_dispatcher_and_a_publisher_during_deliveries(make_fl
             break
         assert time.monotonic() < deadline, f"stream not drained: {left} messages left, {m.value('coi_fleet_dispatch_in_flight_messages')} held{fleet.diag()}"
         time.sleep(0.3)
-    acked = sum(dd.metrics().value("coi_fleet_acked_messages_total", outcome="delivered")
-                for dd in fleet.dispatchers if dd.running)
-    assert acked >= 1
+    assert held_at_kill > 0, "the dispatcher killed held nothing: the kill proved nothing"
+    # What it held came back from the stream to the survivor after ack_wait.
+    assert m.value("coi_fleet_redeliveries_total") > 0, "no redelivery after a dispatcher died holding messages"
+    assert m.value("coi_fleet_acked_messages_total", outcome="delivered") > 0
     published = sum(sc.metrics().value("coi_fleet_published_events_total", result="stored")
                     for _, sc in fleet.backends)
     print(f"\nfleet chaos: {total} stored messages, {ok} verified 2xx webhooks, "
           f"{duplicates} duplicates; kills at (what, deliveries done): {kills}; "
+          f"messages held by dispatcher 0 when killed: {held_at_kill:.0f}; "
           f"events stored in the stream by the publishers still running: {published:.0f}; "
           f"redeliveries seen by dispatcher 1: {m.value('coi_fleet_redeliveries_total'):.0f}")
     for dc, _ in fleet.backends:
