@@ -287,3 +287,44 @@ def test_stopped_cluster_keeps_events_in_the_spool_until_it_is_back(make_fleet):
           f"{ok - len(sent)} duplicates; failed publishes counted: "
           f"{m.value('coi_fleet_published_events_total', result='failed'):.0f}")
     dc.assert_no_panic_or_fatal()
+
+
+def test_dispatch_retries_dead_letters_and_replays_like_local_mode(make_fleet):
+    """A dispatcher runs the local mode's senders: the retry schedule with
+    ``Retry-After``, a 400 as a dead letter (acknowledged only then, copied to
+    the dead-letter stream), listed and replayed with ``dead-letters``."""
+    fleet = make_fleet(backends=1, dispatchers=1, stream="COI_DL")
+    dc, _ = fleet.backends[0]
+    d = fleet.dispatchers[0]
+    fleet.rx.fail_first(2, status=503, retry_after=1)
+    first = M.coi_chat(to=dc.address("alice"))
+    assert dc.lmtp_deliver(first.raw, ["alice"], sender=ENVELOPE_FROM)[0].ok
+    wait_all(fleet, {f"<{first.message_id}>"}, timeout=30)
+    reqs = fleet.rx.requests
+    assert [r.status for r in reqs] == [503, 503, 200], fleet.rx.log_tail()
+    assert len({r.webhook_id for r in reqs}) == 1, "a retry keeps the event id"
+    gaps = [b.mono - a.mono for a, b in zip(reqs, reqs[1:])]
+    assert all(g >= 0.75 for g in gaps), f"retried sooner than the 1 s schedule / Retry-After: {gaps}"
+
+    fleet.rx.fail_first(1, status=400)
+    second = M.coi_chat(to=dc.address("alice"))
+    assert dc.lmtp_deliver(second.raw, ["alice"], sender=ENVELOPE_FROM)[0].ok
+    deadline = time.monotonic() + 30
+    while d.metrics().value("coi_fleet_acked_messages_total", outcome="dead_letter") < 1:
+        assert time.monotonic() < deadline, "the dead letter's message was never acknowledged" + fleet.diag()
+        time.sleep(0.1)
+    m = d.metrics()
+    assert m.value("coi_dead_letters_total", endpoint="main") == 1
+    assert m.value("coi_fleet_acked_messages_total", outcome="delivered") == 1
+    dead = fleet.cluster.stream_info("COI_DL_DEAD") or {}
+    assert (dead.get("state") or {}).get("messages") == 1, f"dead-letter stream: {dead}"
+    events = fleet.cluster.stream_info("COI_DL") or {}
+    assert (events.get("state") or {}).get("messages") == 0, f"event stream not empty: {events}"
+    event_id = fleet.rx.requests[-1].webhook_id
+    listed = d.cli("dead-letters", "list")
+    assert listed.returncode == 0 and event_id in listed.stdout, (listed.stdout, listed.stderr)
+    replay = d.cli("dead-letters", "replay", event_id)  # while the dispatcher runs
+    assert replay.returncode == 0, (replay.stdout, replay.stderr)
+    got = wait_all(fleet, {f"<{first.message_id}>", f"<{second.message_id}>"}, timeout=30)
+    assert got[f"<{second.message_id}>"] == {event_id}
+    assert "0 dead letter(s)" in d.cli("dead-letters", "list").stdout
