@@ -72,6 +72,10 @@ enum Standing {
     Dead(Vec<(String, i64, String)>),
 }
 
+/// Wakes delivery drivers: those of the endpoints named, or all
+/// (`delivery::supervisor::Supervisor::waker`).
+pub type Wake = Arc<dyn Fn(Option<&[&str]>) + Send + Sync>;
+
 /// The dispatch loop's state.
 pub struct Dispatcher {
     /// `[queue]` / `[jetstream]`.
@@ -79,7 +83,7 @@ pub struct Dispatcher {
     /// Its own connection to the local queue database.
     pub db: Arc<Mutex<Connection>>,
     /// Wakes delivery drivers: those of the endpoints named, or all.
-    pub wake: Arc<dyn Fn(Option<&[&str]>) + Send + Sync>,
+    pub wake: Wake,
     /// Metrics.
     pub metrics: Metrics,
     /// Unix ms of the last pull that reached the stream (`/healthz`).
@@ -372,5 +376,48 @@ impl Dispatcher {
                 .map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::deliveries::{bury, complete_many, due};
+    use crate::queue::ingest::commit_batch;
+    use crate::queue::schema::testing::temp_db;
+
+    fn ev(id: &str, endpoints: &[&str]) -> NewEvent {
+        NewEvent {
+            event_id: id.into(),
+            ts_ms: 1,
+            payload: "{}".into(),
+            endpoints: endpoints.iter().map(|s| s.to_string()).collect(),
+            skip_if_dead: None,
+        }
+    }
+
+    fn progress() -> FileProgress {
+        FileProgress { dev: 0, ino: 0, offset: 0, fingerprint: Vec::new() }
+    }
+
+    #[test]
+    fn a_message_is_settled_only_when_every_delivery_is() {
+        let (_d, mut c) = temp_db();
+        commit_batch(&mut c, &[ev("e1", &["a", "b"])], &progress(), 1).unwrap();
+        assert!(matches!(standing(&c, "e1").unwrap(), Standing::Pending));
+        let seq = due(&c, "a", 10, 1, &Default::default()).unwrap()[0].event_seq;
+        complete_many(&mut c, "a", &[seq]).unwrap();
+        assert!(matches!(standing(&c, "e1").unwrap(), Standing::Pending), "b is still pending");
+        bury(&mut c, "b", seq, 3, "HTTP 400", 5).unwrap();
+        match standing(&c, "e1").unwrap() {
+            Standing::Dead(d) => assert_eq!(d, vec![("b".to_string(), 3, "HTTP 400".to_string())]),
+            _ => panic!("settled with a dead letter"),
+        }
+        commit_batch(&mut c, &[ev("e2", &["a"])], &progress(), 1).unwrap();
+        let seq2 = due(&c, "a", 10, 1, &Default::default()).unwrap()[0].event_seq;
+        complete_many(&mut c, "a", &[seq2]).unwrap();
+        assert!(matches!(standing(&c, "e2").unwrap(), Standing::Delivered));
+        // Never queued here (a known dead push target was skipped): nothing to wait for.
+        assert!(matches!(standing(&c, "unknown").unwrap(), Standing::Delivered));
     }
 }
