@@ -29,7 +29,7 @@
 //!
 //! Callers: `app.rs` (`coi-sidecar dispatch`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -104,6 +104,15 @@ async fn blocking<T: Send + 'static>(
     .map_err(|e| e.to_string())
 }
 
+/// Event ids (among all) that still have a pending delivery: one pass over
+/// the pending deliveries, whatever the number of held messages.
+fn pending_ids(c: &Connection) -> Result<HashSet<String>, crate::queue::QueueError> {
+    let mut stmt = c.prepare_cached("SELECT DISTINCT e.event_id FROM deliveries d JOIN events e ON e.seq = d.event_seq")?;
+    let ids = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<HashSet<_>, _>>()?;
+    Ok(ids)
+}
+
+/// Where a held event stands, once [`pending_ids`] no longer lists it.
 fn standing(c: &Connection, event_id: &str) -> Result<Standing, crate::queue::QueueError> {
     let seq: Option<i64> = c
         .prepare_cached("SELECT seq FROM events WHERE event_id = ?1")?
@@ -125,6 +134,22 @@ fn standing(c: &Connection, event_id: &str) -> Result<Standing, crate::queue::Qu
         .query_map(params![seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(if dead.is_empty() { Standing::Delivered } else { Standing::Dead(dead) })
+}
+
+/// The standing of every held id: pending ones from one query, the others
+/// looked up one by one (they are few: the ones settled since the last pass).
+fn standings(c: &Connection, held: Vec<String>) -> Result<Vec<(String, Standing)>, crate::queue::QueueError> {
+    let pending = pending_ids(c)?;
+    let mut out = Vec::with_capacity(held.len());
+    for id in held {
+        if pending.contains(&id) {
+            out.push((id, Standing::Pending));
+        } else {
+            let s = standing(c, &id)?;
+            out.push((id, s));
+        }
+    }
+    Ok(out)
 }
 
 impl Dispatcher {
@@ -207,8 +232,10 @@ impl Dispatcher {
                 }
             }
         }
-        // Held messages are left unacknowledged: the stream redelivers them
-        // to another dispatcher (or to this one after a restart).
+        // What was delivered by now is acknowledged (fewer duplicates after
+        // a restart); the rest is left unacknowledged: the stream redelivers
+        // it to another dispatcher (or to this one after a restart).
+        self.settle(&mut held, js.as_ref()).await;
         self.metrics.fleet.in_flight.set(0);
         tracing::info!(held = held.len(), "dispatcher stopped; unsettled messages go back to the stream");
     }
@@ -308,10 +335,7 @@ impl Dispatcher {
             return;
         }
         let ids: Vec<String> = held.keys().cloned().collect();
-        let standings = match blocking(&self.db, move |c| {
-            ids.into_iter().map(|id| standing(c, &id).map(|s| (id, s))).collect::<Result<Vec<_>, _>>()
-        })
-        .await
+        let standings = match blocking(&self.db, move |c| standings(c, ids)).await
         {
             Ok(s) => s,
             Err(e) => {
@@ -419,5 +443,16 @@ mod tests {
         assert!(matches!(standing(&c, "e2").unwrap(), Standing::Delivered));
         // Never queued here (a known dead push target was skipped): nothing to wait for.
         assert!(matches!(standing(&c, "unknown").unwrap(), Standing::Delivered));
+        commit_batch(&mut c, &[ev("e3", &["a"])], &progress(), 1).unwrap();
+        let all = standings(&c, vec!["e1".into(), "e2".into(), "e3".into()]).unwrap();
+        let kinds: Vec<&str> = all
+            .iter()
+            .map(|(_, s)| match s {
+                Standing::Pending => "pending",
+                Standing::Delivered => "delivered",
+                Standing::Dead(_) => "dead",
+            })
+            .collect();
+        assert_eq!(kinds, ["dead", "delivered", "pending"]);
     }
 }
