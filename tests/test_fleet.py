@@ -328,3 +328,25 @@ def test_dispatch_retries_dead_letters_and_replays_like_local_mode(make_fleet):
     got = wait_all(fleet, {f"<{first.message_id}>", f"<{second.message_id}>"}, timeout=30)
     assert got[f"<{second.message_id}>"] == {event_id}
     assert "0 dead letter(s)" in d.cli("dead-letters", "list").stdout
+
+    # The fleet-wide view: the dead-letter stream, listed and replayed
+    # through the event stream (for a dispatcher that is gone, or from any host).
+    fleet.rx.fail_first(1, status=400)
+    third = M.coi_chat(to=dc.address("alice"))
+    assert dc.lmtp_deliver(third.raw, ["alice"], sender=ENVELOPE_FROM)[0].ok
+    deadline = time.monotonic() + 30
+    while d.metrics().value("coi_fleet_acked_messages_total", outcome="dead_letter") < 2:
+        assert time.monotonic() < deadline, "the second dead letter was never acknowledged" + fleet.diag()
+        time.sleep(0.1)
+    third_id = fleet.rx.requests[-1].webhook_id
+    listed = d.cli("dead-letters", "list", "--stream")
+    assert listed.returncode == 0, (listed.stdout, listed.stderr)
+    assert third_id in listed.stdout and event_id in listed.stdout, listed.stdout
+    assert "2 dead letter(s) in the stream" in listed.stdout, listed.stdout
+    replay = d.cli("dead-letters", "replay", "--stream", third_id)
+    assert replay.returncode == 0 and "1 dead letter(s) replayed" in replay.stdout, (replay.stdout, replay.stderr)
+    got = wait_all(fleet, {f"<{m.message_id}>" for m in (first, second, third)}, timeout=30)
+    assert got[f"<{third.message_id}>"] == {third_id}, "a replay keeps the event id"
+    after = d.cli("dead-letters", "list", "--stream").stdout
+    assert third_id not in after and "1 dead letter(s) in the stream" in after, after
+    assert "0 dead letter(s)" in d.cli("dead-letters", "list").stdout, "the dispatcher's own dead letter went back to pending"

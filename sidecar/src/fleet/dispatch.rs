@@ -38,10 +38,12 @@ use async_nats::jetstream::{self, consumer::pull, AckKind};
 use futures_util::StreamExt;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::dead_letters::DeadLetterCopy;
 use super::envelope::{dead_letter_subject, Envelope};
 use super::settings::FleetSettings;
 use super::stream;
 use crate::metrics::Metrics;
+use crate::queue::dead_letters::{self, Selection};
 use crate::queue::ingest::{self, FileProgress, NewEvent};
 use crate::shutdown::ShutdownWatch;
 use crate::time::now_ms;
@@ -134,6 +136,22 @@ fn standing(c: &Connection, event_id: &str) -> Result<Standing, crate::queue::Qu
         .query_map(params![seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(if dead.is_empty() { Standing::Delivered } else { Standing::Dead(dead) })
+}
+
+/// Ids of this dispatcher's dead letters of `event_id` for `endpoints`.
+fn local_dead_letters(c: &Connection, event_id: &str, endpoints: &[String]) -> Result<Vec<String>, crate::queue::QueueError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT d.id, d.endpoint FROM dead_letters d JOIN events e ON e.seq = d.event_seq WHERE e.event_id = ?1",
+    )?;
+    let rows = stmt.query_map(params![event_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    let mut ids = Vec::new();
+    for row in rows {
+        let (id, endpoint) = row?;
+        if endpoints.contains(&endpoint) {
+            ids.push(id.to_string());
+        }
+    }
+    Ok(ids)
 }
 
 /// The standing of every held id: pending ones from one query, the others
@@ -280,6 +298,7 @@ impl Dispatcher {
             return;
         }
         let mut events: Vec<NewEvent> = Vec::new();
+        let mut replays: Vec<(String, Vec<String>)> = Vec::new();
         let mut msgs = Vec::new();
         for m in fresh.drain(..) {
             self.metrics.fleet.received.inc();
@@ -288,6 +307,9 @@ impl Dispatcher {
             }
             match serde_json::from_slice::<Envelope>(&m.payload) {
                 Ok(env) => {
+                    if env.replay {
+                        replays.push((env.event_id.clone(), env.endpoints.clone()));
+                    }
                     events.push(env.into_event());
                     msgs.push(m);
                 }
@@ -305,7 +327,19 @@ impl Dispatcher {
         let batch = events.clone();
         // The stream is not a spool file: one constant offset row.
         let progress = FileProgress { dev: 0, ino: 0, offset: 0, fingerprint: Vec::new() };
-        match blocking(&self.db, move |c| ingest::commit_batch(c, &batch, &progress, now_ms())).await {
+        match blocking(&self.db, move |c| {
+            // A replayed dead letter this dispatcher holds goes back to
+            // pending; elsewhere the event is simply queued (below).
+            for (event_id, endpoints) in &replays {
+                let ids = local_dead_letters(c, event_id, endpoints)?;
+                if !ids.is_empty() {
+                    dead_letters::replay(c, &Selection::Ids(ids), now_ms())?;
+                }
+            }
+            ingest::commit_batch(c, &batch, &progress, now_ms())
+        })
+        .await
+        {
             Ok(_) => {}
             Err(e) => {
                 // Not held, not acked: the stream hands them out again after ack_wait.
@@ -383,15 +417,16 @@ impl Dispatcher {
 
     async fn publish_dead(&self, ctx: &jetstream::Context, event_id: &str, h: &Held, dead: &[(String, i64, String)]) -> Result<(), String> {
         for (endpoint, attempts, error) in dead {
-            let body = serde_json::json!({
-                "event_id": event_id,
-                "endpoint": endpoint,
-                "attempts": attempts,
-                "last_error": error,
-                "envelope": String::from_utf8_lossy(&h.msg.payload),
-            });
+            let body = serde_json::to_string(&DeadLetterCopy {
+                event_id: event_id.to_string(),
+                endpoint: endpoint.clone(),
+                attempts: *attempts,
+                last_error: error.clone(),
+                envelope: String::from_utf8_lossy(&h.msg.payload).into_owned(),
+            })
+            .map_err(|e| e.to_string())?;
             let publish = jetstream::message::PublishMessage::build()
-                .payload(body.to_string().into())
+                .payload(body.into())
                 .message_id(format!("{event_id}/{endpoint}"));
             ctx.send_publish(dead_letter_subject(&self.settings.subject_prefix, endpoint), publish)
                 .await

@@ -53,6 +53,10 @@ pub struct Envelope {
     /// Skip the job if this target is known dead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead: Option<DeadKeyV1>,
+    /// A replay of a dead letter (`dead-letters replay --stream`): a
+    /// dispatcher that has the dead letter moves it back to pending.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
 }
 
 impl Envelope {
@@ -70,6 +74,7 @@ impl Envelope {
                 target_key: d.target_key.clone(),
                 fingerprint: d.fingerprint.clone(),
             }),
+            replay: false,
         }
     }
 

@@ -11,12 +11,14 @@
 //!   the ordinary senders and acknowledging a message only once every
 //!   delivery of it is settled (delivered, dead-lettered or retired);
 //! - [`stream`]: connecting, and the event and dead-letter streams;
+//! - [`dead_letters`]: `dead-letters list|replay --stream`;
 //! - [`metrics`]: the fleet counters and gauges.
 //!
 //! Invariant: the stream is a work queue: a message leaves it only when a
 //! dispatcher acknowledged it, so a backend or dispatcher that dies at any
 //! moment loses nothing (at-least-once; the webhook-id stays the event id).
 
+pub mod dead_letters;
 pub mod dispatch;
 pub mod envelope;
 pub mod metrics;
