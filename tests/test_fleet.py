@@ -198,17 +198,19 @@ def test_kill_a_nats_node_a_dispatcher_and_a_publisher_during_deliveries(make_fl
         return done["n"]
 
     kills = []
-    kills.append(("nats n0", at(0.15)))
-    fleet.cluster.kill_node(0)
-    # Dispatcher 0 is killed while it holds messages (the stream has a new
-    # leader again and hands work out).
-    at(0.35)
+    # Dispatcher 0 is killed while it holds messages: they come back to
+    # dispatcher 1 after ack_wait.
+    at(0.15)
     deadline = time.monotonic() + 30
     while (held_at_kill := fleet.dispatchers[0].metrics().value("coi_fleet_dispatch_in_flight_messages")) == 0:
         assert time.monotonic() < deadline, "dispatcher 0 never held a message" + fleet.diag()
-        time.sleep(0.05)
+        time.sleep(0.02)
     kills.append(("dispatcher 0", done["n"]))
     assert fleet.dispatchers[0].kill() == -9
+    # A NATS node (a stream replica, perhaps its leader): the stream and the
+    # consumer elect new leaders; publishes and pulls are retried meanwhile.
+    kills.append(("nats n0", at(0.35)))
+    fleet.cluster.kill_node(0)
     kills.append(("publishing sidecar of backend 1", at(0.65)))
     assert fleet.backends[1][1].kill() == -9
     time.sleep(1.0)

@@ -223,6 +223,10 @@ impl Dispatcher {
             };
             self.heartbeat.store(now_ms(), Ordering::Relaxed);
             let mut fresh: Vec<jetstream::Message> = Vec::new();
+            // A pull request the cluster lost (its consumer changed leader
+            // meanwhile) never ends by itself: give up on it and ask again.
+            let abandon = tokio::time::sleep(PULL_EXPIRES * 2);
+            tokio::pin!(abandon);
             let mut flush = tokio::time::interval(FLUSH_EVERY);
             let mut settle = tokio::time::interval(SETTLE_EVERY);
             loop {
@@ -237,6 +241,7 @@ impl Dispatcher {
                     },
                     _ = flush.tick() => self.take(&mut fresh, &mut held).await,
                     _ = settle.tick() => self.settle(&mut held, js.as_ref()).await,
+                    _ = &mut abandon => break,
                     _ = stop.wait() => break,
                 }
             }
