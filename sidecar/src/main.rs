@@ -106,6 +106,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.webhooks.len()
             );
             print!("{}", describe_push(&config)?);
+            let f = &config.fleet;
+            match f.engine {
+                fleet::settings::Engine::Sqlite => println!("queue: local SQLite in {}", config.state_dir.display()),
+                fleet::settings::Engine::JetStream => println!(
+                    "queue: JetStream stream {} (replicas {}) on {}; dispatchers use consumer {}",
+                    f.stream,
+                    f.replicas,
+                    f.servers.join(", "),
+                    f.consumer
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::DeadLetters { action } => {
