@@ -19,6 +19,10 @@ COI_DEBIAN_PACKAGES=(
   # packaging/: .deb and .rpm builds, lint, the install test's container,
   # promtool for ops/coi-alerts.yml
   debhelper help2man lintian debootstrap systemd-container rpm rpmlint prometheus
+  # fleet mode (docs/fleet.md, tests/test_fleet.py): bookworm's NATS server
+  # 2.9 has JetStream clustering; the tests start their own instances on
+  # loopback ports, never the packaged service
+  nats-server
 )
 
 coi_missing_packages() {

@@ -146,10 +146,11 @@ fn run(
         )
         .expect("reset the queue");
     let _ = fs::remove_file(path);
-    let noop = || {};
+    let noop = |_: Option<&[&str]>| {};
+    let mut queue = coi_sidecar::queue::engine::SqliteQueue;
     if let Some(k) = split {
         fs::write(path, &data[..k]).expect("write the spool file");
-        drain_file(&mut st.conn, path, DrainMode::Active, &st.endpoints, routing, &st.metrics, &noop)
+        drain_file(&mut st.conn, &mut queue, path, DrainMode::Active, &st.endpoints, routing, &st.metrics, &noop)
             .expect("drain of the active file failed")
             .expect("spool file vanished");
         let mut f = OpenOptions::new().append(true).open(path).expect("reopen the spool file");
@@ -157,7 +158,7 @@ fn run(
     } else {
         fs::write(path, data).expect("write the spool file");
     }
-    let drained = drain_file(&mut st.conn, path, DrainMode::Final, &st.endpoints, routing, &st.metrics, &noop)
+    let drained = drain_file(&mut st.conn, &mut queue, path, DrainMode::Final, &st.endpoints, routing, &st.metrics, &noop)
         .expect("drain of the sealed file failed")
         .expect("spool file vanished");
 

@@ -171,3 +171,19 @@ def test_dashboard_is_importable_grafana_json():
         for target in panel.get("targets", []):
             assert target["datasource"]["uid"] == "${datasource}", panel["title"]
             assert 'job="$job"' in target["expr"], f"{panel['title']}: {target['expr']}"
+
+
+def test_nats_cluster_configs_are_valid():
+    """ops/nats/n*.conf: three members of one cluster, each accepted by nats-server -t."""
+    binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    assert Path(binary).is_file(), "nats-server is not installed (scripts/deps.sh)"
+    confs = sorted((REPO / "ops" / "nats").glob("n*.conf"))
+    assert len(confs) == 3, confs
+    names = set()
+    for conf in confs:
+        res = subprocess.run([binary, "-c", str(conf), "-t"], capture_output=True, text=True, timeout=30)
+        assert res.returncode == 0 and "is valid" in res.stdout + res.stderr, (conf, res.stdout, res.stderr)
+        text = conf.read_text()
+        names.add(re.search(r'server_name:\s*"([^"]+)"', text).group(1))
+        assert "jetstream" in text and 'name: "coi"' in text, conf
+    assert len(names) == 3, f"server names must differ: {names}"

@@ -23,6 +23,12 @@
 //! A core task ending on its own is an error: the daemon exits non-zero and
 //! systemd restarts it (panics exit through the panic hook in `main.rs`).
 //!
+//! `coi-sidecar dispatch` ([`Role::Dispatch`]) starts the same senders but,
+//! instead of the intake thread and the doorbell socket, the fleet
+//! dispatcher (`fleet::dispatch`). With `[queue] engine = "jetstream"` the
+//! intake publishes to the stream (`fleet::publish`) instead of the local
+//! queue.
+//!
 //! Callers: `main.rs`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,6 +37,10 @@ use std::time::Duration;
 
 use crate::config::{Config, SharedEndpoints};
 use crate::delivery::supervisor::Supervisor;
+use crate::fleet::dispatch::Dispatcher;
+use crate::fleet::publish::JetStreamQueue;
+use crate::fleet::settings::Engine;
+use crate::queue::engine::{EventQueue, SqliteQueue};
 use crate::intake::peer::PeerPolicy;
 use crate::intake::pump::{Pump, Trigger};
 use crate::intake::{listener, reader::IntakeError};
@@ -79,15 +89,33 @@ fn startup(what: &str) -> impl Fn(String) -> AppError + '_ {
     move |e| AppError::Startup(format!("{what}: {e}"))
 }
 
+/// What this process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `coi-sidecar run`: intake from the spool into the configured queue
+    /// engine, plus the senders for the local queue.
+    Local,
+    /// `coi-sidecar dispatch`: no spool, no socket; the senders are fed
+    /// from the JetStream stream (`fleet::dispatch`).
+    Dispatch,
+}
+
 /// Runs the daemon until a stop signal. `log` changes the level on reload.
 pub async fn run(config: Config, log: Option<LogHandle>) -> Result<(), AppError> {
+    run_as(config, log, Role::Local).await
+}
+
+/// Runs the daemon as `role` until a stop signal.
+pub async fn run_as(config: Config, log: Option<LogHandle>, role: Role) -> Result<(), AppError> {
     for w in &config.warnings {
         tracing::warn!(warning = %w, "config");
     }
     std::fs::create_dir_all(&config.state_dir)
         .map_err(|e| startup("creating state_dir")(e.to_string()))?;
-    std::fs::create_dir_all(&config.spool.dir)
-        .map_err(|e| startup("creating spool_dir")(e.to_string()))?;
+    if role == Role::Local {
+        std::fs::create_dir_all(&config.spool.dir)
+            .map_err(|e| startup("creating spool_dir")(e.to_string()))?;
+    }
     let lock_path = config.state_dir.join("coi-sidecar.lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -140,41 +168,75 @@ pub async fn run(config: Config, log: Option<LogHandle>) -> Result<(), AppError>
         tracing::warn!("[dovecot] doveadm_url is not set: push targets that are gone are only recorded by the sidecar, not removed from METADATA");
     }
 
-    // Intake thread.
+    let (shutdown, shutdown_watch) = Shutdown::new();
     let heartbeat = Arc::new(AtomicU64::new(now_ms()));
     let (ring_tx, ring_rx) = mpsc::sync_channel::<Trigger>(1);
     let (pump_done_tx, mut pump_done_rx) = tokio::sync::oneshot::channel::<Result<(), IntakeError>>();
-    let pump = Pump {
-        conn: intake_conn,
-        spool: config.spool.clone(),
-        endpoints: endpoints.clone(),
-        routing: crate::push::jobs::Routing { recall: config.recall, ..push_channels::routing(&config.push) },
-        metrics: metrics.clone(),
-        wake: supervisor.waker(),
-        heartbeat: heartbeat.clone(),
+    let mut pump_done_tx = Some(pump_done_tx);
+    let mut pump_thread = None;
+    let (mut listener_task, listener_name) = match role {
+        Role::Local => {
+            // Intake thread.
+            let queue: Box<dyn EventQueue> = match config.fleet.engine {
+                Engine::Sqlite => Box::new(SqliteQueue),
+                Engine::JetStream => Box::new(JetStreamQueue::new(
+                    config.fleet.clone(),
+                    tokio::runtime::Handle::current(),
+                    metrics.fleet.clone(),
+                )),
+            };
+            let pump = Pump {
+                conn: intake_conn,
+                queue,
+                spool: config.spool.clone(),
+                endpoints: endpoints.clone(),
+                routing: crate::push::jobs::Routing { recall: config.recall, ..push_channels::routing(&config.push) },
+                metrics: metrics.clone(),
+                wake: supervisor.waker(),
+                heartbeat: heartbeat.clone(),
+            };
+            let done_tx = pump_done_tx.take().expect("set above");
+            pump_thread = Some(
+                std::thread::Builder::new()
+                    .name("coi-intake".into())
+                    .spawn(move || {
+                        let result = pump.run(ring_rx);
+                        let _ = done_tx.send(result);
+                    })
+                    .map_err(|e| startup("intake thread")(e.to_string()))?,
+            );
+            let sock = listener::bind(&config.socket).map_err(|e| startup("doorbell socket")(e.to_string()))?;
+            let policy = PeerPolicy {
+                uids: config.socket.allowed_uids.clone(),
+                gids: config.socket.allowed_gids.clone(),
+            };
+            let task = tokio::spawn(listener::serve(
+                sock,
+                policy,
+                metrics.clone(),
+                ring_tx.clone(),
+                config.spool.commit_window,
+                shutdown_watch.clone(),
+            ));
+            (task, "doorbell listener")
+        }
+        Role::Dispatch => {
+            // No intake: the stop request at shutdown must not wait for a reader.
+            drop(ring_rx);
+            drop(intake_conn);
+            let dispatcher = Dispatcher {
+                settings: config.fleet.clone(),
+                db: Arc::new(std::sync::Mutex::new(
+                    schema::open(&db, Durability::Normal).map_err(|e| startup("queue")(e.to_string()))?,
+                )),
+                wake: supervisor.waker(),
+                metrics: metrics.clone(),
+                heartbeat: heartbeat.clone(),
+            };
+            let watch = shutdown_watch.clone();
+            (tokio::spawn(async move { dispatcher.run(watch).await }), "dispatcher")
+        }
     };
-    let pump_thread = std::thread::Builder::new()
-        .name("coi-intake".into())
-        .spawn(move || {
-            let result = pump.run(ring_rx);
-            let _ = pump_done_tx.send(result);
-        })
-        .map_err(|e| startup("intake thread")(e.to_string()))?;
-
-    let (shutdown, shutdown_watch) = Shutdown::new();
-    let sock = listener::bind(&config.socket).map_err(|e| startup("doorbell socket")(e.to_string()))?;
-    let policy = PeerPolicy {
-        uids: config.socket.allowed_uids.clone(),
-        gids: config.socket.allowed_gids.clone(),
-    };
-    let mut listener_task = tokio::spawn(listener::serve(
-        sock,
-        policy,
-        metrics.clone(),
-        ring_tx.clone(),
-        config.spool.commit_window,
-        shutdown_watch.clone(),
-    ));
 
     let bound = server::bind(&config.metrics_listen)
         .await
@@ -221,7 +283,7 @@ pub async fn run(config: Config, log: Option<LogHandle>) -> Result<(), AppError>
                 Ok(Err(e)) => AppError::Intake(e),
                 _ => AppError::TaskEnded("intake"),
             }),
-            _ = &mut listener_task => break Err(AppError::TaskEnded("doorbell listener")),
+            _ = &mut listener_task => break Err(AppError::TaskEnded(listener_name)),
             _ = &mut server_task => break Err(AppError::TaskEnded("metrics server")),
             _ = liveness_tick.tick() => {
                 drivers_alive.store(supervisor.all_alive(), Ordering::Relaxed);
@@ -247,11 +309,20 @@ pub async fn run(config: Config, log: Option<LogHandle>) -> Result<(), AppError>
     supervisor.shutdown().await;
     let _ = stopper.await;
     drop(ring_tx);
-    let _ = tokio::task::spawn_blocking(move || pump_thread.join()).await;
+    if let Some(thread) = pump_thread {
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+    // Held by a dispatcher until here: its dropping would read as the end of the intake.
+    drop(pump_done_tx);
+    if role == Role::Dispatch {
+        let _ = tokio::time::timeout(Duration::from_secs(2), listener_task).await;
+    }
     if let Bound::Unix(path) = bound_path(&config) {
         let _ = std::fs::remove_file(path);
     }
-    let _ = std::fs::remove_file(&config.socket.path);
+    if role == Role::Local {
+        let _ = std::fs::remove_file(&config.socket.path);
+    }
     drop(lock);
     if let Err(e) = &outcome {
         metrics.error("app", e.error_type());

@@ -121,6 +121,10 @@ struct RawConfig {
     dovecot: RawDovecot,
     #[serde(default)]
     recall: crate::recall::settings::RawRecall,
+    #[serde(default)]
+    queue: crate::fleet::settings::RawQueue,
+    #[serde(default)]
+    jetstream: crate::fleet::settings::RawJetStream,
 }
 
 #[derive(Debug, Deserialize)]
@@ -301,6 +305,9 @@ pub struct Config {
     pub push: PushSettings,
     /// `[recall]`.
     pub recall: crate::recall::settings::RecallSettings,
+    /// `[queue]` and `[jetstream]` (fleet mode, docs/fleet.md; fixed until
+    /// restart).
+    pub fleet: crate::fleet::settings::FleetSettings,
     /// Things worth a warning that do not make the file invalid.
     pub warnings: Vec<String>,
 }
@@ -495,6 +502,7 @@ impl Validator {
             push
         };
         let recall = raw.recall.validate().map_err(|m| self.bad("recall.index_retention_days", m))?;
+        let fleet = crate::fleet::settings::validate(raw.queue, raw.jetstream).map_err(|(k, m)| self.bad(k, m))?;
         Ok(Config {
             path: self.path.clone(),
             spool,
@@ -506,6 +514,7 @@ impl Validator {
             webhooks,
             push,
             recall,
+            fleet,
             warnings: self.warnings,
         })
     }

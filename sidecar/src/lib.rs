@@ -8,6 +8,9 @@
 //!                                                                             |
 //!   endpoint <--signed HTTP-- delivery drivers (one per endpoint) <-----------'
 //! ```
+//! Fleet mode ([`fleet`], docs/fleet.md) swaps the queue engine: the intake
+//! publishes to a NATS JetStream stream, and `coi-sidecar dispatch` feeds
+//! the same drivers from it.
 //! Modules: [`config`] (the TOML file), [`intake`] (socket, spool reader,
 //! rotation), [`queue`] (the durable queue), [`delivery`] (drivers, retry,
 //! HTTP, signing, payloads), [`push`] (Web Push, Delta Chat, METADATA
@@ -15,7 +18,7 @@
 //! `/healthz`), [`shutdown`] and [`systemd`] (lifecycle), [`logging`],
 //! [`recall`] (recall while unread, read status),
 //! [`admin`] (dead-letter commands), [`status`] (the `status` command),
-//! [`app`] (wiring), [`time`].
+//! [`fleet`] (JetStream publish and dispatch), [`app`] (wiring), [`time`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -24,6 +27,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod delivery;
+pub mod fleet;
 pub mod intake;
 pub mod logging;
 pub mod metrics;

@@ -13,7 +13,7 @@ use coi_sidecar::config::{Config, DEFAULT_CONFIG_PATH};
 use coi_sidecar::delivery::http::origin;
 use coi_sidecar::push::vapid::VapidKeys;
 use coi_sidecar::queue::dead_letters::Selection;
-use coi_sidecar::{admin, app, logging, status};
+use coi_sidecar::{admin, app, fleet, logging, status};
 
 /// Chat over IMAP sidecar: durable event queue, signed webhooks, metrics.
 #[derive(Parser)]
@@ -30,6 +30,9 @@ struct Cli {
 enum Command {
     /// Run the daemon (the default).
     Run,
+    /// Fleet mode: send what the backends published to the JetStream
+    /// stream (`[jetstream]`; docs/fleet.md). No spool, no socket.
+    Dispatch,
     /// Validate the configuration file and exit (0 = valid).
     CheckConfig,
     /// Show whether the daemon runs, the queue, each endpoint's health and the spool lag.
@@ -54,12 +57,21 @@ enum Command {
 #[derive(Subcommand)]
 enum DeadLetterAction {
     /// List dead letters.
-    List,
+    List {
+        /// Fleet mode: the dead-letter stream (every dispatcher's copies)
+        /// instead of this process's database.
+        #[arg(long)]
+        stream: bool,
+    },
     /// Move dead letters back to pending (works while the daemon runs).
     Replay {
         /// Replay every dead letter.
         #[arg(long, conflicts_with = "ids")]
         all: bool,
+        /// Fleet mode: replay copies from the dead-letter stream (ids are
+        /// stream sequences or event ids) through the event stream.
+        #[arg(long)]
+        stream: bool,
         /// Dead-letter ids or event ids.
         #[arg(required_unless_present = "all")]
         ids: Vec<String>,
@@ -94,16 +106,36 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.webhooks.len()
             );
             print!("{}", describe_push(&config)?);
+            let f = &config.fleet;
+            match f.engine {
+                fleet::settings::Engine::Sqlite => println!("queue: local SQLite in {}", config.state_dir.display()),
+                fleet::settings::Engine::JetStream => println!(
+                    "queue: JetStream stream {} (replicas {}) on {}; dispatchers use consumer {}",
+                    f.stream,
+                    f.replicas,
+                    f.servers.join(", "),
+                    f.consumer
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::DeadLetters { action } => {
             let config = load(&cli.config)?;
             match action {
-                DeadLetterAction::List => print!("{}", admin::list(&config)?),
-                DeadLetterAction::Replay { all, ids } => {
+                DeadLetterAction::List { stream: false } => print!("{}", admin::list(&config)?),
+                DeadLetterAction::List { stream: true } => {
+                    let rows = fleet_command(fleet::dead_letters::list(&config.fleet))?;
+                    print!("{}", fleet::dead_letters::render(&rows));
+                }
+                DeadLetterAction::Replay { all, ids, stream } => {
                     let which = if all { Selection::All } else { Selection::Ids(ids) };
-                    let n = admin::replay(&config, &which)?;
-                    println!("{n} dead letter(s) moved back to pending");
+                    if stream {
+                        let n = fleet_command(fleet::dead_letters::replay(&config.fleet, &which))?;
+                        println!("{n} dead letter(s) replayed through the event stream");
+                    } else {
+                        let n = admin::replay(&config, &which)?;
+                        println!("{n} dead letter(s) moved back to pending");
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -118,7 +150,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::from(report.exit_code()))
         }
-        Command::Run => run(&cli.config),
+        Command::Run => run(&cli.config, app::Role::Local),
+        Command::Dispatch => run(&cli.config, app::Role::Dispatch),
     }
 }
 
@@ -159,7 +192,13 @@ fn describe_push(config: &Config) -> anyhow::Result<String> {
     Ok(out)
 }
 
-fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+/// Runs one fleet command (a few NATS requests) on a small runtime.
+fn fleet_command<T>(f: impl std::future::Future<Output = Result<T, String>>) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(f).map_err(|e| anyhow::anyhow!("JetStream: {e}"))
+}
+
+fn run(path: &std::path::Path, role: app::Role) -> anyhow::Result<ExitCode> {
     let config = load(path)?;
     let log = logging::init(config.logging.format, config.logging.level);
     // A panic anywhere is fatal (STYLE §4): log it and exit non-zero so
@@ -176,7 +215,7 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         .thread_name("coi-rt")
         .build()
         .context("starting the async runtime")?;
-    match runtime.block_on(app::run(config, log)) {
+    match runtime.block_on(app::run_as(config, log, role)) {
         Ok(()) => {
             tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)

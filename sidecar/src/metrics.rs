@@ -250,6 +250,8 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// Recall and read status (`recall::metrics`).
     pub recall: crate::recall::metrics::RecallMetrics,
+    /// Fleet mode (`fleet::metrics`).
+    pub fleet: crate::fleet::metrics::FleetMetrics,
 }
 
 impl Metrics {
@@ -257,8 +259,10 @@ impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let recall = crate::recall::metrics::RecallMetrics::new(&registry)?;
+        let fleet = crate::fleet::metrics::FleetMetrics::new(&registry)?;
         let m = Metrics {
             recall,
+            fleet,
             intake_datagrams: IntCounterVec::new(Name::IntakeDatagrams.opts(), &["outcome"])?,
             intake_events: IntCounterVec::new(Name::IntakeEvents.opts(), &["kind"])?,
             spool_rejected: IntCounterVec::new(Name::SpoolRecordsRejected.opts(), &["error_type"])?,

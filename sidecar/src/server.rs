@@ -109,6 +109,15 @@ pub async fn bind(listen: &MetricsListen) -> std::io::Result<Bound> {
     }
 }
 
+/// The `coi_queue_depth_deliveries{kind}` label of a queue endpoint name.
+fn delivery_kind(endpoint: &str) -> &'static str {
+    match crate::push::jobs::Channel::from_queue_name(endpoint) {
+        Some(c) => c.label(),
+        None if endpoint == crate::recall::jobs::DOVEADM_ENDPOINT => crate::recall::jobs::DEPTH_KIND,
+        None => "webhook",
+    }
+}
+
 fn text(status: StatusCode, content_type: &'static str, body: String) -> hyper::Response<Full<Bytes>> {
     let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
@@ -136,7 +145,15 @@ async fn handle(
                     for kind in ["webhook", "webpush", "validation", "deltachat", "metadata_unset"] {
                         m.queue_depth_deliveries.with_label_values(&[kind]).set(0);
                     }
-                    for (kind, n) in &s.deliveries_by_kind {
+                    let mut by_kind: Vec<(&'static str, u64)> = Vec::new();
+                    for (endpoint, n) in &s.deliveries_by_endpoint {
+                        let kind = delivery_kind(endpoint);
+                        match by_kind.iter_mut().find(|(k, _)| *k == kind) {
+                            Some((_, total)) => *total += n,
+                            None => by_kind.push((kind, *n)),
+                        }
+                    }
+                    for (kind, n) in &by_kind {
                         m.queue_depth_deliveries.with_label_values(&[kind]).set(*n as i64);
                     }
                     m.dead_letters_pending.set(s.dead_letters as i64);

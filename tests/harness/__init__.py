@@ -11,6 +11,7 @@ Modules (one purpose each):
   logs      Dovecot log reading and Panic/Fatal checks
   messages  builders for plain mail, COI and Delta Chat messages
   malformed deterministic generator of malformed messages
+  nats      NatsCluster: real nats-server JetStream nodes clustered on loopback
   sidecar   SidecarProcess: the real coi-sidecar daemon (config, start/kill/stop, /metrics)
   receiver  WebhookReceiver: scriptable HTTP webhook receiver, Standard Webhooks verifier
   hostile   generator of hostile messages (injection, huge lines, bombs, forged ids)

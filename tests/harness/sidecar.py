@@ -185,7 +185,8 @@ class SidecarProcess:
                  socket_mode: str = "0666", allowed_uids: Sequence[int] = (),
                  allowed_gids: Sequence[int] = (), log_level: str = "info",
                  shutdown_grace_secs: int = 2, allow_private_addresses: bool = True,
-                 commit_window_ms: int | None = None, keep_tmp: bool | None = None):
+                 commit_window_ms: int | None = None, keep_tmp: bool | None = None,
+                 extra_toml: str = "", command: str = "run"):
         self.binary = sidecar_bin()
         self.ident: MailIdentity = ensure_mail_identity()
         self.webhooks = list(webhooks)
@@ -199,6 +200,10 @@ class SidecarProcess:
         self.allow_private_addresses = allow_private_addresses
         #: ``spool_commit_window_ms`` (None: the sidecar's default).
         self.commit_window_ms = commit_window_ms
+        #: TOML sections appended to the config (e.g. ``[queue]``/``[jetstream]``).
+        self.extra_toml = extra_toml
+        #: ``run`` or ``dispatch`` (fleet mode).
+        self.command = command
         self.keep_tmp = keep_tmp if keep_tmp is not None else bool(os.environ.get("COI_KEEP_TMP"))
         self.failed = False
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="coisc-"))
@@ -258,6 +263,8 @@ class SidecarProcess:
             "",
         ]
         out += [w.render() for w in self.webhooks]
+        if self.extra_toml:
+            out.append(self.extra_toml)
         return "\n".join(out) + "\n"
 
     def write_config(self) -> None:
@@ -283,7 +290,7 @@ class SidecarProcess:
             log.write(f"--- coi harness: starting {self.binary} at {time.time():.3f}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [str(self.binary), "--config", str(self.config_path)],
+                [str(self.binary), self.command, "--config", str(self.config_path)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         self.pids.append(self.proc.pid)
         _live.add(self)

@@ -41,7 +41,8 @@ use super::rotate::{rotate_active, rotated_files, seal};
 use crate::config::{SharedEndpoints, SpoolConfig};
 use crate::metrics::Metrics;
 use crate::push::jobs::Routing;
-use crate::queue::{ingest, targets};
+use crate::queue::engine::EventQueue;
+use crate::queue::{ingest, targets, QueueError};
 use crate::time::now_ms;
 
 /// What wakes the intake thread.
@@ -55,8 +56,11 @@ pub enum Trigger {
 
 /// The intake thread's state.
 pub struct Pump {
-    /// Intake connection (`synchronous=FULL`).
+    /// Intake connection (`synchronous=FULL`): offsets, recall, and the
+    /// local queue.
     pub conn: Connection,
+    /// Where accepted events go (`queue::engine`).
+    pub queue: Box<dyn EventQueue>,
     /// Spool settings.
     pub spool: SpoolConfig,
     /// Current endpoints (replaced on reload).
@@ -100,6 +104,9 @@ impl Pump {
             // A FIFO or symlink any mail process can plant must not stop
             // the sidecar: it is counted and logged at every scan instead.
             Err(e @ IntakeError::NotRegular(_)) => self.scan_failed(&e),
+            // A JetStream cluster that is down at start: the records wait
+            // in the spool like later ones would (docs/fleet.md).
+            Err(e @ IntakeError::Queue(QueueError::Stream(_))) => self.scan_failed(&e),
             Err(e) => return Err(e),
         }
         loop {
@@ -194,6 +201,7 @@ impl Pump {
         let active = dir.join(ACTIVE_FILE);
         let drained = match drain_file(
             &mut self.conn,
+            &mut *self.queue,
             &active,
             DrainMode::Active,
             &endpoints,
@@ -232,6 +240,7 @@ impl Pump {
         let wake = self.wake.clone();
         let Some(d) = drain_file(
             &mut self.conn,
+            &mut *self.queue,
             path,
             DrainMode::Final,
             &endpoints,

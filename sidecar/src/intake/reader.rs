@@ -6,7 +6,7 @@
 //! wants and turns push and validation records into one push job per
 //! target (`push::jobs::route_push`), and commits each chunk's events
 //! together with the new offset
-//! (`queue::ingest::commit_batch`). Counters for what was read (kinds,
+//! through the queue engine (`queue::engine::EventQueue`). Counters for what was read (kinds,
 //! plugin counters, rejections) are applied only after the commit, so a
 //! crash before it counts nothing twice... and loses nothing.
 //!
@@ -37,7 +37,8 @@ use rusqlite::Connection;
 
 use crate::config::Endpoint;
 use crate::metrics::{kind_label, Metrics, PUSH_RECORD_KINDS, TARGET_KNOWN_DEAD};
-use crate::push::jobs::{route_push, route_validation, Routed, Routing};
+use crate::push::jobs::{route_push, route_validation, Channel, Routed, Routing};
+use crate::queue::engine::EventQueue;
 use crate::queue::ingest::{self, FileProgress, NewEvent};
 use crate::queue::QueueError;
 use crate::time::now_ms;
@@ -251,8 +252,10 @@ pub type WakeFn<'a> = &'a dyn Fn(Option<&[&str]>);
 /// Drains `path` into the queue (see the module docs). `wake` is called
 /// after each commit that enqueued deliveries, with the endpoints that got
 /// them. Returns `None` if the file does not exist.
+#[allow(clippy::too_many_arguments)]
 pub fn drain_file(
     conn: &mut Connection,
+    queue: &mut dyn EventQueue,
     path: &Path,
     mode: DrainMode,
     endpoints: &[Arc<Endpoint>],
@@ -337,11 +340,12 @@ pub fn drain_file(
             offset: offset + used as u64,
             fingerprint: fingerprint.clone(),
         };
-        let done = ingest::commit_batch(conn, &events, &progress, now_ms())?;
-        for channel in &done.skipped_dead {
+        let done = queue.commit(conn, &events, &progress, now_ms())?;
+        for (endpoint, target) in &done.skipped_dead {
+            let channel = Channel::from_queue_name(endpoint).map_or(*target, Channel::label);
             bump_pair(&mut tally.push_targets, (channel, TARGET_KNOWN_DEAD));
             // It was counted as queued when routed; it was not.
-            if let Some((_, n)) = tally.push_targets.iter_mut().find(|(l, _)| *l == (*channel, "queued")) {
+            if let Some((_, n)) = tally.push_targets.iter_mut().find(|(l, _)| *l == (channel, "queued")) {
                 *n = n.saturating_sub(1);
             }
         }
@@ -350,7 +354,7 @@ pub fn drain_file(
             tracing::info!(duplicates = done.duplicates, "spool records with an event id already queued were skipped");
         }
         drained.deliveries += done.deliveries;
-        if done.deliveries > 0 {
+        if done.deliveries > 0 && queue.delivers_locally() {
             let mut woken: Vec<&str> = events.iter().flat_map(|e| e.endpoints.iter().map(String::as_str)).collect();
             woken.sort_unstable();
             woken.dedup();
@@ -501,16 +505,16 @@ mod tests {
             .and_then(|mut f| std::io::Write::write_all(&mut f, &partial[..10]))
             .unwrap();
         let eps = [endpoint(&["chat"])];
-        let r = drain_file(&mut c, w.path(), DrainMode::Active, &eps, &Routing::default(), &m, &|_| {}).unwrap().unwrap();
+        let r = drain_file(&mut c, &mut crate::queue::engine::SqliteQueue, w.path(), DrainMode::Active, &eps, &Routing::default(), &m, &|_| {}).unwrap().unwrap();
         assert_eq!(r.records, 2);
         assert_eq!(pending(&c), 1, "only the chat matched the endpoint");
         assert_eq!(m.plugin_dropped.get(), 4);
         assert_eq!(m.plugin_classified.with_label_values(&["not-chat"]).get(), 1);
         // Nothing new: a second drain reads nothing again.
-        let r = drain_file(&mut c, w.path(), DrainMode::Active, &eps, &Routing::default(), &m, &|_| {}).unwrap().unwrap();
+        let r = drain_file(&mut c, &mut crate::queue::engine::SqliteQueue, w.path(), DrainMode::Active, &eps, &Routing::default(), &m, &|_| {}).unwrap().unwrap();
         assert_eq!(r.records, 0);
         // Final mode consumes the torn tail.
-        let r = drain_file(&mut c, w.path(), DrainMode::Final, &eps, &Routing::default(), &m, &|_| {}).unwrap().unwrap();
+        let r = drain_file(&mut c, &mut crate::queue::engine::SqliteQueue, w.path(), DrainMode::Final, &eps, &Routing::default(), &m, &|_| {}).unwrap().unwrap();
         assert_eq!(r.records, 0);
         assert_eq!(m.spool_rejected.with_label_values(&["torn"]).get(), 1);
         assert_eq!(m.intake_events.with_label_values(&["chat"]).get(), 1);
@@ -525,7 +529,7 @@ mod tests {
             let mut c = open(&d.path().join("q"), Durability::Full).unwrap();
             let m = Metrics::new().unwrap();
             let eps = [endpoint(&[])];
-            let _ = tx.send(drain_file(&mut c, &path, DrainMode::Active, &eps, &Routing::default(), &m, &|_| {}));
+            let _ = tx.send(drain_file(&mut c, &mut crate::queue::engine::SqliteQueue, &path, DrainMode::Active, &eps, &Routing::default(), &m, &|_| {}));
         });
         rx.recv_timeout(std::time::Duration::from_secs(5)).expect("drain_file hung or spun on a non-regular file")
     }
@@ -571,11 +575,11 @@ mod tests {
         let path = d.path().join("events.log");
         std::fs::write(&path, [msg("a", "chat"), msg("b", "chat")].concat()).unwrap();
         let eps = [endpoint(&[])];
-        drain_file(&mut c, &path, DrainMode::Active, &eps, &Routing::default(), &m, &|_| {}).unwrap();
+        drain_file(&mut c, &mut crate::queue::engine::SqliteQueue, &path, DrainMode::Active, &eps, &Routing::default(), &m, &|_| {}).unwrap();
         assert_eq!(pending(&c), 2);
         // Same inode, new content (truncate + rewrite): the fingerprint differs.
         std::fs::write(&path, [msg("x", "chat"), msg("y", "chat"), msg("z", "chat")].concat()).unwrap();
-        drain_file(&mut c, &path, DrainMode::Active, &eps, &Routing::default(), &m, &|_| {}).unwrap();
+        drain_file(&mut c, &mut crate::queue::engine::SqliteQueue, &path, DrainMode::Active, &eps, &Routing::default(), &m, &|_| {}).unwrap();
         assert_eq!(pending(&c), 5);
     }
 }

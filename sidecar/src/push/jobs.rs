@@ -300,7 +300,7 @@ fn job_event(event_id: String, ts_ms: u64, job: &Job, channel: Channel, dead: Op
 
 fn webpush_dead_key(user: &str, t: &WebPushTargetV1) -> DeadTargetKey {
     DeadTargetKey {
-        target: TargetKind::Webpush,
+        target: TargetKind::Webpush.label(),
         user: user.to_string(),
         target_key: t.subscription_id.clone(),
         fingerprint: fingerprint(&t.endpoint),
@@ -361,7 +361,7 @@ pub fn route_push(p: &PushEventV1, routing: &Routing) -> Routed {
     for (token, token_keys) in tokens {
         let first = token_keys[0].clone();
         let dead = DeadTargetKey {
-            target: TargetKind::Deltachat,
+            target: TargetKind::Deltachat.label(),
             user: p.user.clone(),
             target_key: first.clone(),
             fingerprint: fingerprint(token),
@@ -435,14 +435,15 @@ pub fn unset_jobs(user: &str, target: TargetKind, keys: &[String], fingerprint: 
 
 /// The webpush dead-target key of a queued Web Push or validation job, or
 /// the Delta Chat one, with the METADATA keys to unset.
-pub fn gone_target(job: &Job) -> Option<(DeadTargetKey, Vec<String>)> {
+pub fn gone_target(job: &Job) -> Option<(TargetKind, DeadTargetKey, Vec<String>)> {
     match job {
         Job::Webpush { user, target, .. } | Job::Validation { user, target, .. } => {
-            Some((webpush_dead_key(user, target), vec![target.subscription_id.clone()]))
+            Some((TargetKind::Webpush, webpush_dead_key(user, target), vec![target.subscription_id.clone()]))
         }
         Job::Deltachat { user, token, token_keys, .. } => Some((
+            TargetKind::Deltachat,
             DeadTargetKey {
-                target: TargetKind::Deltachat,
+                target: TargetKind::Deltachat.label(),
                 user: user.clone(),
                 target_key: token_keys.first().cloned().unwrap_or_default(),
                 fingerprint: fingerprint(token),
@@ -602,7 +603,7 @@ mod tests {
         .unwrap();
         assert!(matches!(old, Job::MetadataUnset { fingerprint: None, .. }));
         let Job::Validation { .. } = serde_json::from_str(&r.events[0].payload).unwrap() else { panic!() };
-        let (dead, keys) = gone_target(&serde_json::from_str(&r.events[0].payload).unwrap()).unwrap();
+        let (_, dead, keys) = gone_target(&serde_json::from_str(&r.events[0].payload).unwrap()).unwrap();
         assert_eq!(keys, vec!["subscription-1"]);
         assert_eq!(dead.fingerprint, fingerprint("https://push.example.net/a"));
     }

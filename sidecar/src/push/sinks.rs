@@ -112,11 +112,10 @@ pub struct Retirer {
 
 impl Retirer {
     async fn retire(&self, ledger: &Ledger, d: &DueDelivery, job: &Job) -> Result<(), AttemptError> {
-        let Some((dead, keys)) = gone_target(job) else {
+        let Some((target, dead, keys)) = gone_target(job) else {
             ledger.bury(d, d.attempts + 1, "gone answer for a job without a target".into()).await?;
             return Ok(());
         };
-        let target = dead.target;
         let user = dead.user.clone();
         let unset = if self.doveadm {
             unset_jobs(&user, target, &keys, &dead.fingerprint, now_ms())

@@ -15,6 +15,10 @@ pub enum QueueError {
     /// The database is not in the shape this version expects.
     #[error("queue schema: {0}")]
     Schema(String),
+    /// The JetStream stream did not store the events (fleet mode): cluster
+    /// unreachable, no quorum, timeout. The records stay in the spool.
+    #[error("queue stream: {0}")]
+    Stream(String),
     /// A blocking task running a queue operation died.
     #[error("queue task failed: {0}")]
     Task(String),
@@ -37,6 +41,7 @@ impl QueueError {
             QueueError::Io(_) => "queue_io",
             QueueError::Schema(_) => "queue_schema",
             QueueError::Task(_) => "queue_task",
+            QueueError::Stream(_) => "queue_stream",
         }
     }
 
@@ -44,7 +49,7 @@ impl QueueError {
     pub fn is_retriable(&self) -> bool {
         matches!(
             self.error_type(),
-            "queue_busy" | "queue_full" | "queue_io" | "queue_sqlite"
+            "queue_busy" | "queue_full" | "queue_io" | "queue_sqlite" | "queue_stream"
         )
     }
 }

@@ -239,14 +239,13 @@ mod tests {
 
     #[test]
     fn a_gone_push_target_counts_as_an_answer_for_its_channel() {
-        use crate::push::jobs::TargetKind;
         use crate::queue::ingest::DeadTargetKey;
         use crate::queue::targets::retire;
         let (_d, mut c) = temp_db();
         let seqs = seed(&mut c, &["p1", "p2"], &["push:webpush"]);
         reschedule(&mut c, "push:webpush", seqs[0], 1, 5000, "HTTP 503").unwrap();
         let key = DeadTargetKey {
-            target: TargetKind::Webpush,
+            target: "webpush",
             user: "alice".into(),
             target_key: "subscription-1".into(),
             fingerprint: "fp".into(),

@@ -13,7 +13,6 @@
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::QueueError;
-use crate::push::jobs::Channel;
 
 /// An event to enqueue (a message event for webhooks, or one push job),
 /// with the endpoints that want it.
@@ -35,8 +34,9 @@ pub struct NewEvent {
 /// Identifies one push target in the `dead_targets` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadTargetKey {
-    /// Web Push subscription or Delta Chat token.
-    pub target: crate::push::jobs::TargetKind,
+    /// What kind of target (a bounded label the caller chooses, e.g.
+    /// `webpush`, `deltachat`): the queue stores it, never interprets it.
+    pub target: &'static str,
     /// Dovecot user.
     pub user: String,
     /// Subscription id or token key.
@@ -67,9 +67,9 @@ pub struct Committed {
     pub deliveries: usize,
     /// Events skipped as duplicates of an id already queued.
     pub duplicates: usize,
-    /// Push jobs not queued because their target is known dead, by channel
-    /// label.
-    pub skipped_dead: Vec<&'static str>,
+    /// Push jobs not queued because their target is known dead: the
+    /// endpoint each was for and its target kind.
+    pub skipped_dead: Vec<(String, &'static str)>,
 }
 
 // SQLite integers are signed 64-bit; device and inode numbers are stored
@@ -99,8 +99,8 @@ pub fn commit_batch(
         for ev in events {
             if let Some(dead) = &ev.skip_if_dead {
                 if super::targets::touch_if_dead(&tx, dead, now_ms)? {
-                    let channel = ev.endpoints.first().and_then(|e| Channel::from_queue_name(e));
-                    done.skipped_dead.push(channel.map_or(dead.target.label(), Channel::label));
+                    let endpoint = ev.endpoints.first().cloned().unwrap_or_default();
+                    done.skipped_dead.push((endpoint, dead.target));
                     continue;
                 }
             }

@@ -27,10 +27,12 @@
 //!               ([`health`]).
 //! ```
 //!
-//! Push jobs (Web Push, validations, Delta Chat, METADATA clean-ups) use
-//! the same tables: one `events` row per target (payload = a
-//! `push::jobs::Job`), one `deliveries` row for its channel, whose
-//! endpoint name is `push:<channel>` (never a valid webhook name).
+//! The queue stores opaque payloads under endpoint names and never looks
+//! inside them. Its users give the names their meaning: webhook endpoints
+//! by their configured name; push jobs (Web Push, validations, Delta Chat,
+//! METADATA clean-ups: one `events` row per target, payload a
+//! `push::jobs::Job`) under `push:<channel>` (never a valid webhook name);
+//! recall work under `recall:doveadm`.
 //!
 //! # Acknowledge and delete rules
 //! - **Ack of a spool record** = the transaction that inserts its event and
@@ -59,12 +61,16 @@
 //! event id): an offset whose file no longer matches (inode reused after a
 //! deletion) is ignored and the file read from the start.
 //!
+//! The intake reaches the queue through [`engine::EventQueue`] (this
+//! database, or a NATS JetStream stream in fleet mode: docs/fleet.md).
+//!
 //! Callers: `intake::pump` (ingest, offsets), `delivery::driver` (through
 //! [`store::DeliveryStore`]), the metrics scrape (stats), and the
 //! `dead-letters` CLI.
 
 pub mod dead_letters;
 pub mod deliveries;
+pub mod engine;
 pub mod error;
 pub mod health;
 pub mod ingest;

@@ -9,7 +9,6 @@
 use rusqlite::Connection;
 
 use super::QueueError;
-use crate::push::jobs::Channel;
 
 /// Queue size figures.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,8 +20,10 @@ pub struct QueueStats {
     pub oldest_ts_ms: Option<u64>,
     /// Dead letters waiting for an operator.
     pub dead_letters: u64,
-    /// Pending deliveries by kind: `webhook` or a push channel label.
-    pub deliveries_by_kind: Vec<(&'static str, u64)>,
+    /// Pending deliveries by endpoint name (webhook names, `push:<channel>`,
+    /// the recall clean-up endpoint): what they are is the caller's
+    /// business, the queue only stores the names.
+    pub deliveries_by_endpoint: Vec<(String, u64)>,
 }
 
 /// Reads the current figures.
@@ -34,27 +35,17 @@ pub fn read(conn: &Connection) -> Result<QueueStats, QueueError> {
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let dead: i64 = conn.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0))?;
-    let mut by_kind: Vec<(&'static str, u64)> = Vec::new();
+    let mut by_endpoint: Vec<(String, u64)> = Vec::new();
     // Walks the (endpoint, next_attempt_ms) index; one row per endpoint.
     let mut stmt = conn.prepare_cached("SELECT endpoint, COUNT(*) FROM deliveries GROUP BY endpoint")?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let endpoint: String = r.get(0)?;
-        let n = r.get::<_, i64>(1)?.max(0) as u64;
-        let kind = match Channel::from_queue_name(&endpoint) {
-            Some(c) => c.label(),
-            None if endpoint == crate::recall::jobs::DOVEADM_ENDPOINT => crate::recall::jobs::DEPTH_KIND,
-            None => "webhook",
-        };
-        match by_kind.iter_mut().find(|(k, _)| *k == kind) {
-            Some((_, total)) => *total += n,
-            None => by_kind.push((kind, n)),
-        }
+        by_endpoint.push((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64));
     }
     Ok(QueueStats {
         depth_events: depth.max(0) as u64,
         oldest_ts_ms: oldest.map(|v| v.max(0) as u64),
         dead_letters: dead.max(0) as u64,
-        deliveries_by_kind: by_kind,
+        deliveries_by_endpoint: by_endpoint,
     })
 }

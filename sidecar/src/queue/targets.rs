@@ -37,7 +37,7 @@ pub fn touch_if_dead(tx: &Transaction<'_>, key: &DeadTargetKey, now_ms: u64) -> 
             "UPDATE dead_targets SET last_seen_ms = ?5
               WHERE target = ?1 AND user = ?2 AND target_key = ?3 AND fingerprint = ?4",
         )?
-        .execute(params![key.target.label(), key.user, key.target_key, key.fingerprint, now_ms as i64])?;
+        .execute(params![key.target, key.user, key.target_key, key.fingerprint, now_ms as i64])?;
     Ok(n > 0)
 }
 
@@ -74,7 +74,7 @@ pub fn retire(
             "INSERT OR IGNORE INTO dead_targets (target, user, target_key, fingerprint, died_ms, last_seen_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
         )?
-        .execute(params![key.target.label(), key.user, key.target_key, key.fingerprint, now_ms as i64])?;
+        .execute(params![key.target, key.user, key.target_key, key.fingerprint, now_ms as i64])?;
     let mut done = Retired {
         newly_dead: inserted > 0,
         unset_jobs: 0,
@@ -119,14 +119,13 @@ pub fn count(conn: &Connection) -> Result<u64, QueueError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::push::jobs::TargetKind;
     use crate::queue::deliveries::due;
     use crate::queue::ingest::{commit_batch, FileProgress};
     use crate::queue::schema::testing::temp_db;
 
     fn key(fp: &str) -> DeadTargetKey {
         DeadTargetKey {
-            target: TargetKind::Webpush,
+            target: "webpush",
             user: "alice".into(),
             target_key: "subscription-1".into(),
             fingerprint: fp.into(),
@@ -183,7 +182,7 @@ mod tests {
             50,
         )
         .unwrap();
-        assert_eq!(done.skipped_dead, vec!["webpush"]);
+        assert_eq!(done.skipped_dead, vec![("push:webpush".to_string(), "webpush")]);
         assert_eq!(done.deliveries, 1);
         let seen: i64 = c.query_row("SELECT last_seen_ms FROM dead_targets", [], |r| r.get(0)).unwrap();
         assert_eq!(seen, 50);

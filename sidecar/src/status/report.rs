@@ -258,7 +258,7 @@ fn read_database(path: &std::path::Path, now: u64) -> Result<QueueRead, QueueErr
         database: path.display().to_string(),
         schema_version: version.min(SCHEMA_VERSION),
         depth_events: s.depth_events,
-        pending_deliveries: s.deliveries_by_kind.iter().map(|(_, n)| n).sum(),
+        pending_deliveries: s.deliveries_by_endpoint.iter().map(|(_, n)| n).sum(),
         oldest_event: s.oldest_ts_ms.map(|ms| Moment::new(ms, now)),
         oldest_event_age_secs: oldest_age,
         dead_letters: s.dead_letters,

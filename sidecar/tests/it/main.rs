@@ -366,6 +366,18 @@ fn check_config_accepts_good_and_rejects_bad_files() {
     let ok = env.cli(&["check-config"]);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     assert!(String::from_utf8_lossy(&ok.stdout).contains("ok (1 webhook"));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("queue: local SQLite"), "local mode is the default");
+
+    let fleet = env.config_text(&[Hook::new("ops", "http://127.0.0.1:9/")], "") + "\n[queue]\nengine = \"jetstream\"\n";
+    std::fs::write(&env.config, fleet).unwrap();
+    let ok = env.cli(&["check-config"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("queue: JetStream stream COI_EVENTS (replicas 3)"));
+    let typo = env.config_text(&[Hook::new("ops", "http://127.0.0.1:9/")], "") + "\n[queue]\nengine = \"kafka\"\n";
+    std::fs::write(&env.config, typo).unwrap();
+    let refused = env.cli(&["check-config"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("queue.engine"));
 
     let private = env.config_text(&[Hook::new("ops", "http://127.0.0.1:9/")], "")
         .replace("allow_private_addresses = true", "allow_private_addresses = false");
