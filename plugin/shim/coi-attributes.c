@@ -860,7 +860,7 @@ static int coi_collect_values(struct mailbox *box, const char *prefix,
 	return (int)array_count(&names);
 }
 
-static const char *coi_read_small_body(struct mail *mail)
+const char *coi_mail_small_body(struct mail *mail, uoff_t max)
 {
 	struct message_size hdr_size, body_size;
 	struct istream *input;
@@ -869,14 +869,14 @@ static const char *coi_read_small_body(struct mail *mail)
 	string_t *body;
 
 	if (mail_get_stream(mail, &hdr_size, &body_size, &input) < 0 ||
-	    body_size.physical_size > COI_PUSH_CONTENT_MAX)
+	    body_size.physical_size > max)
 		return NULL;
 	body = t_str_new(body_size.physical_size + 1);
 	i_stream_seek(input, hdr_size.physical_size);
 	while (i_stream_read_more(input, &data, &size) > 0) {
 		str_append_data(body, data, size);
 		i_stream_skip(input, size);
-		if (str_len(body) > COI_PUSH_CONTENT_MAX)
+		if (str_len(body) > max)
 			return NULL;
 	}
 	if (input->stream_errno != 0)
@@ -935,7 +935,7 @@ static bool coi_push_collect_inbox(struct mail_user *user, void *rs,
 			input.has_date = 1;
 		}
 		input.content = coi_bytes_from_str(
-			coi_read_small_body(src_mail));
+			coi_mail_small_body(src_mail, COI_PUSH_CONTENT_MAX));
 	}
 	(void)coi_ops->push(rs, user->event, &input);
 	return n_subs == 0 && n_tokens == 0;

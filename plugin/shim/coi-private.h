@@ -213,6 +213,9 @@ void coi_deliver_forget_user(struct mail_user *user);
    using them. Returns -1 when the mail cannot be read. */
 int coi_read_headers(struct mail *mail, bool copy,
 		     struct coi_message_headers *headers_r);
+/* The body of `mail` (data stack) when it is at most `max` bytes, else
+   NULL: push content and MDN bodies. */
+const char *coi_mail_small_body(struct mail *mail, uoff_t max);
 int coi_mailbox_copy(struct mail_save_context *ctx, struct mail *mail);
 struct mailbox_transaction_context *
 coi_transaction_begin(struct mailbox *box,

@@ -123,31 +123,6 @@ const char *coi_recall_header_address(struct mail *mail, const char *field)
 
 /* ---- delivery ---- */
 
-/* The body of `mail` when at most `max` bytes (data stack), else NULL. */
-static const char *coi_recall_small_body(struct mail *mail, uoff_t max)
-{
-	struct message_size hdr_size, body_size;
-	struct istream *input;
-	const unsigned char *data;
-	size_t size;
-	string_t *body;
-
-	if (mail_get_stream(mail, &hdr_size, &body_size, &input) < 0 ||
-	    body_size.physical_size > max)
-		return NULL;
-	body = t_str_new(body_size.physical_size + 1);
-	i_stream_seek(input, hdr_size.physical_size);
-	while (i_stream_read_more(input, &data, &size) > 0) {
-		str_append_data(body, data, size);
-		i_stream_skip(input, size);
-		if (str_len(body) > max)
-			return NULL;
-	}
-	if (input->stream_errno != 0)
-		return NULL;
-	return str_c(body);
-}
-
 void coi_recall_deliver_prepare(struct mail_deliver_context *ctx, void *rs)
 {
 	struct mail *mail = ctx->src_mail;
@@ -180,7 +155,7 @@ void coi_recall_deliver_prepare(struct mail_deliver_context *ctx, void *rs)
 	    strncasecmp(content_type, "multipart/report", 16) == 0) {
 		struct coi_bytes ct = coi_bytes_from_str(t_strdup(content_type));
 		struct coi_bytes body = coi_bytes_from_str(
-			coi_recall_small_body(mail, COI_MDN_BODY_MAX));
+			coi_mail_small_body(mail, COI_MDN_BODY_MAX));
 
 		(void)coi_ops->mdn_seen(rs, &ct, &body, &from);
 	}
