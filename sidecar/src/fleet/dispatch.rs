@@ -450,15 +450,7 @@ mod tests {
     use crate::queue::ingest::commit_batch;
     use crate::queue::schema::testing::temp_db;
 
-    fn ev(id: &str, endpoints: &[&str]) -> NewEvent {
-        NewEvent {
-            event_id: id.into(),
-            ts_ms: 1,
-            payload: "{}".into(),
-            endpoints: endpoints.iter().map(|s| s.to_string()).collect(),
-            skip_if_dead: None,
-        }
-    }
+    use crate::queue::ingest::testing::event as ev;
 
     fn progress() -> FileProgress {
         FileProgress { dev: 0, ino: 0, offset: 0, fingerprint: Vec::new() }

@@ -184,12 +184,13 @@ pub fn data_version(conn: &Connection) -> Result<i64, QueueError> {
     Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
 }
 
+/// Test events for the queue's and its engines' tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::queue::schema::testing::temp_db;
+pub(crate) mod testing {
+    use super::NewEvent;
 
-    fn ev(id: &str, endpoints: &[&str]) -> NewEvent {
+    /// An event with an empty payload for `endpoints`.
+    pub fn event(id: &str, endpoints: &[&str]) -> NewEvent {
         NewEvent {
             event_id: id.into(),
             ts_ms: 1,
@@ -198,6 +199,14 @@ mod tests {
             skip_if_dead: None,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::schema::testing::temp_db;
+
+    use super::testing::event as ev;
 
     fn progress(offset: u64) -> FileProgress {
         FileProgress {
