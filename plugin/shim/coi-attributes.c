@@ -570,12 +570,10 @@ static int coi_tokens_iter(struct mailbox *box, const char *key_prefix,
 	return coi_raw_iter(box, COI_PVT_TOKENS, key_prefix, pool, keys);
 }
 
-static int coi_devicetoken_get(struct mailbox *box ATTR_UNUSED,
-			       const char *key ATTR_UNUSED,
-			       struct mail_attribute_value *value_r ATTR_UNUSED)
+int coi_attribute_get_nothing(struct mailbox *box ATTR_UNUSED,
+			      const char *key ATTR_UNUSED,
+			      struct mail_attribute_value *value_r ATTR_UNUSED)
 {
-	/* Write-only: a user may have several; they are listed under
-	   /private/vendor/vendor.dovecot/coi/devicetokens/ on "". */
 	return 0;
 }
 
@@ -667,14 +665,6 @@ void coi_value_refused(struct mail_user *user, const char *item,
 	event_unref(&event);
 }
 
-static int coi_pvt_get(struct mailbox *box ATTR_UNUSED,
-		       const char *key ATTR_UNUSED,
-		       struct mail_attribute_value *value_r ATTR_UNUSED)
-{
-	/* Dovecot reads the raw value itself: writable, so dsync copies it */
-	return 0;
-}
-
 static int coi_pvt_iter(struct mailbox *box ATTR_UNUSED,
 			const char *key_prefix ATTR_UNUSED,
 			pool_t pool ATTR_UNUSED,
@@ -758,14 +748,6 @@ bool coi_push_marker_says_none(struct mailbox *inbox)
 
 	return coi_raw_get(inbox, COI_PUSH_MARKER, &value) > 0 &&
 		strcmp(value, COI_PUSH_MARKER_NONE) == 0;
-}
-
-static int coi_push_marker_get(struct mailbox *box ATTR_UNUSED,
-			       const char *key ATTR_UNUSED,
-			       struct mail_attribute_value *value_r ATTR_UNUSED)
-{
-	/* never shown: dsync must not copy another server's cache */
-	return 0;
 }
 
 static int coi_push_marker_set(struct mailbox_transaction_context *t,
@@ -1061,17 +1043,23 @@ static const struct mailbox_attribute_internal coi_internal_attributes[] = {
 		 coi_subscriptions_iter),
 	COI_ATTR(COI_ATTR_VAPID, AUTHORITY, 0,
 		 coi_vapid_get, coi_vapid_set, NULL),
+	/* write-only: a user may have several; they are listed under
+	   /private/vendor/vendor.dovecot/coi/devicetokens/ on "" */
 	COI_ATTR("devicetoken", AUTHORITY, 0,
-		 coi_devicetoken_get, coi_devicetoken_set, NULL),
+		 coi_attribute_get_nothing, coi_devicetoken_set, NULL),
 	/* the raw entries themselves: never for clients (IMAP refuses
 	   pvt keys), only dsync and imports write here, validated */
 	{ .type = MAIL_ATTRIBUTE_TYPE_PRIVATE, .key = COI_PVT_PREFIX,
 	  .rank = MAIL_ATTRIBUTE_INTERNAL_RANK_OVERRIDE,
 	  .flags = MAIL_ATTRIBUTE_INTERNAL_FLAG_CHILDREN,
-	  .get = coi_pvt_get, .set = coi_pvt_set, .iter = coi_pvt_iter },
+	  /* nothing from get: Dovecot reads the raw value itself, and
+	     being writable is what lets dsync copy it */
+	  .get = coi_attribute_get_nothing, .set = coi_pvt_set,
+	  .iter = coi_pvt_iter },
 	{ .type = MAIL_ATTRIBUTE_TYPE_PRIVATE, .key = COI_PUSH_MARKER,
 	  .rank = MAIL_ATTRIBUTE_INTERNAL_RANK_AUTHORITY,
-	  .get = coi_push_marker_get, .set = coi_push_marker_set },
+	  /* never shown: dsync must not copy another server's cache */
+	  .get = coi_attribute_get_nothing, .set = coi_push_marker_set },
 	{ .type = MAIL_ATTRIBUTE_TYPE_SHARED,
 	  .key = COI_SERVER_ATTR("vendor/deltachat/maxsmtprecipients"),
 	  .rank = MAIL_ATTRIBUTE_INTERNAL_RANK_AUTHORITY,

@@ -213,6 +213,10 @@ void coi_deliver_forget_user(struct mail_user *user);
    using them. Returns -1 when the mail cannot be read. */
 int coi_read_headers(struct mail *mail, bool copy,
 		     struct coi_message_headers *headers_r);
+/* The `get` of a write-only or hidden internal attribute: nothing to
+   show (each registration says why). */
+int coi_attribute_get_nothing(struct mailbox *box, const char *key,
+			      struct mail_attribute_value *value_r);
 /* The body of `mail` (data stack) when it is at most `max` bytes, else
    NULL: push content and MDN bodies. */
 const char *coi_mail_small_body(struct mail *mail, uoff_t max);

@@ -378,13 +378,6 @@ static void coi_read_own_folders(struct mail_user *user,
 	}
 }
 
-static int coi_read_mark_get(struct mailbox *box ATTR_UNUSED,
-			     const char *key ATTR_UNUSED,
-			     struct mail_attribute_value *value_r ATTR_UNUSED)
-{
-	return 0;
-}
-
 static int coi_read_mark_set(struct mailbox_transaction_context *t,
 			     const char *key ATTR_UNUSED,
 			     const struct mail_attribute_value *value)
@@ -447,7 +440,9 @@ static int coi_read_mark_set(struct mailbox_transaction_context *t,
 static const struct mailbox_attribute_internal coi_read_attributes[] = {
 	COI_READ_ATTR(COI_ATTR_READ_STATUS, coi_read_status_get,
 		      coi_read_status_set),
-	COI_READ_ATTR(COI_ATTR_READ_MARK, coi_read_mark_get, coi_read_mark_set),
+	/* write-only */
+	COI_READ_ATTR(COI_ATTR_READ_MARK, coi_attribute_get_nothing,
+		      coi_read_mark_set),
 };
 
 static const struct mail_storage_hooks coi_read_hooks = {

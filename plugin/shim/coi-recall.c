@@ -443,13 +443,6 @@ coi_recall_copy(struct mail_user *user, void *rs, const char *folder,
 	return outcome;
 }
 
-static int coi_recall_execute_get(struct mailbox *box ATTR_UNUSED,
-				  const char *key ATTR_UNUSED,
-				  struct mail_attribute_value *value_r ATTR_UNUSED)
-{
-	return 0;
-}
-
 static int coi_recall_execute_set(struct mailbox_transaction_context *t,
 				  const char *key ATTR_UNUSED,
 				  const struct mail_attribute_value *value)
@@ -506,7 +499,8 @@ static int coi_recall_execute_set(struct mailbox_transaction_context *t,
 static const struct mailbox_attribute_internal coi_recall_attributes[] = {
 	COI_RECALL_ATTR(COI_ATTR_RECALL, MAIL_ATTRIBUTE_INTERNAL_FLAG_CHILDREN,
 			coi_recall_get, coi_recall_set, coi_recall_iter),
-	COI_RECALL_ATTR(COI_ATTR_RECALL_EXECUTE, 0, coi_recall_execute_get,
+	/* write-only */
+	COI_RECALL_ATTR(COI_ATTR_RECALL_EXECUTE, 0, coi_attribute_get_nothing,
 			coi_recall_execute_set, NULL),
 };
 
