@@ -202,14 +202,16 @@ def dovecot_pids(dc: DovecotInstance) -> set[int]:
 class Bench:
     def __init__(self, args):
         self.args = args
-        # --alt NAME:BINARY[:WINDOW_MS]: variant NAME is W with another
-        # coi-sidecar binary and/or commit window (A/B in the same run).
-        self.alts: dict[str, tuple[str, int | None]] = {}
+        # --alt NAME:BINARY[:WINDOW_MS[:MAX_MS]]: variant NAME is W with
+        # another coi-sidecar binary and/or commit window (A/B in the same run).
+        self.alts: dict[str, tuple[str, int | None, int | None]] = {}
         for spec in args.alt:
             name, binary, *window = spec.split(":")
-            self.alts[name] = (binary, int(window[0]) if window else None)
-            VARIANTS[name] = f"W with {Path(binary).name}" + (f", window {window[0]} ms"
-                                                               if window else "")
+            self.alts[name] = (binary, int(window[0]) if window else None,
+                               int(window[1]) if len(window) > 1 else None)
+            VARIANTS[name] = f"W with {Path(binary).name}" + (
+                f", window {window[0]}" + (f"-{window[1]}" if len(window) > 1 else "") + " ms"
+                if window else "")
         self.order = [v for v in re.findall(r"[A-Z][a-z0-9]*", args.variants) if v in VARIANTS]
         self.rates = {v: [] for v in self.order}
         self.side = {v: [] for v in self.order}   # per-round figures
@@ -237,7 +239,7 @@ class Bench:
         self.sc.push_sections = self.sc.push_config(retry_schedule_secs=(1, 2, 5, 10, 30))
         self.sc.start()
         self.sidecars = {"W": self.sc, "X": self.sc}
-        for name, (binary, window) in self.alts.items():
+        for name, (binary, window, window_max) in self.alts.items():
             os.environ["COI_SIDECAR_BIN"], saved = binary, os.environ.get("COI_SIDECAR_BIN")
             try:
                 self.sidecars[name] = PushSidecar(
@@ -245,7 +247,8 @@ class Bench:
                              concurrency=a.webhook_concurrency,
                              retry_schedule_secs=(1, 2, 5, 10, 30, 60))],
                     scan_interval_ms=1000, rotate_bytes=64 << 20, subject=SUBJECT,
-                    commit_window_ms=window, keep_tmp=a.keep)
+                    commit_window_ms=window, commit_window_max_ms=window_max,
+                    keep_tmp=a.keep)
             finally:
                 if saved is None:
                     del os.environ["COI_SIDECAR_BIN"]
@@ -608,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--webhook-concurrency", type=int, default=32)
     ap.add_argument("--commit-window-ms", type=int, default=None,
                     help="the sidecar's spool_commit_window_ms (default: its own default)")
-    ap.add_argument("--alt", action="append", default=[], metavar="NAME:BINARY[:WINDOW_MS]",
+    ap.add_argument("--alt", action="append", default=[], metavar="NAME:BINARY[:WINDOW_MS[:MAX_MS]]",
                     help="an extra variant NAME (capitalised, e.g. Wb): W with another "
                          "coi-sidecar binary and/or commit window, interleaved with the rest")
     ap.add_argument("--no-perf", action="store_true", help="do not count fsyncs with perf")

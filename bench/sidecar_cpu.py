@@ -14,7 +14,10 @@ fsync/fdatasync calls per event (``perf record``, as in
 arrival. Every event must arrive (distinct ids), or the run fails.
 
 Usage: /usr/bin/python3 bench/sidecar_cpu.py --rate 300 --events 3000 --rounds 3 \\
-         NAME=PATH[:WINDOW_MS] [NAME=PATH[:WINDOW_MS] ...]
+         NAME=PATH[:WINDOW_MS[:MAX_MS]] [NAME=PATH[:WINDOW_MS[:MAX_MS]] ...]
+
+WINDOW_MS and MAX_MS set ``spool_commit_window_ms`` and ``spool_commit_window_max_ms``
+(MAX_MS = WINDOW_MS gives a fixed window, the sidecar's behaviour before it adapted).
 """
 
 from __future__ import annotations
@@ -76,18 +79,21 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-perf", action="store_true")
-    ap.add_argument("builds", nargs="+", metavar="NAME=PATH[:WINDOW_MS]")
+    ap.add_argument("builds", nargs="+", metavar="NAME=PATH[:WINDOW_MS[:MAX_MS]]")
     args = ap.parse_args()
     wh = LeanReceiver("webhook")
     builds = {}
     for spec in args.builds:
         name, rest = spec.split("=", 1)
-        path, _, window = rest.partition(":")
+        path, *windows = rest.split(":")
+        window = windows[0] if windows else None
+        window_max = windows[1] if len(windows) > 1 else None
         os.environ["COI_SIDECAR_BIN"] = path
         builds[name] = SidecarProcess(
             [Webhook("bench", wh.url("/hook"), timeout_secs=10, concurrency=32)],
             scan_interval_ms=1000, rotate_bytes=64 << 20,
-            commit_window_ms=int(window) if window else None)
+            commit_window_ms=int(window) if window else None,
+            commit_window_max_ms=int(window_max) if window_max else None)
     perf = SyscallCounter(not args.no_perf)
     res: dict[str, list[dict]] = {n: [] for n in builds}
     try:

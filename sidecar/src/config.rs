@@ -101,6 +101,8 @@ struct RawConfig {
     spool_scan_interval_ms: u64,
     #[serde(default = "default_commit_window_ms")]
     spool_commit_window_ms: u64,
+    #[serde(default = "default_commit_window_max_ms")]
+    spool_commit_window_max_ms: u64,
     #[serde(default = "default_state_dir")]
     state_dir: PathBuf,
     #[serde(default)]
@@ -239,6 +241,9 @@ fn default_scan_interval_ms() -> u64 {
 fn default_commit_window_ms() -> u64 {
     10
 }
+fn default_commit_window_max_ms() -> u64 {
+    50
+}
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/coi-sidecar")
 }
@@ -322,8 +327,10 @@ pub struct SpoolConfig {
     /// Scan the spool at least this often, doorbell or not.
     pub scan_interval: Duration,
     /// While events keep coming, commit at most once per this window
-    /// (`intake::group_commit`; zero: off).
+    /// (`intake::group_commit`; zero: off). The window at low rates.
     pub commit_window: Duration,
+    /// How far the window may grow with the arrival rate.
+    pub commit_window_max: Duration,
 }
 
 /// Doorbell socket settings.
@@ -532,11 +539,18 @@ impl Validator {
         if raw.spool_commit_window_ms > 1000 {
             return Err(self.bad("spool_commit_window_ms", "must be between 0 and 1000"));
         }
+        if raw.spool_commit_window_max_ms > 1000 {
+            return Err(self.bad("spool_commit_window_max_ms", "must be between 0 and 1000"));
+        }
+        // An explicit window larger than the default maximum means "this
+        // window, fixed", not an error.
+        let window_max = raw.spool_commit_window_max_ms.max(raw.spool_commit_window_ms);
         Ok(SpoolConfig {
             dir: raw.spool_dir.clone(),
             rotate_bytes: raw.spool_rotate_bytes,
             scan_interval: Duration::from_millis(raw.spool_scan_interval_ms),
             commit_window: Duration::from_millis(raw.spool_commit_window_ms),
+            commit_window_max: Duration::from_millis(window_max),
         })
     }
 

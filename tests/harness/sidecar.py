@@ -185,7 +185,8 @@ class SidecarProcess:
                  socket_mode: str = "0666", allowed_uids: Sequence[int] = (),
                  allowed_gids: Sequence[int] = (), log_level: str = "info",
                  shutdown_grace_secs: int = 2, allow_private_addresses: bool = True,
-                 commit_window_ms: int | None = None, keep_tmp: bool | None = None,
+                 commit_window_ms: int | None = None,
+                 commit_window_max_ms: int | None = None, keep_tmp: bool | None = None,
                  extra_toml: str = "", command: str = "run"):
         self.binary = sidecar_bin()
         self.ident: MailIdentity = ensure_mail_identity()
@@ -200,6 +201,8 @@ class SidecarProcess:
         self.allow_private_addresses = allow_private_addresses
         #: ``spool_commit_window_ms`` (None: the sidecar's default).
         self.commit_window_ms = commit_window_ms
+        #: ``spool_commit_window_max_ms`` (None: the sidecar's default).
+        self.commit_window_max_ms = commit_window_max_ms
         #: TOML sections appended to the config (e.g. ``[queue]``/``[jetstream]``).
         self.extra_toml = extra_toml
         #: ``run`` or ``dispatch`` (fleet mode).
@@ -242,6 +245,8 @@ class SidecarProcess:
             f"spool_scan_interval_ms = {self.scan_interval_ms}",
             *([f"spool_commit_window_ms = {self.commit_window_ms}"]
               if self.commit_window_ms is not None else []),
+            *([f"spool_commit_window_max_ms = {self.commit_window_max_ms}"]
+              if self.commit_window_max_ms is not None else []),
             f"state_dir = {_toml(self.state_dir)}",
             "",
             "[socket]",

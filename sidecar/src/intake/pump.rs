@@ -98,9 +98,9 @@ impl Pump {
         self.prune_offsets()?;
         let mut data_version = ingest::data_version(&self.conn)?;
         let mut version_checked = Instant::now();
-        let mut pacing = GroupCommit::new(self.spool.commit_window);
+        let mut pacing = GroupCommit::adaptive(self.spool.commit_window, self.spool.commit_window_max);
         match self.cycle() {
-            Ok(()) => {}
+            Ok(_) => {}
             // A FIFO or symlink any mail process can plant must not stop
             // the sidecar: it is counted and logged at every scan instead.
             Err(e @ IntakeError::NotRegular(_)) => self.scan_failed(&e),
@@ -123,8 +123,9 @@ impl Pump {
                 }
             }
             pacing.started(Instant::now());
-            if let Err(e) = self.cycle() {
-                self.scan_failed(&e);
+            match self.cycle() {
+                Ok(records) => pacing.took(records),
+                Err(e) => self.scan_failed(&e),
             }
             // Another connection committed (a `dead-letters replay` from the
             // CLI, but also every batch of the delivery store): wake every
@@ -185,13 +186,15 @@ impl Pump {
     /// One scan of the spool directory (see the module docs). Entries
     /// that are not regular files are skipped, the rest is scanned, and
     /// then the cycle fails naming them (so the heartbeat does not move and
-    /// `/healthz` turns red until someone removes them).
-    pub fn cycle(&mut self) -> Result<(), IntakeError> {
+    /// `/healthz` turns red until someone removes them). Returns how many
+    /// records it read (the group commit's measure of the arrival rate).
+    pub fn cycle(&mut self) -> Result<usize, IntakeError> {
         let dir = self.spool.dir.clone();
         let mut refused = Vec::new();
+        let mut records = 0u64;
         for (_, path) in rotated_files(&dir).map_err(io_at(&dir))? {
             match self.finish_rotated(&path) {
-                Ok(()) => {}
+                Ok(n) => records += n,
                 Err(IntakeError::NotRegular(files)) => refused.extend(files),
                 Err(e) => return Err(e),
             }
@@ -215,24 +218,25 @@ impl Pump {
             }
             other => other?,
         };
+        records += drained.as_ref().map_or(0, |d| d.records);
         if drained.is_some_and(|d| d.size >= self.spool.rotate_bytes) {
             if let Some(rotated) = rotate_active(&dir).map_err(io_at(&dir))? {
                 self.metrics.spool_rotations.inc();
                 tracing::info!(file = %rotated.display(), "rotated the spool file");
-                self.finish_rotated(&rotated)?;
+                records += self.finish_rotated(&rotated)?;
             }
         }
         if !refused.is_empty() {
             return Err(IntakeError::NotRegular(refused));
         }
         self.heartbeat.store(now_ms(), Ordering::Relaxed);
-        Ok(())
+        Ok(usize::try_from(records).unwrap_or(usize::MAX))
     }
 
-    /// Seal, drain to the end, delete, forget.
-    fn finish_rotated(&mut self, path: &std::path::Path) -> Result<(), IntakeError> {
+    /// Seal, drain to the end, delete, forget. Returns the records read.
+    fn finish_rotated(&mut self, path: &std::path::Path) -> Result<u64, IntakeError> {
         let Some(file) = open_spool_file(path)? else {
-            return Ok(());
+            return Ok(0);
         };
         seal(&file).map_err(io_at(path))?;
         drop(file);
@@ -249,11 +253,11 @@ impl Pump {
             &*wake,
         )?
         else {
-            return Ok(());
+            return Ok(0);
         };
         std::fs::remove_file(path).map_err(io_at(path))?;
         ingest::forget_offset(&self.conn, d.dev, d.ino)?;
         tracing::debug!(file = %path.display(), "drained and deleted a rotated spool file");
-        Ok(())
+        Ok(d.records)
     }
 }
