@@ -21,16 +21,22 @@
 //! - a fresh ephemeral key pair and salt per message ([`encrypt`]); the
 //!   deterministic core ([`encrypt_with`]) exists so RFC 8291 Appendix A
 //!   can be checked byte for byte;
+//! - the per-message key pair and ECDH run on `ring` (already linked for
+//!   TLS), the fixed-key path on `p256`: ring cannot take a given private
+//!   key, p256 can, and both feed the same key derivation and sealing
+//!   ([`seal`]). Why ring for the hot path: RFC 8291 requires a fresh
+//!   ephemeral key per message, so every push pays one key generation and
+//!   one ECDH, and ring's P-256 (assembly) does them several times faster
+//!   than p256's portable arithmetic (measured in docs/performance.md);
 //! - [`encrypted_len`] is the exact body length for a plaintext length, so
 //!   the payload builder can stay within the 4096-byte budget before
 //!   encrypting.
 //!
 //! Callers: `push::webpush` (every Web Push request).
 
-use aes_gcm::aead::{Aead, KeyInit, OsRng};
+use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes128Gcm, Nonce};
 use hkdf::Hkdf;
-use p256::elliptic_curve::rand_core::RngCore;
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use p256::{PublicKey, SecretKey};
 use sha2::Sha256;
@@ -59,6 +65,9 @@ pub enum EceError {
     /// The AEAD refused (cannot happen with valid key and nonce sizes).
     #[error("AES-GCM failed")]
     Aead,
+    /// The system random generator or the key agreement failed.
+    #[error("ephemeral key agreement failed")]
+    KeyAgreement,
 }
 
 impl EceError {
@@ -69,6 +78,7 @@ impl EceError {
             EceError::BadAuth(_) => "bad_auth",
             EceError::TooLong(_) => "too_long",
             EceError::Aead => "aead",
+            EceError::KeyAgreement => "key_agreement",
         }
     }
 
@@ -88,6 +98,8 @@ pub fn encrypted_len(plaintext_len: usize) -> usize {
 pub struct Subscriber {
     /// `p256dh`.
     pub public: PublicKey,
+    /// `p256dh` as sent: the uncompressed point (key agreement input).
+    pub public_sec1: [u8; 65],
     /// `auth`.
     pub auth: [u8; 16],
 }
@@ -101,17 +113,34 @@ impl Subscriber {
             return Err(EceError::BadPublicKey);
         }
         let public = PublicKey::from_sec1_bytes(p256dh).map_err(|_| EceError::BadPublicKey)?;
+        let public_sec1: [u8; 65] = p256dh.try_into().map_err(|_| EceError::BadPublicKey)?;
         let auth: [u8; 16] = auth.try_into().map_err(|_| EceError::BadAuth(auth.len()))?;
-        Ok(Subscriber { public, auth })
+        Ok(Subscriber { public, public_sec1, auth })
     }
 }
 
 /// Encrypts `plaintext` for `to` with a fresh ephemeral key and salt.
 pub fn encrypt(plaintext: &[u8], to: &Subscriber) -> Result<Vec<u8>, EceError> {
-    let ephemeral = SecretKey::random(&mut OsRng);
+    use ring::agreement::{agree_ephemeral, EphemeralPrivateKey, UnparsedPublicKey, ECDH_P256};
+    use ring::rand::{SecureRandom, SystemRandom};
+
+    check_len(plaintext)?;
+    let rng = SystemRandom::new();
     let mut salt = [0u8; 16];
-    OsRng.fill_bytes(&mut salt);
-    encrypt_with(plaintext, to, &ephemeral, &salt)
+    rng.fill(&mut salt).map_err(|_| EceError::KeyAgreement)?;
+    let ephemeral = EphemeralPrivateKey::generate(&ECDH_P256, &rng).map_err(|_| EceError::KeyAgreement)?;
+    let as_public = ephemeral.compute_public_key().map_err(|_| EceError::KeyAgreement)?;
+    let peer = UnparsedPublicKey::new(&ECDH_P256, &to.public_sec1[..]);
+    agree_ephemeral(ephemeral, &peer, |shared| seal(plaintext, to, as_public.as_ref(), shared, &salt))
+        .map_err(|_| EceError::KeyAgreement)?
+}
+
+fn check_len(plaintext: &[u8]) -> Result<(), EceError> {
+    // rs counts the padded plaintext plus the tag; one record must fit it.
+    if plaintext.len() + 1 + TAG_LEN > RECORD_SIZE as usize {
+        return Err(EceError::TooLong(plaintext.len()));
+    }
+    Ok(())
 }
 
 /// [`encrypt`] with the ephemeral key and salt given (tests, RFC vectors).
@@ -121,20 +150,23 @@ pub fn encrypt_with(
     ephemeral: &SecretKey,
     salt: &[u8; 16],
 ) -> Result<Vec<u8>, EceError> {
-    // rs counts the padded plaintext plus the tag; one record must fit it.
-    if plaintext.len() + 1 + TAG_LEN > RECORD_SIZE as usize {
-        return Err(EceError::TooLong(plaintext.len()));
-    }
+    check_len(plaintext)?;
     let as_public = ephemeral.public_key().to_encoded_point(false);
-    let ua_public = to.public.to_encoded_point(false);
     let shared = p256::ecdh::diffie_hellman(ephemeral.to_nonzero_scalar(), to.public.as_affine());
+    seal(plaintext, to, as_public.as_bytes(), shared.raw_secret_bytes(), salt)
+}
 
+/// Key derivation and sealing (RFC 8291 §3.3/§3.4) from our ephemeral
+/// public key (`as_public`, uncompressed) and the ECDH secret.
+fn seal(plaintext: &[u8], to: &Subscriber, as_public: &[u8], shared: &[u8], salt: &[u8; 16]) -> Result<Vec<u8>, EceError> {
+    check_len(plaintext)?;
+    let ua_public = &to.public_sec1;
     let mut key_info = Vec::with_capacity(14 + 65 + 65);
     key_info.extend_from_slice(b"WebPush: info\0");
-    key_info.extend_from_slice(ua_public.as_bytes());
-    key_info.extend_from_slice(as_public.as_bytes());
+    key_info.extend_from_slice(ua_public);
+    key_info.extend_from_slice(as_public);
     let mut ikm = [0u8; 32];
-    Hkdf::<Sha256>::new(Some(&to.auth), shared.raw_secret_bytes())
+    Hkdf::<Sha256>::new(Some(&to.auth), shared)
         .expand(&key_info, &mut ikm)
         .map_err(|_| EceError::Aead)?;
 
@@ -159,7 +191,7 @@ pub fn encrypt_with(
     out.extend_from_slice(salt);
     out.extend_from_slice(&RECORD_SIZE.to_be_bytes());
     out.push(65);
-    out.extend_from_slice(as_public.as_bytes());
+    out.extend_from_slice(as_public);
     out.extend_from_slice(&sealed);
     Ok(out)
 }
@@ -167,6 +199,7 @@ pub fn encrypt_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aes_gcm::aead::OsRng;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine as _;
 
@@ -206,6 +239,46 @@ mod tests {
         assert_ne!(a, b, "salt and ephemeral key are fresh each time");
         assert_eq!(a.len(), encrypted_len(5));
         assert_eq!(&a[16..21], &[0, 0, 0x10, 0, 65]);
+    }
+
+    /// The user agent's side, written from the RFC with p256 only (not
+    /// ring): what [`encrypt`] produces must open with the subscription's
+    /// private key.
+    fn decrypt(body: &[u8], ua: &SecretKey, auth: &[u8; 16]) -> Vec<u8> {
+        let salt = &body[..16];
+        assert_eq!(&body[16..21], &[0, 0, 0x10, 0, 65]);
+        let as_public = PublicKey::from_sec1_bytes(&body[21..86]).unwrap();
+        let shared = p256::ecdh::diffie_hellman(ua.to_nonzero_scalar(), as_public.as_affine());
+        let mut info = b"WebPush: info\0".to_vec();
+        info.extend_from_slice(ua.public_key().to_encoded_point(false).as_bytes());
+        info.extend_from_slice(&body[21..86]);
+        let mut ikm = [0u8; 32];
+        Hkdf::<Sha256>::new(Some(auth), shared.raw_secret_bytes()).expand(&info, &mut ikm).unwrap();
+        let prk = Hkdf::<Sha256>::new(Some(salt), &ikm);
+        let (mut cek, mut nonce) = ([0u8; 16], [0u8; 12]);
+        prk.expand(b"Content-Encoding: aes128gcm\0", &mut cek).unwrap();
+        prk.expand(b"Content-Encoding: nonce\0", &mut nonce).unwrap();
+        let mut record = Aes128Gcm::new_from_slice(&cek)
+            .unwrap()
+            .decrypt(Nonce::from_slice(&nonce), &body[86..])
+            .unwrap();
+        assert_eq!(record.pop(), Some(LAST_RECORD));
+        record
+    }
+
+    #[test]
+    fn a_fresh_encryption_opens_with_the_subscribers_key() {
+        let ua = SecretKey::random(&mut OsRng);
+        let auth = [9u8; 16];
+        let to = Subscriber::from_bytes(ua.public_key().to_encoded_point(false).as_bytes(), &auth).unwrap();
+        for text in [&b""[..], b"hello", &[b'x'; 4079][..]] {
+            let body = encrypt(text, &to).unwrap();
+            assert_eq!(decrypt(&body, &ua, &auth), text);
+        }
+        let other = SecretKey::random(&mut OsRng);
+        let body = encrypt(b"hello", &to).unwrap();
+        let wrong = std::panic::catch_unwind(|| decrypt(&body, &other, &auth));
+        assert!(wrong.is_err(), "another key must not open it");
     }
 
     #[test]
