@@ -67,6 +67,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.lean_receiver import LeanReceiver  # noqa: E402
+from bench.lmtp_throughput import dovecot_cpu_seconds  # noqa: E402
 from tests.harness import DovecotInstance  # noqa: E402
 from tests.harness import messages as M  # noqa: E402
 from tests.harness.pushreceiver import PushSidecar  # noqa: E402
@@ -80,6 +81,7 @@ NO_SPOOL = "/nonexistent/coi-bench-spool"
 U_SPOOL_BYTES = 64 * 1024
 VARIANTS = {
     "S": "stock Dovecot (no plugin)",
+    "R": "stock Dovecot, the sender names the chats folder (user+COI/Chats, no $Chat): the floor of any routing",
     "V": "stock Dovecot + a sieve_before script filing the same chats with $Chat (routing without the plugin)",
     "P": "plugin, events off",
     "Q": "plugin + spool, sidecar not running",
@@ -205,6 +207,14 @@ class SyscallCounter:
         return out
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs so far; idle and iowait are not busy."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal
+    return total - fields[3] - fields[4], total
+
+
 def dovecot_pids(dc: DovecotInstance) -> set[int]:
     return {pid for pid, _ in dc.child_processes()} | ({dc.master_pid} if dc.master_pid else set())
 
@@ -309,17 +319,23 @@ class Bench:
         return {**self.sidecars[variant].plugin_settings(), **key}
 
     def configure(self, variant: str) -> None:
-        stockish = ("S", "V")
+        stockish = ("S", "R", "V")
         want = (variant,) if variant in stockish else tuple(sorted(self.settings(variant).items()))
         have = ((self.current,) if self.current in stockish
                 else tuple(sorted(self.settings(self.current).items())))
         if want != have:
             if variant == "S":
-                self.dc.reconfigure(plugin=False, sieve_before=None)
+                self.dc.reconfigure(plugin=False, sieve_before=None,
+                                    lmtp_save_to_detail_mailbox=False)
+            elif variant == "R":
+                self.dc.reconfigure(plugin=False, sieve_before=None,
+                                    lmtp_save_to_detail_mailbox=True)
             elif variant == "V":
-                self.dc.reconfigure(plugin=False, sieve_before=SIEVE_ROUTING)
+                self.dc.reconfigure(plugin=False, sieve_before=SIEVE_ROUTING,
+                                    lmtp_save_to_detail_mailbox=False)
             else:
                 self.dc.reconfigure(plugin=True, sieve_before=None,
+                                    lmtp_save_to_detail_mailbox=False,
                                     plugin_settings=self.settings(variant))
         self.current = variant
         self.floor_stop()
@@ -415,7 +431,8 @@ class Bench:
         jobs, expected = [], {u: {"INBOX": 0, CHATS: 0} for u in users}
         for i, m in enumerate(msgs):
             u = users[i % len(users)]
-            jobs.append((m.raw, self.dc.address(u)))
+            routed_by_sender = variant == "R" and m.is_chat
+            jobs.append((m.raw, self.dc.rcpt(u, CHATS) if routed_by_sender else self.dc.address(u)))
             folder = CHATS if (m.is_chat and variant != "S") else "INBOX"
             expected[u][folder] += 1
         events = variant in self.sidecars
@@ -435,12 +452,18 @@ class Bench:
             full.write_bytes(b"\n" * U_SPOOL_BYTES)
             full.chmod(0o666)
         self.perf.start()
+        dcpu0, busy0 = dovecot_cpu_seconds(self.dc), machine_ticks()
         results, secs = self.dc.lmtp_deliver_timed(jobs, a.connections)
         t_end = time.time()
+        dcpu1, busy1 = dovecot_cpu_seconds(self.dc), machine_ticks()
         bad = [f"{r.rcpt}: {r.code} {r.message}" for r in results if not r.ok]
         if bad or len(results) != len(jobs):
             raise VerificationError(f"{variant}: {len(bad)} deliveries failed: {bad[:3]}")
-        fig: dict = {"rate": len(jobs) / secs}
+        fig: dict = {"rate": len(jobs) / secs,
+                     # Dovecot's own CPU per message, and how busy the whole
+                     # machine was while delivering (1.0 = both cores).
+                     "dovecot_cpu_ms": (dcpu1 - dcpu0) * 1000 / len(jobs),
+                     "busy": (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])}
         n_push = 0
         if events:
             # The event's user is the login name Dovecot resolved (user@domain).
@@ -512,7 +535,8 @@ class Bench:
         if "floor_fsyncs_per_1k" in fig:
             extra += f"; floor fdatasyncs/1k {fig['floor_fsyncs_per_1k']:.0f}"
         print(f"  round {rnd + 1} {variant}: {len(jobs)} msgs in {secs:.2f}s = "
-              f"{fig['rate']:7.1f} msgs/s{extra}", flush=True)
+              f"{fig['rate']:7.1f} msgs/s; Dovecot CPU {fig['dovecot_cpu_ms']:.2f} ms/msg, "
+              f"machine busy {fig['busy']:.0%}{extra}", flush=True)
 
     def verify(self, variant: str, expected: dict) -> None:
         for user, want in expected.items():
@@ -577,6 +601,11 @@ class Bench:
             print(f"| {v} {VARIANTS[v]} | {med[v]:.1f} | {ratio:.3f} | {paired(v, 'S'):.3f} | "
                   + (f"{med[v] / med['V']:.3f} ({paired(v, 'V'):.3f}) | " if with_v else "")
                   + f"{verdict} | " + " ".join(f"{x:.0f}" for x in self.rates[v]) + " |")
+        if "P" in med:
+            # The issue's aim: the whole pipeline should cost what the plugin costs.
+            print("over the plugin alone (P), medians (per-round): " + ", ".join(
+                f"{v}/P {med[v] / med['P']:.3f} ({paired(v, 'P'):.3f})"
+                for v in self.order if v in med and v not in ("S", "R", "V", "P")))
         for v in self.order:
             figs = [f for f in self.side.get(v) or [] if "cpu_ms_per_1k" in f]
             if not figs:
@@ -598,6 +627,11 @@ class Bench:
                   f"{m('drain_lag_ms'):.0f} ms; sidecar peak RSS "
                   f"{max(f['hwm_kib'] for f in figs) / 1024:.1f} MiB"
                   + (f"; pushes per round {figs[0]['pushes']}" if v == "X" else ""))
+        for v in self.order:
+            figs = self.side.get(v) or []
+            if figs:
+                print(f"{v}: Dovecot CPU per message {statistics.median(f['dovecot_cpu_ms'] for f in figs):.2f} ms, "
+                      f"machine busy while delivering {statistics.median(f['busy'] for f in figs):.0%}")
         for v in self.order:
             figs = [f for f in self.side[v] if "dovecot_fsyncs_per_msg" in f]
             if figs:
