@@ -7,6 +7,11 @@ processes (``bench/lean_receiver.py``). Variants, interleaved round by round
 (the order rotates every round), each round to fresh users:
 
   S  stock Dovecot: no coi plugin;
+  R  stock Dovecot, chats addressed to ``user+COI/Chats`` with
+     ``lmtp_save_to_detail_mailbox`` (no keyword): the floor of any routing,
+     the same two folders without anyone deciding;
+  V  stock Dovecot + a ``sieve_before`` script filing the same chats into
+     COI/Chats with ``$Chat`` (the stock way to do the plugin's filing);
   P  the plugin, events off (``coi_spool_path`` does not exist);
   Q  the plugin + event spool, sidecar NOT running (the spool grows, each
      doorbell finds no socket);
