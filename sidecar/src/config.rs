@@ -851,6 +851,18 @@ mod tests {
     }
 
     #[test]
+    fn the_commit_window_adapts_by_default_and_an_explicit_window_alone_is_fixed() {
+        let c = parse("").unwrap();
+        assert_eq!(c.spool.commit_window, Duration::from_millis(10));
+        assert_eq!(c.spool.commit_window_max, Duration::from_millis(50));
+        // Larger than the default maximum: that window, fixed.
+        let c = parse("spool_commit_window_ms = 200").unwrap();
+        assert_eq!(c.spool.commit_window_max, Duration::from_millis(200));
+        let c = parse("spool_commit_window_ms = 5\nspool_commit_window_max_ms = 5").unwrap();
+        assert_eq!((c.spool.commit_window, c.spool.commit_window_max), (Duration::from_millis(5), Duration::from_millis(5)));
+    }
+
+    #[test]
     fn webhook_is_validated_and_converted() {
         let c = parse(&webhook("kinds = [\"chat\"]\nformat = \"ox\"\ntimeout_secs = 3\nretry_schedule_secs = [1, 2]")).unwrap();
         let e = &c.webhooks[0];
@@ -870,6 +882,7 @@ mod tests {
             ("[socket]\nmode = \"999\"", "socket.mode"),
             ("[metrics]\nlisten = \"nowhere\"", "metrics.listen"),
             ("[logging]\nlevel = \"loud\"", "logging.level"),
+            ("spool_commit_window_max_ms = 1001", "spool_commit_window_max_ms"),
         ];
         for (text, want) in cases {
             let err = parse(text).unwrap_err().to_string();
