@@ -25,6 +25,10 @@ processes (``bench/lean_receiver.py``). Variants, interleaved round by round
      doorbell (= per event): the floor of any intake that commits each event;
   Fw the same, at most once per 10 ms while doorbells keep coming: the floor
      of the sidecar's group commit with its default window;
+  Fh the same with a 50 ms window (the sidecar's window at these rates), and
+     after each sync every new spool record POSTed as it is, in order, on one
+     kept-alive connection to the same webhook receiver: the floor of any
+     implementation that acknowledges durably and sends one request per event;
   W  the plugin + spool + the running sidecar + one webhook endpoint that
      answers 200 at once;
   X  W + Web Push: a quarter of the users have a validated subscription
@@ -93,6 +97,8 @@ VARIANTS = {
     "Qn": "Q without Web Push configured (no VAPID key)",
     "F": "Q + a process that only fdatasyncs once per doorbell (the floor of per-event durability)",
     "Fw": "Q + a process that only fdatasyncs, at most once per 10 ms (the group-commit floor)",
+    "Fh": "Q + a process that fdatasyncs at most once per 50 ms and POSTs each record unsigned "
+          "on one kept-alive connection (the floor of any durable webhook forwarder)",
     "U": "Q with a full spool: UIDs assigned, events built, every append refused (no write)",
     "W": "plugin + spool + sidecar + webhook",
     "X": "W + Web Push for a share of users",
@@ -315,9 +321,9 @@ class Bench:
         key = {"coi_webpush_vapid_key": str(self.sc.vapid_public_key)}
         if variant == "P":
             return {"coi_spool_path": NO_SPOOL, "coi_sidecar_socket": str(self.q_socket), **key}
-        if variant in ("Q", "Qn", "F", "Fw"):
-            return {"coi_spool_path": str(self.q_spool),
-                    "coi_sidecar_socket": str(self.q_socket), **(key if variant == "Q" else {})}
+        if variant in ("Q", "Qn", "F", "Fw", "Fh"):
+            return {"coi_spool_path": str(self.q_spool), "coi_sidecar_socket": str(self.q_socket),
+                    **(key if variant in ("Q", "Fh") else {})}
         if variant == "U":
             return {"coi_spool_path": str(self.q_spool), "coi_spool_max_size": str(U_SPOOL_BYTES),
                     "coi_sidecar_socket": str(self.q_socket), **key}
@@ -349,12 +355,14 @@ class Bench:
                 sc.stop()
         if variant in ("F", "Fw"):
             self.floor_start(0 if variant == "F" else 10)
+        if variant == "Fh":
+            self.floor_start(50, forward=self.wh.url("/hook"))
         if variant in self.sidecars:
             self.sidecars[variant].start()
 
     def verify_spool(self, variant: str, n: int) -> None:
         """Q, Qn, F, Fw: one record per message in the spool; U: nothing written."""
-        if variant not in ("Q", "Qn", "U", "F", "Fw"):
+        if variant not in ("Q", "Qn", "U", "F", "Fw", "Fh"):
             return
         data = b"".join(f.read_bytes() for f in self.q_spool.iterdir())
         if variant == "U":
@@ -365,11 +373,12 @@ class Bench:
         if records < n:
             raise VerificationError(f"{variant}: {records} spool records for {n} messages")
 
-    def floor_start(self, window_ms: int) -> None:
+    def floor_start(self, window_ms: int, forward: str | None = None) -> None:
         """Runs bench/fsync_floor.py on the doorbell socket the plugin rings."""
         self.floor = subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("fsync_floor.py")), str(self.q_socket),
-             str(self.tmp / "floor.data"), "--window-ms", str(window_ms)],
+             str(self.tmp / "floor.data"), "--window-ms", str(window_ms),
+             *(["--forward", forward, "--spool", str(self.q_spool)] if forward else [])],
             stdout=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 10
         while not self.q_socket.exists():
@@ -447,7 +456,7 @@ class Bench:
         c0 = commits(sc) if events else {}
         pid = sc.pid if events else None
         cpu0 = proc_cpu_seconds(pid) if pid else 0.0
-        if variant in ("Q", "Qn", "U", "F", "Fw"):
+        if variant in ("Q", "Qn", "U", "F", "Fw", "Fh"):
             for f in self.q_spool.iterdir():
                 f.unlink()
         if variant == "U":
@@ -456,6 +465,7 @@ class Bench:
             full = self.q_spool / "events.log"
             full.write_bytes(b"\n" * U_SPOOL_BYTES)
             full.chmod(0o666)
+        floor_cpu0 = proc_cpu_seconds(self.floor.pid) if variant == "Fh" else 0.0
         self.perf.start()
         dcpu0, busy0 = dovecot_cpu_seconds(self.dc), machine_ticks()
         results, secs = self.dc.lmtp_deliver_timed(jobs, a.connections)
@@ -470,6 +480,17 @@ class Bench:
                      "dovecot_cpu_ms": (dcpu1 - dcpu0) * 1000 / len(jobs),
                      "busy": (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])}
         n_push = 0
+        if variant == "Fh":
+            # Not verified like W (unsigned, as the plugin wrote them): all there.
+            deadline = time.monotonic() + 120
+            while self.wh.count() < wh0 + len(jobs):
+                if time.monotonic() > deadline or self.floor.poll() is not None:
+                    raise VerificationError(f"Fh: {self.wh.count() - wh0} of {len(jobs)} "
+                                            "records forwarded")
+                time.sleep(0.01)
+            fig["drain_lag_ms"] = (time.time() - t_end) * 1000
+            fig["floor_cpu_ms_per_1k"] = (proc_cpu_seconds(self.floor.pid) - floor_cpu0) \
+                * 1e6 / len(jobs)
         if events:
             # The event's user is the login name Dovecot resolved (user@domain).
             subs = {self.dc.address(u) for u in users if u in self.subscribed} | \
@@ -539,6 +560,9 @@ class Bench:
             extra += f"; Dovecot fsyncs/msg {fig['dovecot_fsyncs_per_msg']:.2f}"
         if "floor_fsyncs_per_1k" in fig:
             extra += f"; floor fdatasyncs/1k {fig['floor_fsyncs_per_1k']:.0f}"
+        if "floor_cpu_ms_per_1k" in fig:
+            extra += (f"; floor CPU {fig['floor_cpu_ms_per_1k']:.0f} ms/1k events, all forwarded "
+                      f"{fig['drain_lag_ms']:.0f} ms after the last LMTP answer")
         print(f"  round {rnd + 1} {variant}: {len(jobs)} msgs in {secs:.2f}s = "
               f"{fig['rate']:7.1f} msgs/s; Dovecot CPU {fig['dovecot_cpu_ms']:.2f} ms/msg, "
               f"machine busy {fig['busy']:.0%}{extra}", flush=True)
