@@ -186,15 +186,7 @@ impl SpoolWriter {
         if kind.is_file() {
             return Ok(file);
         }
-        Err(SpoolError::NotRegular(if kind.is_fifo() {
-            "FIFO"
-        } else if kind.is_char_device() || kind.is_block_device() {
-            "device"
-        } else if kind.is_socket() {
-            "socket"
-        } else {
-            "special file"
-        }))
+        Err(SpoolError::NotRegular(entry_kind(kind)))
     }
 
     fn still_current(&self, ours: &Metadata) -> Result<bool, SpoolError> {
@@ -203,6 +195,23 @@ impl SpoolWriter {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(SpoolError::Io(e)),
         }
+    }
+}
+
+/// What a spool entry that is not a regular file is (callers checked
+/// `is_file` first), for the refusal: the writer here and the sidecar's
+/// reader name it the same way.
+pub fn entry_kind(kind: std::fs::FileType) -> &'static str {
+    if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_dir() {
+        "directory"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "device"
+    } else if kind.is_socket() {
+        "socket"
+    } else {
+        "special file"
     }
 }
 

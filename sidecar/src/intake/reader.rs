@@ -28,7 +28,7 @@
 //! Callers: `intake::pump`.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -117,17 +117,7 @@ pub fn open_spool_file(path: &Path) -> Result<Option<File>, IntakeError> {
     if kind.is_file() {
         return Ok(Some(file));
     }
-    Err(refused(if kind.is_fifo() {
-        "FIFO"
-    } else if kind.is_dir() {
-        "directory"
-    } else if kind.is_char_device() || kind.is_block_device() {
-        "device"
-    } else if kind.is_socket() {
-        "socket"
-    } else {
-        "special file"
-    }))
+    Err(refused(coi_core::spool::entry_kind(kind)))
 }
 
 /// How far a file may be consumed.
