@@ -96,10 +96,8 @@ pub fn encrypted_len(plaintext_len: usize) -> usize {
 /// The subscription's keys, decoded and checked.
 #[derive(Debug, Clone)]
 pub struct Subscriber {
-    /// `p256dh`.
-    pub public: PublicKey,
-    /// `p256dh` as sent: the uncompressed point (key agreement input).
-    pub public_sec1: [u8; 65],
+    /// `p256dh` as sent: an uncompressed point, checked to be on the curve.
+    pub p256dh: [u8; 65],
     /// `auth`.
     pub auth: [u8; 16],
 }
@@ -112,10 +110,10 @@ impl Subscriber {
         if p256dh.len() != 65 || p256dh[0] != 0x04 {
             return Err(EceError::BadPublicKey);
         }
-        let public = PublicKey::from_sec1_bytes(p256dh).map_err(|_| EceError::BadPublicKey)?;
-        let public_sec1: [u8; 65] = p256dh.try_into().map_err(|_| EceError::BadPublicKey)?;
+        PublicKey::from_sec1_bytes(p256dh).map_err(|_| EceError::BadPublicKey)?;
+        let p256dh: [u8; 65] = p256dh.try_into().map_err(|_| EceError::BadPublicKey)?;
         let auth: [u8; 16] = auth.try_into().map_err(|_| EceError::BadAuth(auth.len()))?;
-        Ok(Subscriber { public, public_sec1, auth })
+        Ok(Subscriber { p256dh, auth })
     }
 }
 
@@ -130,7 +128,7 @@ pub fn encrypt(plaintext: &[u8], to: &Subscriber) -> Result<Vec<u8>, EceError> {
     rng.fill(&mut salt).map_err(|_| EceError::KeyAgreement)?;
     let ephemeral = EphemeralPrivateKey::generate(&ECDH_P256, &rng).map_err(|_| EceError::KeyAgreement)?;
     let as_public = ephemeral.compute_public_key().map_err(|_| EceError::KeyAgreement)?;
-    let peer = UnparsedPublicKey::new(&ECDH_P256, &to.public_sec1[..]);
+    let peer = UnparsedPublicKey::new(&ECDH_P256, &to.p256dh[..]);
     agree_ephemeral(ephemeral, &peer, |shared| seal(plaintext, to, as_public.as_ref(), shared, &salt))
         .map_err(|_| EceError::KeyAgreement)?
 }
@@ -151,16 +149,17 @@ pub fn encrypt_with(
     salt: &[u8; 16],
 ) -> Result<Vec<u8>, EceError> {
     check_len(plaintext)?;
+    let ua_public = PublicKey::from_sec1_bytes(&to.p256dh).map_err(|_| EceError::BadPublicKey)?;
     let as_public = ephemeral.public_key().to_encoded_point(false);
-    let shared = p256::ecdh::diffie_hellman(ephemeral.to_nonzero_scalar(), to.public.as_affine());
+    let shared = p256::ecdh::diffie_hellman(ephemeral.to_nonzero_scalar(), ua_public.as_affine());
     seal(plaintext, to, as_public.as_bytes(), shared.raw_secret_bytes(), salt)
 }
 
 /// Key derivation and sealing (RFC 8291 §3.3/§3.4) from our ephemeral
-/// public key (`as_public`, uncompressed) and the ECDH secret.
+/// public key (`as_public`, uncompressed) and the ECDH secret; the
+/// callers checked the plaintext's length.
 fn seal(plaintext: &[u8], to: &Subscriber, as_public: &[u8], shared: &[u8], salt: &[u8; 16]) -> Result<Vec<u8>, EceError> {
-    check_len(plaintext)?;
-    let ua_public = &to.public_sec1;
+    let ua_public = &to.p256dh;
     let mut key_info = Vec::with_capacity(14 + 65 + 65);
     key_info.extend_from_slice(b"WebPush: info\0");
     key_info.extend_from_slice(ua_public);
