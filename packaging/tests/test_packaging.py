@@ -248,3 +248,44 @@ def test_debian_version_matches_cargo():
     assert first.startswith(f"coi ({cargo}-"), first
     spec = (PKG / "rpm" / "coi.spec").read_text()
     assert re.search(rf"^Version:\s+{re.escape(cargo)}$", spec, re.M), "packaging/rpm/coi.spec Version"
+
+
+DOC_REFERENCE = re.compile(r"docs/([a-z0-9.-]+\.md)|\]\(([a-z0-9.-]+\.md)[)#]")
+
+
+def packaged_docs() -> dict[str, set[str]]:
+    """Each package's documentation, as the Debian .docs files and the RPM
+    %doc lines name it (file names under docs/)."""
+    found: dict[str, set[str]] = {}
+    for pkg in ("dovecot-coi", "coi-sidecar"):
+        lines = (PKG / "debian" / f"{pkg}.docs").read_text().split()
+        found[f"deb {pkg}"] = {Path(ln).name for ln in lines}
+    spec = (PKG / "rpm" / "coi.spec").read_text()
+    for pkg in ("dovecot-coi", "coi-sidecar"):
+        section = spec.split(f"%files -n {pkg}\n", 1)[1].split("\n%files", 1)[0]
+        doc_lines = [ln for ln in section.splitlines() if ln.startswith("%doc ")]
+        found[f"rpm {pkg}"] = {Path(p).name for ln in doc_lines for p in ln.split()[1:]}
+    return found
+
+
+def test_every_packaged_doc_exists_and_both_formats_ship_the_same():
+    docs = packaged_docs()
+    for name, files in docs.items():
+        missing = [f for f in files if not (REPO / "docs" / f).is_file()]
+        assert not missing, f"{name} names docs that do not exist: {missing}"
+    for pkg in ("dovecot-coi", "coi-sidecar"):
+        assert docs[f"deb {pkg}"] == docs[f"rpm {pkg}"], pkg
+
+
+def test_a_packaged_doc_never_points_to_one_the_package_lacks():
+    """An operator reading /usr/share/doc on a host with only one of the
+    packages (a dispatcher has only coi-sidecar) must find every document
+    the installed ones send them to."""
+    for name, files in packaged_docs().items():
+        dangling = []
+        for doc in sorted(files):
+            for m in DOC_REFERENCE.finditer((REPO / "docs" / doc).read_text()):
+                target = m.group(1) or m.group(2)
+                if (REPO / "docs" / target).is_file() and target not in files:
+                    dangling.append(f"{doc} -> {target}")
+        assert not dangling, f"{name}: {dangling}"
