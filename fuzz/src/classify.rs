@@ -5,7 +5,9 @@
 //!
 //! Properties:
 //! - never panics, whatever the bytes;
-//! - a group id is 12 to 64 characters of `[0-9A-Za-z_-]` (DESIGN §3);
+//! - a group id is `[0-9A-Za-z_-]`, 12 to 64 characters for a COI group
+//!   (DESIGN §3) or 11 or 16 for a Delta Chat 1.x `Gr.` group (what the
+//!   client writes; docs/deltachat.md);
 //! - the kind's integer code and name round-trip through `KindCode`;
 //! - anything after the first empty line is body and changes nothing;
 //! - line endings do not matter: the block with its CRLF line endings turned
@@ -43,7 +45,7 @@ fn check_kind(kind: &Kind) {
     match kind {
         Kind::GroupChat { group_id } => {
             assert!(
-                (12..=64).contains(&group_id.len()),
+                (12..=64).contains(&group_id.len()) || group_id.len() == 11,
                 "group id of {} bytes",
                 group_id.len()
             );
