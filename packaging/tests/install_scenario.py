@@ -17,7 +17,7 @@ Steps, each of which fails the run with a message saying what was wrong:
      on 127.0.0.1:24; two system users;
   2. dpkg -i of both packages: users, groups, directories, modes, the service
      running under systemd, Dovecot reloaded with the plugin;
-  3. systemd-analyze verify and security on the packaged unit;
+  3. systemd-analyze verify and security on the packaged units;
   4. the packaged sidecar config plus one webhook to a receiver on loopback
      and Web Push switched on; restart and reload under systemd;
   5. COI switched on per user with doveadm METADATA (alice) and with
@@ -31,8 +31,15 @@ Steps, each of which fails the run with a message saying what was wrong:
      healthy, the webhook endpoint's last success; with the service stopped,
      exit 3 and the spool lag of a chat delivered meanwhile; started again,
      the lag is taken in, and no file the service needs became root's;
+  5c. fleet mode: coi-sidecar-dispatch.service installed but not enabled;
+     with a NATS JetStream server (the host's nats-server, a transient
+     unit) and /etc/coi/dispatch.toml as docs/fleet.md shows, enabled and
+     started; the sidecar switched to publishing; a chat's signed webhook
+     arrives through the stream and the dispatcher; the sidecar switched
+     back;
   6. upgrade to a higher version: edited conffile kept, module replaced by
-     rename, sidecar restarted, delivery and webhooks still working;
+     rename, sidecar and the enabled dispatcher restarted, delivery and
+     webhooks still working;
   6b. (2.4) docs/dovecot-2.4.md, from a 2.3 configuration: each 2.3 line it
      shows is refused or read as it says, each 2.4 block makes doveconf print
      what it says, its 2.4 settings are applied
@@ -40,7 +47,8 @@ Steps, each of which fails the run with a message saying what was wrong:
      says, and a chat to a user without METADATA follows those settings;
   7. dpkg -r: Dovecot restarts and delivers without the plugin (on 2.4 with
      the operator's coi_* settings still in the kept conffile);
-  8. dpkg -P: configuration and state gone, Dovecot still works.
+  8. dpkg -P: configuration and state gone (the operator's own
+     dispatch.toml stays), Dovecot still works.
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ import pwd
 import re
 import shlex
 import smtplib
+import socket
 import stat
 import subprocess
 import sys
@@ -77,6 +86,15 @@ SETTINGS_MODULE = Path("/usr/lib/dovecot/modules/settings/libcoi_settings.so")
 SETTINGS_EXT = Path("/etc/dovecot/conf.d/coi-settings.conf.ext")
 DOC_24 = TEST / "dovecot-2.4.md"
 METRICS_URL = "http://127.0.0.1:9854/metrics"
+# Fleet mode (step 5c): the dispatcher's own config, state and /metrics, and
+# a single-node NATS server (the host's nats-server binary, copied in by
+# packaging/install-test).
+DISPATCH_TOML = Path("/etc/coi/dispatch.toml")
+DISPATCH_STATE = Path("/var/lib/coi-sidecar-dispatch")
+DISPATCH_METRICS_URL = "http://127.0.0.1:9855/metrics"
+NATS_BIN = TEST / "nats-server"
+NATS_PORT = 4222
+NATS_UNIT = "coi-test-nats"
 LMTP = ("127.0.0.1", 24)
 IMAP = ("127.0.0.1", 143)
 
@@ -240,9 +258,9 @@ def imap_capabilities(user: str) -> set[str]:
             pass
 
 
-def metrics() -> dict[str, float]:
+def metrics(url: str = METRICS_URL) -> dict[str, float]:
     """Every sample of /metrics as 'name{labels}' -> value (labels as exposed)."""
-    with urllib.request.urlopen(METRICS_URL, timeout=10) as r:
+    with urllib.request.urlopen(url, timeout=10) as r:
         text = r.read().decode()
     samples = {}
     for line in text.splitlines():
@@ -394,15 +412,16 @@ def install(debs: list[str]) -> float:
 
 def systemd_checks() -> None:
     step("3. systemd-analyze verify / security")
-    p = run("systemd-analyze", "verify", "/lib/systemd/system/coi-sidecar.service", check_rc=False)
-    msgs = (p.stdout + p.stderr).strip()
-    check(p.returncode == 0 and not msgs, "systemd-analyze verify coi-sidecar.service: clean", msgs)
-    p = run("systemd-analyze", "security", "--no-pager", "coi-sidecar.service", check_rc=False)
-    m = re.search(r"Overall exposure level for coi-sidecar\.service: ([0-9.]+)", p.stdout)
-    check(m is not None, "systemd-analyze security ran", p.stdout[-500:] + p.stderr)
-    score = float(m.group(1))
-    print(f"  systemd-analyze security exposure: {score}")
-    check(score < 2.0, f"exposure {score} < 2.0")
+    for unit in ("coi-sidecar.service", "coi-sidecar-dispatch.service"):
+        p = run("systemd-analyze", "verify", f"/lib/systemd/system/{unit}", check_rc=False)
+        msgs = (p.stdout + p.stderr).strip()
+        check(p.returncode == 0 and not msgs, f"systemd-analyze verify {unit}: clean", msgs)
+        p = run("systemd-analyze", "security", "--no-pager", unit, check_rc=False)
+        m = re.search(rf"Overall exposure level for {re.escape(unit)}: ([0-9.]+)", p.stdout)
+        check(m is not None, f"systemd-analyze security {unit} ran", p.stdout[-500:] + p.stderr)
+        score = float(m.group(1))
+        print(f"  systemd-analyze security exposure of {unit}: {score}")
+        check(score < 2.0, f"exposure {score} < 2.0")
 
 
 def configure_sidecar(receiver) -> None:
@@ -593,11 +612,81 @@ def sidecar_status(receiver) -> None:
     ok("status: running again, spool lag 0")
 
 
+def fleet_mode(receiver) -> None:
+    step("5c. fleet mode: the packaged coi-sidecar-dispatch.service behind a NATS JetStream server")
+    unit = "coi-sidecar-dispatch"
+    check(run("systemctl", "is-enabled", unit, check_rc=False).stdout.strip() == "disabled"
+          and active(unit) == "inactive", "installed, not enabled and not started by the package")
+    run("systemd-run", f"--unit={NATS_UNIT}", "--property=StateDirectory=coi-test-nats",
+        str(NATS_BIN), "-js", "-a", "127.0.0.1", "-p", str(NATS_PORT), "-sd", "/var/lib/coi-test-nats")
+
+    def nats_up():
+        try:
+            socket.create_connection(("127.0.0.1", NATS_PORT), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    wait_for(nats_up, 20, "nats-server listening")
+    jetstream = f"""
+[jetstream]
+servers = ["nats://127.0.0.1:{NATS_PORT}"]
+replicas = 1
+"""
+    # As docs/fleet.md says: the dispatcher has the same webhook section, its
+    # own state_dir and metrics listener.
+    DISPATCH_TOML.write_text(f"""# written by the install test, as an operator would (docs/fleet.md)
+state_dir = "{DISPATCH_STATE}"
+
+[metrics]
+listen = "127.0.0.1:9855"
+
+[delivery]
+allow_private_addresses = true
+
+[[webhook]]
+name = "install-test"
+url = "{receiver.url('/coi/events')}"
+secrets = ["{SECRET}"]
+retry_schedule_secs = [1, 1, 1, 1, 1]
+{jetstream}""")
+    run("coi-sidecar", "check-config", "--config", str(DISPATCH_TOML))
+    run("systemctl", "enable", "--now", unit)
+    check(active(unit) == "active", f"systemctl enable --now {unit}: active (Type=notify: READY sent)")
+    wait_for(lambda: metric(metrics(DISPATCH_METRICS_URL), "coi_build_info") == 1, 10, "the dispatcher's /metrics")
+    ok("the dispatcher's /metrics answers on its own port")
+    check(mode_of(DISPATCH_STATE)[1:] == ("coi-sidecar", "coi-sidecar") and mode_of(DISPATCH_STATE)[0] == "0750",
+          f"{DISPATCH_STATE}: its own state directory, 0750 coi-sidecar", str(mode_of(DISPATCH_STATE)))
+
+    local_config = SIDECAR_TOML.read_text()
+    SIDECAR_TOML.write_text(local_config + '\n[queue]\nengine = "jetstream"\n' + jetstream)
+    run("systemctl", "restart", "coi-sidecar")
+    check(active("coi-sidecar") == "active", "coi-sidecar restarted as a publisher ([queue] engine = jetstream)")
+    raw, mid = message("alice", "install-test chat through the fleet", chat=True)
+    lmtp_deliver("alice", raw)
+    hits = wait_for(lambda: webhooks_for(receiver, mid), 30, "the webhook of a chat sent through NATS")
+    req, data = hits[0]
+    sys.modules["receiver"].verify(SECRET, req.headers, req.body)
+    check(data.get("user") == "alice" and data.get("folder") == "COI/Chats",
+          "signed webhook of alice's chat, published by the backend, sent by the dispatcher", json.dumps(data))
+    published = metric(metrics(), "coi_fleet_published_events_total", result="stored")
+    check(published >= 1, f"the backend published to the stream: stored {published:g}")
+    acked = wait_for(lambda: metric(metrics(DISPATCH_METRICS_URL), "coi_fleet_acked_messages_total",
+                                    outcome="delivered"), 20, "the dispatcher's acknowledgement")
+    check(acked >= 1, f"the dispatcher acknowledged it as delivered: {acked:g}")
+
+    # Back to the local queue for the steps after; the dispatcher stays
+    # enabled and running so that the upgrade must restart it.
+    SIDECAR_TOML.write_text(local_config)
+    run("systemctl", "restart", "coi-sidecar")
+    check(active("coi-sidecar") == "active", "coi-sidecar back on its local queue")
+
+
 def upgrade(receiver, upgrade_debs: list[str]) -> None:
     step("6. upgrade to a higher version")
     inode = PLUGIN.stat().st_ino
     conf_hash = hashlib.sha256(SIDECAR_TOML.read_bytes()).hexdigest()
     pid = out("systemctl", "show", "-P", "MainPID", "coi-sidecar")
+    dispatch_pid = out("systemctl", "show", "-P", "MainPID", "coi-sidecar-dispatch")
     since = time.time()
     run("dpkg", "-i", *upgrade_debs)
     version = out("dpkg-query", "-W", "-f=${Version}", "dovecot-coi")
@@ -608,6 +697,11 @@ def upgrade(receiver, upgrade_debs: list[str]) -> None:
     check(mode_of(SIDECAR_TOML) == ("0640", "root", "coi-sidecar"), "and its mode and group")
     check(active("coi-sidecar") == "active", "coi-sidecar runs after the upgrade")
     check(out("systemctl", "show", "-P", "MainPID", "coi-sidecar") != pid, "coi-sidecar was restarted")
+    check(active("coi-sidecar-dispatch") == "active"
+          and out("systemctl", "show", "-P", "MainPID", "coi-sidecar-dispatch") not in (dispatch_pid, "0"),
+          "the enabled fleet dispatcher was restarted too")
+    run("systemctl", "disable", "--now", "coi-sidecar-dispatch")
+    run("systemctl", "stop", NATS_UNIT)
     check(active("dovecot") == "active", "Dovecot runs after the upgrade")
     raw, mid = message("alice", "install-test chat after upgrade", chat=True)
     lmtp_deliver("alice", raw)
@@ -725,7 +819,13 @@ def purge() -> None:
     step("8. dpkg -P: configuration and state gone, Dovecot keeps working")
     since = time.time()
     run("dpkg", "-P", "coi-sidecar", "dovecot-coi")
-    for path in (SNIPPET, SIDECAR_TOML, Path("/etc/coi"), Path("/var/lib/coi-sidecar"),
+    # The file the operator wrote stays (dpkg removes what it installed), so
+    # does /etc/coi around it; nothing else is left there.
+    check(DISPATCH_TOML.exists() and [p.name for p in DISPATCH_TOML.parent.iterdir()] == [DISPATCH_TOML.name],
+          "/etc/coi keeps only the operator's own dispatch.toml")
+    DISPATCH_TOML.unlink()
+    DISPATCH_TOML.parent.rmdir()
+    for path in (SNIPPET, SIDECAR_TOML, DISPATCH_STATE, Path("/var/lib/coi-sidecar"),
                  Path("/var/spool/coi"), Path("/var/lib/dovecot-coi")) + ((SETTINGS_EXT,) if V24 else ()):
         check(not path.exists(), f"{path} removed")
     restart_dovecot()
@@ -762,6 +862,7 @@ def main() -> int:
         configure_sidecar(receiver)
         deliver_and_check(receiver, since)
         sidecar_status(receiver)
+        fleet_mode(receiver)
         upgrade(receiver, upgrade_debs)
         if V24:
             from_23_config(receiver)
@@ -770,7 +871,7 @@ def main() -> int:
     except Exception as exc:  # noqa: BLE001 - any failure: show the journals
         what = str(exc) if isinstance(exc, Failed) else f"{type(exc).__name__}: {exc}"
         print(f"\nFAILED: {what}", flush=True)
-        for unit in ("coi-sidecar", "dovecot"):
+        for unit in ("coi-sidecar", "coi-sidecar-dispatch", "dovecot"):
             print(f"\n--- journal of {unit} (last 40 lines)")
             print(run("journalctl", "-u", unit, "--no-pager", "-n", "40", check_rc=False).stdout)
         print("\n1 failed")

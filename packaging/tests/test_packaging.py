@@ -30,6 +30,8 @@ SETTINGS_24 = PKG / "dovecot24" / "coi-settings.conf.ext"
 DOC_24 = REPO / "docs" / "dovecot-2.4.md"
 LOAD = PKG / "dovecot" / "load.conf"
 UNIT = PKG / "systemd" / "coi-sidecar.service"
+DISPATCH_UNIT = PKG / "systemd" / "coi-sidecar-dispatch.service"
+UNITS = pytest.mark.parametrize("unit", [UNIT, DISPATCH_UNIT], ids=lambda u: u.stem)
 
 
 def sidecar_bin() -> Path:
@@ -214,20 +216,22 @@ def test_abi_script_fails_on_a_file_without_an_abi(tmp_path):
     assert p.returncode != 0 and "found 0" in p.stderr
 
 
-def test_unit_exposure_is_below_2():
+@UNITS
+def test_unit_exposure_is_below_2(unit):
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze missing"
-    p = subprocess.run([analyze, "security", "--offline=true", "--no-pager", str(UNIT)],
+    p = subprocess.run([analyze, "security", "--offline=true", "--no-pager", str(unit)],
                        capture_output=True, text=True)
-    m = re.search(r"Overall exposure level for coi-sidecar\.service: ([0-9.]+)", p.stdout)
+    m = re.search(rf"Overall exposure level for {re.escape(unit.name)}: ([0-9.]+)", p.stdout)
     assert m, p.stdout + p.stderr
     assert float(m.group(1)) < 2.0, p.stdout
 
 
-def test_unit_yields_cpu_and_disk_to_dovecot():
+@UNITS
+def test_unit_yields_cpu_and_disk_to_dovecot(unit):
     """Delivery first (issue 18): below Dovecot's I/O weight, never idle-class I/O, and the
     CPU left alone (measured: lowering it slowed Dovecot down; docs/performance.md)."""
-    keys = dict(ln.split("=", 1) for ln in UNIT.read_text().splitlines()
+    keys = dict(ln.split("=", 1) for ln in unit.read_text().splitlines()
                 if "=" in ln and not ln.startswith("#"))
     assert 1 <= int(keys["IOWeight"]) < 100, keys.get("IOWeight")
     assert keys["IOSchedulingClass"] == "best-effort", "idle-class fsyncs can starve the intake"
@@ -235,7 +239,7 @@ def test_unit_yields_cpu_and_disk_to_dovecot():
     assert "CPUWeight" not in keys and "Nice" not in keys, "measured to slow deliveries"
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze missing"
-    p = subprocess.run([analyze, "verify", "--man=no", "--recursive-errors=no", str(UNIT)],
+    p = subprocess.run([analyze, "verify", "--man=no", "--recursive-errors=no", str(unit)],
                        capture_output=True, text=True)
     bad = [ln for ln in (p.stdout + p.stderr).splitlines()
            if re.search(r"CPUWeight|IOWeight|Nice|IOScheduling", ln)]
@@ -289,3 +293,19 @@ def test_a_packaged_doc_never_points_to_one_the_package_lacks():
                 if (REPO / "docs" / target).is_file() and target not in files:
                     dangling.append(f"{doc} -> {target}")
         assert not dangling, f"{name}: {dangling}"
+
+
+def test_dispatch_unit_runs_the_dispatcher_and_shares_nothing_with_dovecot():
+    """The fleet unit: `coi-sidecar dispatch` on its own config and state
+    directory (so it can run beside coi-sidecar.service), without the spool,
+    the doorbell socket or the group Dovecot's mail processes belong to."""
+    lines = [ln for ln in DISPATCH_UNIT.read_text().splitlines() if "=" in ln and not ln.startswith("#")]
+    keys = dict(ln.split("=", 1) for ln in lines)
+    local = dict(ln.split("=", 1) for ln in UNIT.read_text().splitlines() if "=" in ln and not ln.startswith("#"))
+    assert keys["ExecStart"].split()[-1] == "dispatch", keys["ExecStart"]
+    assert "--config /etc/coi/dispatch.toml" in keys["ExecStart"]
+    assert keys["StateDirectory"] != local["StateDirectory"]
+    for absent in ("SupplementaryGroups", "RuntimeDirectory", "ReadWritePaths"):
+        assert absent not in keys, absent
+    assert "SystemCallFilter=@chown" not in lines
+    assert keys["Type"] == "notify" and keys["WatchdogSec"] == local["WatchdogSec"]
