@@ -117,6 +117,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     f.consumer
                 ),
             }
+            // Also with engine = "sqlite": a dispatcher's config reads [jetstream] too.
+            if f.engine == fleet::settings::Engine::JetStream
+                || f.auth != fleet::settings::NatsAuth::None
+                || f.tls.required
+            {
+                println!("{}", describe_nats_security(f));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::DeadLetters { action } => {
@@ -190,6 +197,29 @@ fn describe_push(config: &Config) -> anyhow::Result<String> {
         None => out.push_str("dovecot: doveadm_url not set; gone push targets are only recorded by the sidecar\n"),
     }
     Ok(out)
+}
+
+/// How `[jetstream]` reaches the servers, for `check-config` (never the secrets).
+fn describe_nats_security(f: &fleet::settings::FleetSettings) -> String {
+    use fleet::settings::NatsAuth;
+    let auth = match &f.auth {
+        NatsAuth::None => "no credentials".to_string(),
+        NatsAuth::UserPassword { user, .. } => format!("user {user} with a password"),
+        NatsAuth::Token(_) => "a token".to_string(),
+    };
+    let tls = if f.tls.required {
+        let mut parts = vec!["TLS required".to_string()];
+        if let Some(ca) = &f.tls.ca_file {
+            parts.push(format!("CA {}", ca.display()));
+        }
+        if let Some((cert, _)) = &f.tls.client_cert {
+            parts.push(format!("client certificate {}", cert.display()));
+        }
+        parts.join(", ")
+    } else {
+        "TLS only where a server asks for it or a URL says tls://".to_string()
+    };
+    format!("jetstream: {auth}; {tls}")
 }
 
 /// Runs one fleet command (a few NATS requests) on a small runtime.

@@ -54,8 +54,11 @@ def nats_server_bin() -> str:
 class NatsCluster:
     """``size`` JetStream nodes in one cluster (``size == 1``: a single server)."""
 
-    def __init__(self, size: int = 3, *, root: Path | None = None, keep_tmp: bool = False):
+    def __init__(self, size: int = 3, *, root: Path | None = None, keep_tmp: bool = False,
+                 extra_conf: str = ""):
         self.binary = nats_server_bin()
+        # Appended to every node's config (TLS, accounts: tests/test_fleet_secure.py).
+        self.extra_conf = extra_conf
         self.size = size
         self.keep_tmp = keep_tmp
         self.failed = False
@@ -85,7 +88,7 @@ class NatsCluster:
             routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.route_ports)
             lines += ["cluster {", '  name: "coi-test"', f"  listen: 127.0.0.1:{self.route_ports[i]}",
                       f"  routes: [{routes}]", "}"]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + self.extra_conf
 
     def urls(self) -> list[str]:
         return [f"nats://127.0.0.1:{p}" for p in self.client_ports]

@@ -1,12 +1,16 @@
 //! `[queue]` and `[jetstream]`: which queue engine the intake uses, and how
 //! to reach the JetStream stream and consumer (docs/fleet.md).
 //!
-//! Invariant: validated once at load; `engine = "sqlite"` (the default)
-//! never touches NATS, whatever `[jetstream]` says.
+//! Invariants: validated once at load; `engine = "sqlite"` (the default)
+//! never touches NATS, whatever `[jetstream]` says. Secrets (the password,
+//! the token) are read from files at load, never written in the config
+//! itself, and never shown by `Debug`. Any TLS setting makes TLS required:
+//! a CA or client certificate that is configured is never silently unused.
 //!
 //! Callers: `config.rs` (parsing), `app.rs`, `fleet::publish`,
 //! `fleet::dispatch`.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -62,6 +66,20 @@ pub struct RawJetStream {
     max_in_flight: usize,
     #[serde(default = "default_dead_letter_stream")]
     dead_letter_stream: String,
+    #[serde(default)]
+    tls_required: bool,
+    #[serde(default)]
+    tls_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    tls_client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    tls_client_key_file: Option<PathBuf>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    password_file: Option<PathBuf>,
+    #[serde(default)]
+    token_file: Option<PathBuf>,
 }
 
 impl Default for RawJetStream {
@@ -77,6 +95,13 @@ impl Default for RawJetStream {
             ack_wait_secs: default_ack_wait_secs(),
             max_in_flight: default_max_in_flight(),
             dead_letter_stream: default_dead_letter_stream(),
+            tls_required: false,
+            tls_ca_file: None,
+            tls_client_cert_file: None,
+            tls_client_key_file: None,
+            user: None,
+            password_file: None,
+            token_file: None,
         }
     }
 }
@@ -114,6 +139,47 @@ fn default_dead_letter_stream() -> String {
     "COI_DEAD".into()
 }
 
+/// How the client proves who it is to the NATS servers (their
+/// `authorization` / `accounts` blocks).
+#[derive(Clone, PartialEq, Eq)]
+pub enum NatsAuth {
+    /// Nothing (a server without authorization).
+    None,
+    /// `user` and the password from `password_file`.
+    UserPassword {
+        /// The NATS user.
+        user: String,
+        /// Its password (file contents, trailing newline removed).
+        password: String,
+    },
+    /// The token from `token_file`.
+    Token(String),
+}
+
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NatsAuth::None => f.write_str("None"),
+            NatsAuth::UserPassword { user, .. } => {
+                f.debug_struct("UserPassword").field("user", user).field("password", &"<redacted>").finish()
+            }
+            NatsAuth::Token(_) => f.write_str("Token(<redacted>)"),
+        }
+    }
+}
+
+/// TLS to the NATS servers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NatsTls {
+    /// Refuse a connection without TLS (set by `tls_required` or by any
+    /// other TLS setting, and by `tls://` server URLs in the client itself).
+    pub required: bool,
+    /// A CA for the servers' certificates besides the system's (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// Certificate and key for mutual TLS (`verify: true` on the server).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
 /// The validated fleet settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetSettings {
@@ -141,6 +207,10 @@ pub struct FleetSettings {
     pub max_in_flight: usize,
     /// Stream that keeps a copy of every dead letter.
     pub dead_letter_stream: String,
+    /// Credentials for the servers.
+    pub auth: NatsAuth,
+    /// TLS to the servers.
+    pub tls: NatsTls,
 }
 
 impl Default for FleetSettings {
@@ -180,6 +250,8 @@ pub fn validate(q: RawQueue, j: RawJetStream) -> Result<FleetSettings, (String, 
     if j.max_in_flight == 0 {
         return Err(("jetstream.max_in_flight".into(), "must be > 0".into()));
     }
+    let auth = auth(j.user, j.password_file, j.token_file)?;
+    let tls = tls(j.tls_required, j.tls_ca_file, j.tls_client_cert_file, j.tls_client_key_file)?;
     Ok(FleetSettings {
         engine,
         servers: j.servers,
@@ -192,7 +264,73 @@ pub fn validate(q: RawQueue, j: RawJetStream) -> Result<FleetSettings, (String, 
         ack_wait: Duration::from_secs(j.ack_wait_secs),
         max_in_flight: j.max_in_flight,
         dead_letter_stream: j.dead_letter_stream,
+        auth,
+        tls,
     })
+}
+
+type Refusal = (String, String);
+
+fn refuse(key: &str, message: impl Into<String>) -> Refusal {
+    (format!("jetstream.{key}"), message.into())
+}
+
+/// One line of secret from `path` (a trailing newline is allowed).
+fn secret_file(key: &str, path: &Path) -> Result<String, Refusal> {
+    let text = std::fs::read_to_string(path).map_err(|e| refuse(key, format!("cannot read {}: {e}", path.display())))?;
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() || secret.contains(['\n', '\r']) {
+        return Err(refuse(key, format!("{} must hold the secret on one line", path.display())));
+    }
+    Ok(secret.to_string())
+}
+
+fn auth(user: Option<String>, password_file: Option<PathBuf>, token_file: Option<PathBuf>) -> Result<NatsAuth, Refusal> {
+    match (user, password_file, token_file) {
+        (None, None, None) => Ok(NatsAuth::None),
+        (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+            Err(refuse("token_file", "either user and password_file, or token_file, not both"))
+        }
+        (Some(user), Some(file), None) => {
+            if user.is_empty() || user.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(refuse("user", "must be a non-empty name without spaces"));
+            }
+            Ok(NatsAuth::UserPassword { user, password: secret_file("password_file", &file)? })
+        }
+        (Some(_), None, None) => Err(refuse("password_file", "required with user")),
+        (None, Some(_), None) => Err(refuse("user", "required with password_file")),
+        (None, None, Some(file)) => Ok(NatsAuth::Token(secret_file("token_file", &file)?)),
+    }
+}
+
+/// A PEM file that holds at least one `label` block (read now, so that
+/// check-config names a wrong path instead of the first connection).
+fn pem_file(key: &str, path: PathBuf, labels: &[&str]) -> Result<PathBuf, Refusal> {
+    let text = std::fs::read_to_string(&path).map_err(|e| refuse(key, format!("cannot read {}: {e}", path.display())))?;
+    if !labels.iter().any(|l| text.contains(&format!("-----BEGIN {l}-----"))) {
+        return Err(refuse(key, format!("{} holds no PEM {}", path.display(), labels.join(" or "))));
+    }
+    Ok(path)
+}
+
+fn tls(
+    required: bool,
+    ca_file: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<NatsTls, Refusal> {
+    let ca_file = ca_file.map(|p| pem_file("tls_ca_file", p, &["CERTIFICATE"])).transpose()?;
+    let client_cert = match (cert, key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some((
+            pem_file("tls_client_cert_file", cert, &["CERTIFICATE"])?,
+            pem_file("tls_client_key_file", key, &["PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY"])?,
+        )),
+        (Some(_), None) => return Err(refuse("tls_client_key_file", "required with tls_client_cert_file")),
+        (None, Some(_)) => return Err(refuse("tls_client_cert_file", "required with tls_client_key_file")),
+    };
+    let required = required || ca_file.is_some() || client_cert.is_some();
+    Ok(NatsTls { required, ca_file, client_cert })
 }
 
 #[cfg(test)]
@@ -206,5 +344,90 @@ mod tests {
         assert_eq!(bad.0, "queue.engine");
         let j = RawJetStream { stream: "a.b".into(), ..RawJetStream::default() };
         assert_eq!(validate(RawQueue::default(), j).unwrap_err().0, "jetstream.stream");
+    }
+
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n";
+
+    fn file(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn check(j: RawJetStream) -> Result<FleetSettings, String> {
+        validate(RawQueue::default(), j).map_err(|(k, m)| format!("{k}: {m}"))
+    }
+
+    #[test]
+    fn credentials_come_from_files_and_debug_never_shows_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = file(&dir, "pw", "s3cret-pw\n");
+        let s = check(RawJetStream { user: Some("coi-pub".into()), password_file: Some(pw), ..Default::default() }).unwrap();
+        assert_eq!(s.auth, NatsAuth::UserPassword { user: "coi-pub".into(), password: "s3cret-pw".into() });
+        let shown = format!("{s:?}");
+        assert!(shown.contains("coi-pub") && !shown.contains("s3cret-pw"), "{shown}");
+
+        let tok = file(&dir, "tok", "t0ken-value");
+        let s = check(RawJetStream { token_file: Some(tok), ..Default::default() }).unwrap();
+        assert_eq!(s.auth, NatsAuth::Token("t0ken-value".into()));
+        assert!(!format!("{s:?}").contains("t0ken-value"));
+        assert_eq!(FleetSettings::default().auth, NatsAuth::None);
+    }
+
+    #[test]
+    fn incomplete_or_conflicting_credentials_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = file(&dir, "pw", "x");
+        let two_lines = file(&dir, "two", "a\nb\n");
+        let empty = file(&dir, "empty", "\n");
+        let cases = [
+            (RawJetStream { user: Some("u".into()), ..Default::default() }, "jetstream.password_file: required with user"),
+            (RawJetStream { password_file: Some(pw.clone()), ..Default::default() }, "jetstream.user: required with password_file"),
+            (
+                RawJetStream { user: Some("u".into()), password_file: Some(pw.clone()), token_file: Some(pw.clone()), ..Default::default() },
+                "jetstream.token_file: either",
+            ),
+            (RawJetStream { user: Some("a b".into()), password_file: Some(pw.clone()), ..Default::default() }, "jetstream.user: must be"),
+            (RawJetStream { token_file: Some(two_lines), ..Default::default() }, "on one line"),
+            (RawJetStream { token_file: Some(empty), ..Default::default() }, "on one line"),
+            (RawJetStream { token_file: Some(dir.path().join("missing")), ..Default::default() }, "jetstream.token_file: cannot read"),
+        ];
+        for (raw, want) in cases {
+            let err = check(raw).unwrap_err();
+            assert!(err.contains(want), "{err} lacks {want}");
+        }
+    }
+
+    #[test]
+    fn any_tls_setting_makes_tls_required_and_files_are_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = file(&dir, "ca.pem", CERT);
+        let cert = file(&dir, "cert.pem", CERT);
+        let key = file(&dir, "key.pem", KEY);
+        let not_pem = file(&dir, "junk", "hello");
+        assert!(!FleetSettings::default().tls.required);
+        assert!(check(RawJetStream { tls_required: true, ..Default::default() }).unwrap().tls.required);
+        let s = check(RawJetStream { tls_ca_file: Some(ca.clone()), ..Default::default() }).unwrap();
+        assert!(s.tls.required && s.tls.ca_file == Some(ca.clone()) && s.tls.client_cert.is_none());
+        let s = check(RawJetStream { tls_client_cert_file: Some(cert.clone()), tls_client_key_file: Some(key.clone()), ..Default::default() })
+            .unwrap();
+        assert!(s.tls.required);
+        assert_eq!(s.tls.client_cert, Some((cert.clone(), key.clone())));
+        let cases = [
+            (RawJetStream { tls_client_cert_file: Some(cert.clone()), ..Default::default() }, "jetstream.tls_client_key_file: required"),
+            (RawJetStream { tls_client_key_file: Some(key.clone()), ..Default::default() }, "jetstream.tls_client_cert_file: required"),
+            (RawJetStream { tls_ca_file: Some(not_pem.clone()), ..Default::default() }, "jetstream.tls_ca_file: ") ,
+            (RawJetStream { tls_ca_file: Some(key.clone()), ..Default::default() }, "holds no PEM CERTIFICATE"),
+            (
+                RawJetStream { tls_client_cert_file: Some(cert), tls_client_key_file: Some(ca), ..Default::default() },
+                "jetstream.tls_client_key_file: ",
+            ),
+            (RawJetStream { tls_ca_file: Some(dir.path().join("missing")), ..Default::default() }, "cannot read"),
+        ];
+        for (raw, want) in cases {
+            let err = check(raw).unwrap_err();
+            assert!(err.contains(want), "{err} lacks {want}");
+        }
     }
 }

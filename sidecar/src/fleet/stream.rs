@@ -1,9 +1,11 @@
-//! Reaching the JetStream cluster: the client connection and the two
-//! streams (events, dead letters), created if missing.
+//! Reaching the JetStream cluster: the client connection (with the
+//! configured credentials and TLS) and the two streams (events, dead
+//! letters), created if missing.
 //!
 //! Invariants: connecting never blocks startup on an unreachable cluster
-//! (the client keeps reconnecting in the background; calls made meanwhile
-//! fail after their timeout and are retried by the caller). The event stream
+//! (after one attempt, whose error is logged with its cause, the client
+//! keeps reconnecting in the background; calls made meanwhile fail after
+//! their timeout and are retried by the caller). The event stream
 //! is a work queue (a message is removed once a dispatcher acknowledged it),
 //! file-backed, replicated `replicas` times, with the duplicate window that
 //! drops an event published twice (`Nats-Msg-Id` = event id). The
@@ -14,7 +16,7 @@
 use async_nats::jetstream::{self, stream};
 
 use super::envelope::{dead_letter_subjects, stream_subjects};
-use super::settings::FleetSettings;
+use super::settings::{FleetSettings, NatsAuth};
 
 /// A failed call to NATS, as text (the caller maps it to its own error).
 pub type StreamFailure = String;
@@ -25,15 +27,43 @@ pub async fn connect(s: &FleetSettings, name: &str) -> Result<jetstream::Context
     for url in &s.servers {
         addrs.push(url.parse::<async_nats::ServerAddr>().map_err(|e| format!("server {url}: {e}"))?);
     }
-    let client = async_nats::ConnectOptions::new()
-        .name(name)
-        .retry_on_initial_connect()
-        .connection_timeout(s.publish_timeout)
-        .request_timeout(Some(s.publish_timeout))
-        .connect(addrs)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    let opts = || {
+        options(s).name(name).connection_timeout(s.publish_timeout).request_timeout(Some(s.publish_timeout))
+    };
+    // One plain attempt first: its error names the cause (a refused password,
+    // an unknown certificate authority, a missing client certificate), which
+    // the background reconnects only report as "IO error". Then the client
+    // that keeps trying.
+    let client = match opts().connect(addrs.clone()).await {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::warn!(error = %e, servers = ?s.servers, client = name,
+                "cannot connect to the NATS servers; trying again in the background");
+            opts().retry_on_initial_connect().connect(addrs).await.map_err(|e| format!("connect: {e}"))?
+        }
+    };
     Ok(jetstream::ContextBuilder::new().timeout(s.publish_timeout).ack_timeout(s.publish_timeout).build(client))
+}
+
+/// Credentials and TLS from `[jetstream]`.
+fn options(s: &FleetSettings) -> async_nats::ConnectOptions {
+    let mut o = match &s.auth {
+        NatsAuth::None => async_nats::ConnectOptions::new(),
+        NatsAuth::UserPassword { user, password } => {
+            async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+        }
+        NatsAuth::Token(token) => async_nats::ConnectOptions::with_token(token.clone()),
+    };
+    if s.tls.required {
+        o = o.require_tls(true);
+    }
+    if let Some(ca) = &s.tls.ca_file {
+        o = o.add_root_certificates(ca.clone());
+    }
+    if let Some((cert, key)) = &s.tls.client_cert {
+        o = o.add_client_certificate(cert.clone(), key.clone());
+    }
+    o
 }
 
 /// The event stream's configuration.
