@@ -309,3 +309,21 @@ def test_dispatch_unit_runs_the_dispatcher_and_shares_nothing_with_dovecot():
         assert absent not in keys, absent
     assert "SystemCallFilter=@chown" not in lines
     assert keys["Type"] == "notify" and keys["WatchdogSec"] == local["WatchdogSec"]
+
+
+def test_every_unit_is_installed_and_listed_by_both_package_formats():
+    spec = (PKG / "rpm" / "coi.spec").read_text()
+    files = spec.split("%files -n coi-sidecar\n", 1)[1]
+    build_debs = (PKG / "build-debs").read_text()
+    for unit in sorted((PKG / "systemd").glob("*.service")):
+        name = unit.name
+        assert re.search(rf"^install -D -m 0644 packaging/systemd/{re.escape(name)} "
+                         rf"%{{buildroot}}%{{_unitdir}}/{re.escape(name)}$", spec, re.M), f"spec %install: {name}"
+        assert re.search(rf"^%{{_unitdir}}/{re.escape(name)}$", files, re.M), f"spec %files: {name}"
+        assert f"packaging/systemd/{name}" in build_debs, f"build-debs: {name}"
+    # Only these lines name a unit file on a line of its own: a stray one
+    # (as a bad edit once left in %install) breaks rpmbuild.
+    install = re.split(r"^%(?:check|clean|pre|post|preun|postun|files|changelog)\b",
+                       spec.split("%install\n", 1)[1], maxsplit=1, flags=re.M)[0]
+    stray = [ln for ln in install.splitlines() if ln.startswith("%{_unitdir}")]
+    assert not stray, stray
